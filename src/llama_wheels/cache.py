@@ -1,0 +1,115 @@
+"""Where things are kept outside the clone, and how they appear there atomically.
+
+Everything expensive (sdists, prepared trees, CMake build trees, ccache, zig's cache, the emulated
+sysroot) lives under one cache root, keyed by the hash of its inputs, so a fresh clone on the same
+machine reuses it and a changed input never sees a stale result. Every output is written to a temp
+path beside its final place and renamed into place: a crash or Ctrl-C leaves nothing that looks done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Cache:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> Cache:
+        explicit = os.environ.get("LLAMA_WHEELS_CACHE")
+        if explicit:
+            return cls(Path(explicit).expanduser().resolve())
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return cls(Path(base) / "llama-wheels")
+
+    def dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def sdists(self) -> Path:
+        return self.dir("sdists")
+
+    @property
+    def sources(self) -> Path:
+        return self.dir("src")
+
+    @property
+    def builds(self) -> Path:
+        return self.dir("build")
+
+    @property
+    def ccache(self) -> Path:
+        return self.dir("ccache")
+
+    @property
+    def zig(self) -> Path:
+        return self.dir("zig")
+
+    @property
+    def sysroots(self) -> Path:
+        return self.dir("sysroot")
+
+
+def hash_key(parts: Iterable[str | bytes], length: int = 16) -> str:
+    """A short, stable content key for a sequence of inputs."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()[:length]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yield a temp path next to ``final``; rename it onto ``final`` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{final.name}.tmp-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and final.exists():
+            remove(final)
+        os.replace(tmp, final)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def publish_file(src: Path, dest_dir: Path) -> Path:
+    """Copy ``src`` into ``dest_dir`` atomically (a reader never sees a partial file)."""
+    final = dest_dir / src.name
+    with atomic_path(final) as tmp:
+        shutil.copyfile(src, tmp)
+        tmp.chmod(0o644)
+    return final

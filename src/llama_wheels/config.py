@@ -1,0 +1,197 @@
+"""build_config/*.toml, parsed once into frozen, typed objects.
+
+Parsing is strict: an unknown key is an error that suggests the nearest valid one, and every
+reference (default pin, default target, a target's platform) must resolve. What the pinned *source*
+defines is checked later, by ``plan`` against the prepared tree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+SwitchValue = bool | str
+# A pin maps a logical switch to a CMake variable, to a compiler flag template, or to False (absent).
+SwitchMapping = str | bool
+
+SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava")
+PLATFORMS = ("linux-aarch64", "linux-x86_64", "macos-arm64")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    name: str
+    version: str
+    sdist_sha256: str
+    llama_cpp_commit: str
+    patches: tuple[str, ...]
+    switches: Mapping[str, SwitchMapping]
+
+    @property
+    def sdist_filename(self) -> str:
+        return f"llama_cpp_python-{self.version}.tar.gz"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    name: str
+    description: str
+    platform: str
+    index: str
+    switches: Mapping[str, SwitchValue]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    root: Path
+    pins: Mapping[str, Pin]
+    targets: Mapping[str, Target]
+    default_pin: str
+    default_target: str
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    def pin(self, name: str | None) -> Pin:
+        return _lookup(self.pins, name or self.default_pin, "pin", "build_config/pins.toml")
+
+    def target(self, name: str | None) -> Target:
+        return _lookup(self.targets, name or self.default_target, "target", "build_config/targets.toml")
+
+
+def _lookup(table: Mapping[str, T], name: str, kind: str, where: str) -> T:
+    if name in table:
+        return table[name]
+    raise ConfigError(f"unknown {kind} {name!r}{_suggest(name, table)}; the {kind}s are defined in {where}")
+
+
+def _suggest(name: str, candidates: Mapping[str, Any] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known: {', '.join(sorted(candidates))})" if candidates else ""
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; run from the llama-wheels checkout or pass --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+
+
+class _Table:
+    """Reads one TOML table, remembering where it came from so errors can say so."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.where = where
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                raise ConfigError(f"{self.where}: unknown key {key!r}{_suggest(key, allowed)}")
+
+    def get(self, key: str, kind: type[T], default: T | None = None) -> T:
+        if key not in self.data:
+            if default is None:
+                raise ConfigError(f"{self.where}: missing required key {key!r}")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind):
+            raise ConfigError(f"{self.where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def match(self, key: str, pattern: re.Pattern[str], what: str) -> str:
+        value = self.get(key, str)
+        if not pattern.match(value):
+            raise ConfigError(f"{self.where}.{key}: {value!r} is not {what}")
+        return value
+
+
+def _parse_pin(name: str, data: Any, source: str) -> Pin:
+    t = _Table(data, f"{source}: pins.{name}")
+    t.check_keys(("version", "sdist_sha256", "llama_cpp_commit", "patches", "switches"))
+    patches = t.get("patches", list)
+    if not all(isinstance(p, str) and p.endswith(".patch") for p in patches):
+        raise ConfigError(f"{t.where}.patches: every entry must be a file name ending in .patch")
+    switches = _Table(t.get("switches", dict), f"{t.where}.switches")
+    switches.check_keys(SWITCHES)
+    for key, value in switches.data.items():
+        if value is True or not isinstance(value, str | bool):
+            raise ConfigError(f"{switches.where}.{key}: must be a CMake variable name, a '-flag={{}}' or false")
+        if isinstance(value, str) and value.startswith("-") and "{}" not in value:
+            raise ConfigError(f"{switches.where}.{key}: compiler flag template {value!r} needs a {{}}")
+    return Pin(
+        name=name,
+        version=t.match("version", _VERSION, "a release version like 0.3.36"),
+        sdist_sha256=t.match("sdist_sha256", _SHA256, "a lowercase hex sha256"),
+        llama_cpp_commit=t.match("llama_cpp_commit", _COMMIT, "a git commit (7-40 hex digits)"),
+        patches=tuple(patches),
+        switches=dict(switches.data),
+    )
+
+
+def _parse_target(name: str, data: Any, source: str) -> Target:
+    t = _Table(data, f"{source}: targets.{name}")
+    t.check_keys(("description", "platform", "index", "switches"))
+    platform = t.get("platform", str)
+    if platform not in PLATFORMS:
+        raise ConfigError(f"{t.where}.platform: unknown platform {platform!r}{_suggest(platform, PLATFORMS)}")
+    switches = _Table(t.get("switches", dict), f"{t.where}.switches")
+    switches.check_keys(SWITCHES)
+    for key, value in switches.data.items():
+        if not isinstance(value, bool | str):
+            raise ConfigError(f"{switches.where}.{key}: must be true, false or a string")
+    return Target(
+        name=name,
+        description=t.get("description", str),
+        platform=platform,
+        index=t.get("index", str),
+        switches=dict(switches.data),
+    )
+
+
+def load(root: Path) -> Config:
+    """Load and validate ``root/build_config``."""
+    pins_path = root / "build_config" / "pins.toml"
+    targets_path = root / "build_config" / "targets.toml"
+    pins_doc = _Table(_read_toml(pins_path), str(pins_path))
+    pins_doc.check_keys(("default", "pins"))
+    targets_doc = _Table(_read_toml(targets_path), str(targets_path))
+    targets_doc.check_keys(("default", "targets"))
+
+    pins = {n: _parse_pin(n, d, str(pins_path)) for n, d in pins_doc.get("pins", dict).items()}
+    targets = {n: _parse_target(n, d, str(targets_path)) for n, d in targets_doc.get("targets", dict).items()}
+    config = Config(
+        root=root,
+        pins=pins,
+        targets=targets,
+        default_pin=pins_doc.get("default", str),
+        default_target=targets_doc.get("default", str),
+    )
+    config.pin(None)  # the defaults must resolve
+    config.target(None)
+    for pin in pins.values():
+        for patch in pin.patches:
+            if not (config.patches_dir / pin.version / patch).is_file():
+                raise ConfigError(
+                    f"{pins_path}: pins.{pin.name}.patches: {patch} not found in patches/{pin.version}/"
+                )
+    return config

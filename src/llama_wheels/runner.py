@@ -1,0 +1,160 @@
+"""The one place that runs subprocesses, and the build log they write to.
+
+Every command is logged (quoted, with the environment variables it changes and its duration) to the
+current log file; its output streams to that file, not to the terminal. A non-zero exit becomes a
+``CommandFailed`` carrying the last lines of output. Progress lines (stage, target, elapsed) go to
+stderr so a person sees where a long run is, and the log file is named at the start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .errors import CommandFailed, Interrupted, ToolchainError
+
+_TAIL_LINES = 25
+
+
+class Log:
+    """An append-only build log plus progress reporting on stderr."""
+
+    def __init__(self, path: Path | None, *, quiet: bool = False) -> None:
+        self.path = path
+        self.quiet = quiet
+        self._start = time.monotonic()
+        self._fh: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = path.open("a", encoding="utf-8", errors="replace")
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def write(self, text: str) -> None:
+        if self._fh is not None:
+            self._fh.write(text)
+            self._fh.flush()
+
+    def progress(self, message: str) -> None:
+        line = f"[{self.elapsed:7.1f}s] {message}"
+        self.write(f"\n==== {line}\n")
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def stage(self, stage: str, subject: str) -> Iterator[None]:
+        started = time.monotonic()
+        self.progress(f"{stage:<8} {subject} ...")
+        yield
+        self.progress(f"{stage:<8} {subject} done in {time.monotonic() - started:.1f}s")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+_log = Log(None, quiet=True)
+
+
+def set_log(log: Log) -> None:
+    global _log
+    _log = log
+
+
+def current_log() -> Log:
+    return _log
+
+
+def require_tool(name: str, hint: str) -> str:
+    """Absolute path of executable ``name``, or a ToolchainError saying how to get it."""
+    found = shutil.which(name)
+    if found is None:
+        raise ToolchainError(f"{name} not found on PATH; {hint}")
+    return found
+
+
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    capture: bool = False,
+) -> str:
+    """Run ``cmd`` with ``env`` added to the current environment; return its output if ``capture``.
+
+    Output always goes to the log. Raises CommandFailed (with the output's tail) on a non-zero exit
+    and ToolchainError when the executable does not exist.
+    """
+    argv = [os.fspath(c) for c in cmd]
+    full_env = {**os.environ, **(env or {})}
+    quoted = shlex.join(argv)
+    _log.write(f"$ {quoted}\n")
+    for key, value in sorted((env or {}).items()):
+        _log.write(f"  env {key}={value}\n")
+    if cwd is not None:
+        _log.write(f"  cwd {cwd}\n")
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    captured: list[str] = []
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+    except FileNotFoundError:
+        raise ToolchainError(f"{argv[0]}: not found; run scripts/bootstrap.sh to install the toolchain") from None
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            _log.write(line)
+            tail.append(line.rstrip("\n"))
+            if capture:
+                captured.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(timeout=5)
+            raise CommandFailed(f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})")
+        reader.join()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        _log.write(f"  interrupted after {time.monotonic() - started:.1f}s\n")
+        raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
+    duration = time.monotonic() - started
+    _log.write(f"  exit {returncode} after {duration:.1f}s\n")
+    if returncode != 0:
+        where = f" (full log: {_log.path})" if _log.path else ""
+        last = "\n    ".join(tail)
+        raise CommandFailed(f"{Path(argv[0]).name} exited with {returncode}{where}; last output:\n    {last}")
+    return "".join(captured)
