@@ -12,12 +12,14 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -86,6 +88,26 @@ def require_tool(name: str, hint: str) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended. ``returncode`` < 0 means killed by that signal (e.g. -4 is SIGILL)."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    tail: tuple[str, ...]
+    seconds: float
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+
 def run(
     cmd: Sequence[str | os.PathLike[str]],
     *,
@@ -97,7 +119,28 @@ def run(
     """Run ``cmd`` with ``env`` added to the current environment; return its output if ``capture``.
 
     Output always goes to the log. Raises CommandFailed (with the output's tail) on a non-zero exit
-    and ToolchainError when the executable does not exist.
+    or a timeout, and ToolchainError when the executable does not exist.
+    """
+    outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture)
+    if outcome.returncode != 0:
+        where = f" (full log: {_log.path})" if _log.path else ""
+        how = f"died of {outcome.signal_name}" if outcome.signal_name else f"exited with {outcome.returncode}"
+        last = "\n    ".join(outcome.tail)
+        raise CommandFailed(f"{Path(outcome.argv[0]).name} {how}{where}; last output:\n    {last}")
+    return outcome.output
+
+
+def probe(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    capture: bool = True,
+) -> Outcome:
+    """Like ``run`` but never raises for the command's own failure: the caller judges the Outcome.
+
+    A timeout kills the command and raises CommandFailed; a missing executable is a ToolchainError.
     """
     argv = [os.fspath(c) for c in cmd]
     full_env = {**os.environ, **(env or {})}
@@ -153,8 +196,4 @@ def run(
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
     duration = time.monotonic() - started
     _log.write(f"  exit {returncode} after {duration:.1f}s\n")
-    if returncode != 0:
-        where = f" (full log: {_log.path})" if _log.path else ""
-        last = "\n    ".join(tail)
-        raise CommandFailed(f"{Path(argv[0]).name} exited with {returncode}{where}; last output:\n    {last}")
-    return "".join(captured)
+    return Outcome(tuple(argv), returncode, "".join(captured), tuple(tail), duration)
