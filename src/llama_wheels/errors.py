@@ -36,7 +36,11 @@ class ToolchainError(UserError):
 
 
 class CommandFailed(LlamaWheelsError):
-    """A subprocess exited non-zero. The message carries the tail of its output."""
+    """A subprocess failed. The message names the telling line; ``tail`` holds the last output lines."""
+
+    def __init__(self, message: str, tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.tail = tail
 
 
 class BuildError(LlamaWheelsError):

@@ -77,6 +77,7 @@ def fetch_sdist(pin: Pin, cache: Cache) -> Path:
                 while block := response.read(1 << 20):
                     digest.update(block)
                     out.write(block)
+            tmp.chmod(0o644)
             if digest.hexdigest() != pin.sdist_sha256:
                 raise ChecksumError(
                     f"{pin.sdist_filename} from {url} has sha256 {digest.hexdigest()}, pins.{pin.name} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -88,6 +89,18 @@ def require_tool(name: str, hint: str) -> str:
     return found
 
 
+_ERRORISH = re.compile(r"error|fatal|failed|not found|undefined|cannot|no such", re.IGNORECASE)
+
+
+def _telling_line(tail: Sequence[str]) -> str:
+    """The last output line that looks like the reason, else the last line."""
+    lines = [line.strip() for line in tail if line.strip()]
+    for line in reversed(lines):
+        if _ERRORISH.search(line):
+            return line[:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended. ``returncode`` < 0 means killed by that signal (e.g. -4 is SIGILL)."""
@@ -111,29 +124,31 @@ class Outcome:
 def run(
     cmd: Sequence[str | os.PathLike[str]],
     *,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
     capture: bool = False,
 ) -> str:
-    """Run ``cmd`` with ``env`` added to the current environment; return its output if ``capture``.
+    """Run ``cmd`` with ``env`` applied to the current environment (None unsets); return output if ``capture``.
 
     Output always goes to the log. Raises CommandFailed (with the output's tail) on a non-zero exit
     or a timeout, and ToolchainError when the executable does not exist.
     """
     outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture)
     if outcome.returncode != 0:
-        where = f" (full log: {_log.path})" if _log.path else ""
         how = f"died of {outcome.signal_name}" if outcome.signal_name else f"exited with {outcome.returncode}"
-        last = "\n    ".join(outcome.tail)
-        raise CommandFailed(f"{Path(outcome.argv[0]).name} {how}{where}; last output:\n    {last}")
+        raise CommandFailed(
+            f"{Path(outcome.argv[0]).name} {' '.join(outcome.argv[1:3])} {how}: {_telling_line(outcome.tail)}"
+            + (f" (full log: {_log.path})" if _log.path else ""),
+            tail=outcome.tail,
+        )
     return outcome.output
 
 
 def probe(
     cmd: Sequence[str | os.PathLike[str]],
     *,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
     capture: bool = True,
@@ -143,11 +158,11 @@ def probe(
     A timeout kills the command and raises CommandFailed; a missing executable is a ToolchainError.
     """
     argv = [os.fspath(c) for c in cmd]
-    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     quoted = shlex.join(argv)
     _log.write(f"$ {quoted}\n")
     for key, value in sorted((env or {}).items()):
-        _log.write(f"  env {key}={value}\n")
+        _log.write(f"  env {key}={value}\n" if value is not None else f"  env -{key}\n")
     if cwd is not None:
         _log.write(f"  cwd {cwd}\n")
     started = time.monotonic()

@@ -1,0 +1,76 @@
+"""Stage ``build``: scikit-build-core, through the standard ``python -m build`` frontend.
+
+The CMake arguments are exactly the job's; the compiler is the zig toolchain; the CMake build tree
+is kept in the cache (keyed by job, toolchain and source tree) so a rebuild only recompiles what
+changed, and ccache makes even a fresh tree cheap. The wheel is written to a temp directory that the
+caller publishes; an interrupted or failed build leaves no wheel anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import runner
+from .cache import Cache, hash_key
+from .errors import BuildError
+from .patching import PreparedSource
+from .plan import BuildJob
+from .toolchain import Toolchain
+
+# Variables of the caller's environment that would silently change what gets built.
+_SCRUBBED = ("CMAKE_ARGS", "SKBUILD_CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CC", "CXX",
+             "CMAKE_TOOLCHAIN_FILE", "CMAKE_GENERATOR")
+
+
+def config_settings(job: BuildJob, source: PreparedSource, toolchain: Toolchain, build_dir: Path) -> list[str]:
+    """The scikit-build-core settings (``-C``) for ``job``: every CMake argument, nothing implicit."""
+    flags = [
+        *job.compiler_flags,
+        # No build paths in the binaries (reproducible wheels; see the provenance issue).
+        f"-ffile-prefix-map={source.tree}=/src/llama-cpp-python",
+        f"-ffile-prefix-map={build_dir}=/build",
+    ]
+    defines = [*job.defines, ("CMAKE_TOOLCHAIN_FILE", str(toolchain.toolchain_file))]
+    defines += [("CMAKE_C_FLAGS", " ".join(flags)), ("CMAKE_CXX_FLAGS", " ".join(flags))]
+    if toolchain.launcher:
+        defines += [("CMAKE_C_COMPILER_LAUNCHER", toolchain.launcher),
+                    ("CMAKE_CXX_COMPILER_LAUNCHER", toolchain.launcher)]
+    return [f"build-dir={build_dir}", *(f"cmake.define.{name}={value}" for name, value in defines)]
+
+
+def build_dir_for(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache) -> Path:
+    return cache.builds / f"{job.target.name}-{hash_key([job.key, toolchain.identity, str(source.tree)])}"
+
+
+@contextmanager
+def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache) -> Iterator[Path]:
+    """Build ``job``'s wheel; yields its path in a temp directory that is removed afterwards."""
+    job.check_against(source.cmake_options)
+    build_dir = build_dir_for(job, source, toolchain, cache)
+    out = Path(tempfile.mkdtemp(prefix="llama-wheels-build-"))
+    env: dict[str, str | None] = {name: None for name in _SCRUBBED if name in os.environ}
+    env |= toolchain.env
+    env |= {
+        "_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+        "CCACHE_BASEDIR": str(source.tree),
+    }
+    settings = config_settings(job, source, toolchain, build_dir)
+    try:
+        runner.run(
+            [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
+             *(f"--config-setting={s}" for s in settings), source.tree],
+            env=env,
+        )
+        wheels = sorted(out.glob("*.whl"))
+        if len(wheels) != 1:
+            raise BuildError(f"{job.name}: expected one wheel from the build, found {len(wheels)} in {out}")
+        yield wheels[0]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

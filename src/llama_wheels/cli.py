@@ -1,0 +1,138 @@
+"""``llama-wheels``: the command line. Parses arguments, runs a command, maps errors to exit codes.
+
+Exit codes: 0 ok, 1 the work failed, 2 bad input (configuration, checksum, patch, missing tool),
+130 interrupted. Errors print one line (no traceback unless --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import runner
+from .cache import Cache, remove
+from .config import Config, load
+from .errors import ConfigError, Interrupted, LlamaWheelsError
+from .plan import describe, plan
+
+
+def find_root(explicit: Path | None) -> Path:
+    """The checkout holding build_config/: --config, else the current directory or a parent."""
+    if explicit is not None:
+        return explicit.resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "build_config" / "pins.toml").is_file():
+            return candidate
+    raise ConfigError("no build_config/pins.toml here or above; run inside the llama-wheels checkout or pass --config")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load(find_root(args.config))
+
+
+def cmd_plan(args: argparse.Namespace, cache: Cache) -> int:
+    print(describe(plan(_config(args), args.targets, args.pin)))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
+    from .pipeline import prepare_job
+
+    for job in plan(_config(args), args.targets, args.pin):
+        source = prepare_job(job, _config(args), cache)
+        print(f"{job.name}: {source.tree}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
+    from .pipeline import build_targets
+
+    built = build_targets(_config(args), args.targets, args.pin, dist=args.dist.resolve(), cache=cache,
+                          verify=not args.no_verify)
+    for item in built:
+        glibc = ".".join(map(str, item.facts.glibc_max))
+        print(f"{item.wheel}  ({item.facts.size / 1e6:.1f} MB, {len(item.facts.libraries)} libraries, "
+              f"GLIBC <= {glibc}, {item.seconds:.0f}s)")
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
+    from .cache import publish_file
+    from .platforms import platform
+    from .repair import repair_wheel
+
+    target = _config(args).target(args.target)
+    with repair_wheel(args.wheel.resolve(), platform(target.platform)) as repaired:
+        print(publish_file(repaired, args.dist.resolve()))
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
+    parts = ["build", "src", "toolchains"] + (["sdists", "ccache", "zig", "sysroot"] if args.all else [])
+    for part in parts:
+        remove(cache.root / part)
+        print(f"removed {cache.root / part}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="llama-wheels", description=__doc__.splitlines()[0] if __doc__ else None)
+    top.add_argument("--config", type=Path, help="checkout holding build_config/ (default: found from cwd)")
+    top.add_argument("--log", type=Path, help="full log file (default: logs/llama-wheels-<time>.log)")
+    top.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_targets(p: argparse.ArgumentParser) -> None:
+        p.add_argument("targets", nargs="*", metavar="TARGET", help="targets from build_config/targets.toml")
+        p.add_argument("--pin", help="pin from build_config/pins.toml (default: its default)")
+
+    p = sub.add_parser("plan", help="show per target the exact CMake arguments and patches; builds nothing")
+    with_targets(p)
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("fetch", help="download (sha256-checked) and prepare (patch) the pinned source")
+    with_targets(p)
+    p.set_defaults(func=cmd_fetch)
+    p = sub.add_parser("build", help="fetch, prepare, build, repair and verify wheels into dist/")
+    with_targets(p)
+    p.add_argument("--dist", type=Path, default=Path("dist"), help="where finished wheels go (default: dist/)")
+    p.add_argument("--no-verify", action="store_true", help="skip the emulated smoke test")
+    p.set_defaults(func=cmd_build)
+    p = sub.add_parser("repair", help="auditwheel-repair and check a built wheel")
+    p.add_argument("wheel", type=Path)
+    p.add_argument("--target", help="target the wheel was built for (default: the default target)")
+    p.add_argument("--dist", type=Path, default=Path("dist"))
+    p.set_defaults(func=cmd_repair)
+    p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
+    p.add_argument("--all", action="store_true")
+    p.set_defaults(func=cmd_clean)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
+    quiet = args.command == "plan"
+    log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
+    runner.set_log(log)
+    if not quiet:
+        log.progress(f"full log: {log_path}")
+    try:
+        return int(args.func(args, Cache.from_env()))
+    except KeyboardInterrupt:
+        error: LlamaWheelsError = Interrupted("interrupted; nothing was published")
+    except LlamaWheelsError as exc:
+        error = exc
+    finally:
+        log.close()
+    if args.debug:
+        raise error
+    print(f"llama-wheels: error: {error}", file=sys.stderr)
+    return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Stage ``repair``: auditwheel, then our own check of what the repaired wheel really holds.
+
+auditwheel grafts external libraries and sets the manylinux tag. We do not take the tag on trust:
+every shared library must be of the target architecture, need no GLIBC symbol version above the
+platform's floor, and need only libraries that are bundled in the wheel or on the manylinux
+allowlist; the wheel must hold nothing but the ``llama_cpp`` package and its dist-info.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import auditwheel
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerNeedSection
+
+from . import runner
+from .errors import RepairError
+from .platforms import Platform
+
+_POLICY = Path(auditwheel.__file__).parent / "policy" / "manylinux-policy.json"
+_GLIBC = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.\d+)?$")
+_PACKAGE_DIRS = ("llama_cpp/",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ElfFacts:
+    path: str
+    machine: str
+    needed: tuple[str, ...]
+    runpath: tuple[str, ...]
+    glibc_max: tuple[int, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelFacts:
+    wheel: str
+    libraries: tuple[ElfFacts, ...]
+    glibc_max: tuple[int, int]
+    external: tuple[str, ...]  # DT_NEEDED satisfied by the system (allowlisted)
+    size: int
+
+
+def allowed_system_libraries(policy_name: str = "manylinux_2_17") -> frozenset[str]:
+    policies = json.loads(_POLICY.read_text())
+    for policy in policies:
+        if policy["name"] == policy_name:
+            return frozenset(policy["lib_whitelist"])
+    raise RepairError(f"auditwheel {auditwheel.__version__} has no {policy_name} policy")
+
+
+def elf_facts(name: str, data: bytes) -> ElfFacts:
+    elf = ELFFile(io.BytesIO(data))
+    needed: list[str] = []
+    runpath: list[str] = []
+    glibc = (0, 0)
+    for section in elf.iter_sections():
+        if isinstance(section, DynamicSection):
+            for tag in section.iter_tags():
+                if tag.entry.d_tag == "DT_NEEDED":
+                    needed.append(tag.needed)
+                elif tag.entry.d_tag == "DT_RUNPATH":
+                    runpath.extend(tag.runpath.split(":"))
+                elif tag.entry.d_tag == "DT_RPATH":
+                    runpath.extend(tag.rpath.split(":"))
+        elif isinstance(section, GNUVerNeedSection):
+            for _, auxiliaries in section.iter_versions():
+                for aux in auxiliaries:
+                    match = _GLIBC.match(aux.name)
+                    if match:
+                        glibc = max(glibc, (int(match[1]), int(match[2])))
+    return ElfFacts(path=name, machine=elf["e_machine"], needed=tuple(needed), runpath=tuple(runpath),
+                    glibc_max=glibc)
+
+
+def inspect_wheel(wheel: Path) -> WheelFacts:
+    libraries = []
+    with zipfile.ZipFile(wheel) as archive:
+        for info in archive.infolist():
+            if re.search(r"\.so(\.\d+)*$", info.filename):
+                libraries.append(elf_facts(info.filename, archive.read(info)))
+    bundled = {PurePosixPath(lib.path).name for lib in libraries}
+    external = sorted({n for lib in libraries for n in lib.needed if n not in bundled})
+    return WheelFacts(
+        wheel=wheel.name,
+        libraries=tuple(libraries),
+        glibc_max=max((lib.glibc_max for lib in libraries), default=(0, 0)),
+        external=tuple(external),
+        size=wheel.stat().st_size,
+    )
+
+
+def check_wheel(wheel: Path, platform: Platform) -> WheelFacts:
+    """Raise RepairError unless ``wheel`` is what ``platform`` promises; return what it holds."""
+    name = wheel.name
+    if platform.wheel_platform not in name:
+        raise RepairError(f"{name}: tag is not {platform.wheel_platform}")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    strays = sorted({n.split("/")[0] for n in names
+                     if not n.startswith(_PACKAGE_DIRS) and ".dist-info/" not in n and ".libs/" not in n})
+    if strays:
+        raise RepairError(f"{name}: holds files outside the llama_cpp package: {', '.join(strays)}")
+    basenames = [PurePosixPath(n).name for n in names if "/lib/" in n or ".libs/" in n]
+    duplicates = sorted({b for b in basenames if basenames.count(b) > 1})
+    if duplicates:
+        raise RepairError(f"{name}: libraries stored more than once: {', '.join(duplicates)}")
+    facts = inspect_wheel(wheel)
+    if not facts.libraries:
+        raise RepairError(f"{name}: contains no shared library; the build installed nothing")
+    for lib in facts.libraries:
+        if platform.elf_machine and lib.machine != platform.elf_machine:
+            raise RepairError(f"{name}: {lib.path} is {lib.machine}, not {platform.elf_machine}")
+        if platform.glibc_max and lib.glibc_max > platform.glibc_max:
+            raise RepairError(
+                f"{name}: {lib.path} needs GLIBC_{lib.glibc_max[0]}.{lib.glibc_max[1]}, above the "
+                f"{platform.wheel_platform} floor GLIBC_{platform.glibc_max[0]}.{platform.glibc_max[1]}"
+            )
+    allowed = allowed_system_libraries()
+    foreign = [n for n in facts.external if n not in allowed and not n.startswith("ld-linux")]
+    if foreign:
+        raise RepairError(f"{name}: needs libraries that are neither bundled nor allowed: {', '.join(foreign)}")
+    return facts
+
+
+@contextmanager
+def repair_wheel(wheel: Path, platform: Platform) -> Iterator[Path]:
+    """auditwheel-repair ``wheel`` into a temp directory (removed afterwards) and check the result."""
+    with tempfile.TemporaryDirectory(prefix="llama-wheels-repair-") as out:
+        # auditwheel's --plat only offers the build machine's architecture; for a cross-built wheel it
+        # detects the wheel's own, and check_wheel() verifies the tag it chose.
+        native = platform.name == "linux-x86_64"
+        plat = ["--plat", platform.wheel_platform] if native else []
+        runner.run([sys.executable, "-m", "auditwheel", "repair", *plat, "-w", out, wheel])
+        runner.run([sys.executable, "-m", "auditwheel", "show", *Path(out).glob("*.whl")])
+        repaired = sorted(Path(out).glob("*.whl"))
+        if len(repaired) != 1:
+            raise RepairError(f"auditwheel repair of {wheel.name} produced {len(repaired)} wheels")
+        check_wheel(repaired[0], platform)
+        yield repaired[0]
