@@ -209,6 +209,10 @@ def probe(
             proc.wait()
         _log.write(f"  interrupted after {time.monotonic() - started:.1f}s\n")
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
+    finally:
+        reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
     duration = time.monotonic() - started
     _log.write(f"  exit {returncode} after {duration:.1f}s\n")
     return Outcome(tuple(argv), returncode, "".join(captured), tuple(tail), duration)

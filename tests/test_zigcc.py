@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from llama_wheels.zigcc import UnsupportedFlag, translate_args, translate_march
+
+
+@pytest.mark.parametrize(
+    ("march", "mcpu"),
+    [
+        ("armv8-a", "generic"),
+        ("armv8.2-a+dotprod", "generic+v8_2a+dotprod"),
+        ("armv8.2-a+dotprod+fp16", "generic+v8_2a+dotprod+fullfp16"),
+        ("armv8.2-a+dotprod+fp16+sve", "generic+v8_2a+dotprod+fullfp16+sve"),
+        ("armv8.6-a+dotprod+fp16+sve+i8mm+sve2", "generic+v8_6a+dotprod+fullfp16+sve+i8mm+sve2"),
+        ("armv9.2-a+dotprod+fp16+sve+i8mm+sme", "generic+v9_2a+dotprod+fullfp16+sve+i8mm+sme"),
+        ("armv8.2-a+dotprod+fp16+nosve", "generic+v8_2a+dotprod+fullfp16-sve"),
+        ("armv8.2a", "generic+v8_2a"),  # 0.3.4's spelling
+    ],
+)
+def test_march_becomes_zig_mcpu(march: str, mcpu: str) -> None:
+    assert translate_march(march) == mcpu
+
+
+def test_other_arguments_are_kept_in_order() -> None:
+    args = ["-O3", "-march=armv8.2-a+dotprod", "-c", "x.c", "-o", "x.o"]
+    assert translate_args(args) == ["-O3", "-mcpu=generic+v8_2a+dotprod", "-c", "x.c", "-o", "x.o"]
+
+
+@pytest.mark.parametrize("bad", ["-march=native", "-mcpu=native", "-march=x86-64-v3"])
+def test_untranslatable_flags_are_refused(bad: str) -> None:
+    with pytest.raises(UnsupportedFlag):
+        translate_args([bad])
