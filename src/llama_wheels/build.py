@@ -59,7 +59,8 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
     env |= {
         "_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
         "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
-        "CCACHE_BASEDIR": str(source.tree),
+        # Paths under the cache (source tree, build tree) hash as relative paths: jobs share ccache hits.
+        "CCACHE_BASEDIR": str(cache.root),
     }
     settings = config_settings(job, source, toolchain, build_dir)
     try:

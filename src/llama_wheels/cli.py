@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import runner
 from .cache import Cache, remove
@@ -71,6 +72,39 @@ def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
+    from .emulation import load_cpus
+    from .fetch import fetch_sdist
+    from .matrix import WheelBuild, declared_variants, run_matrix
+    from .patching import prepare
+
+    config = _config(args)
+    cpus = load_cpus(config.root)
+    chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
+    variants_for = {}
+    for wheel in args.wheels:
+        version = WheelBuild.read(wheel).version
+        pins = [p for p in config.pins.values() if p.version == version]
+        if not pins:
+            raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
+        source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
+        variants_for[version] = declared_variants(source.tree)
+    report = run_matrix([w.resolve() for w in args.wheels], chosen, root=config.root, cache=cache,
+                        variants_for=variants_for, jobs=args.jobs)
+    json_path, table_path = report.write(args.out.resolve())
+    print(report.table())
+    print(f"report: {json_path} and {table_path}")
+    return 0 if report.ok else 1
+
+
+def _unknown_cpu(name: str, cpus: dict[str, Any]) -> Any:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(cpus), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(cpus)}"
+    raise ConfigError(f"unknown CPU {name!r} ({hint}); CPUs are defined in build_config/cpus.toml")
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     parts = ["build", "src", "toolchains"] + (["sdists", "ccache", "zig", "sysroot"] if args.all else [])
     for part in parts:
@@ -106,6 +140,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="target the wheel was built for (default: the default target)")
     p.add_argument("--dist", type=Path, default=Path("dist"))
     p.set_defaults(func=cmd_repair)
+    p = sub.add_parser("test", help="run wheels on every emulated CPU; JSON report and table")
+    p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
+    p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
+    p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
+    p.set_defaults(func=cmd_test)
     p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
     p.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_clean)

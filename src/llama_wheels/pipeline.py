@@ -41,6 +41,19 @@ def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
     return source
 
 
+def _verify(wheel: Path, config: Config, cache: Cache) -> None:
+    # The emulated bed is only needed (and only built) when verifying.
+    from .emulation import load_cpus
+    from .verify import SMOKE_CPU, smoke_test
+
+    cpu = load_cpus(config.root)[SMOKE_CPU]
+    log = current_log()
+    with log.stage("verify", f"{wheel.name} on emulated {cpu.name}"):
+        result = smoke_test(wheel, cpu, cache)
+    log.progress(f"verify   CPU variant {result.variant}, Q4_0 repack {result.layout}, "
+                 f"greedy tokens {list(result.tokens)}")
+
+
 def build_targets(
     config: Config,
     targets: Sequence[str],
@@ -63,10 +76,7 @@ def build_targets(
                 build_wheel(job, sources[job.name], toolchain, cache) as wheel:
             with log.stage("repair", job.name), repair_wheel(wheel, target_platform) as repaired:
                 if verify:
-                    from .verify import smoke_test  # the emulated bed is only needed when verifying
-
-                    with log.stage("verify", job.name):
-                        smoke_test(repaired, job, cache)
+                    _verify(repaired, config, cache)
                 final = publish_file(repaired, dist)
         facts = check_wheel(final, target_platform)
         log.progress(f"wrote    {final} ({facts.size / 1e6:.1f} MB)")

@@ -92,7 +92,7 @@ def require_tool(name: str, hint: str) -> str:
 _ERRORISH = re.compile(r"error|fatal|failed|not found|undefined|cannot|no such", re.IGNORECASE)
 
 
-def _telling_line(tail: Sequence[str]) -> str:
+def telling_line(tail: Sequence[str]) -> str:
     """The last output line that looks like the reason, else the last line."""
     lines = [line.strip() for line in tail if line.strip()]
     for line in reversed(lines):
@@ -138,7 +138,7 @@ def run(
     if outcome.returncode != 0:
         how = f"died of {outcome.signal_name}" if outcome.signal_name else f"exited with {outcome.returncode}"
         raise CommandFailed(
-            f"{Path(outcome.argv[0]).name} {' '.join(outcome.argv[1:3])} {how}: {_telling_line(outcome.tail)}"
+            f"{Path(outcome.argv[0]).name} {' '.join(outcome.argv[1:3])} {how}: {telling_line(outcome.tail)}"
             + (f" (full log: {_log.path})" if _log.path else ""),
             tail=outcome.tail,
         )

@@ -1,0 +1,67 @@
+"""Stage ``verify``: a repaired wheel imports and generates text on an emulated ARM CPU.
+
+The smoke test of a build: install the wheel into a private site directory, write a tiny Q4_0 model,
+and run a short greedy generation with the emulated arm64 Python on one CPU (neoverse-n1 by default,
+a Graviton2/Ampere class machine). The full CPU matrix with the wheel test suite is ``llama-wheels
+test``; this stage only proves that what goes to dist/ runs at all.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import Cache
+from .emulation import Cpu, install_wheel, run_python
+from .errors import VerifyError
+from .models import SPECS, write_model
+from .runner import telling_line
+from .sysroot import ensure_sysroot
+
+SMOKE_CPU = "neoverse-n1"
+
+_SMOKE = """\
+import json, sys
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp import diagnostics
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, seed=0, verbose=False)
+tokens = []
+for token in llm.generate([1, 100, 101, 102], top_k=1, temp=0.0):
+    tokens.append(int(token))
+    if len(tokens) == 8:
+        break
+info = diagnostics.collect()
+print("SMOKE " + json.dumps({"tokens": tokens, "variant": info["variant"],
+                             "layout": info["q4_0_repack_layout"], "version": llama_cpp.__version__}))
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmokeResult:
+    cpu: str
+    tokens: tuple[int, ...]
+    variant: str | None
+    layout: str
+    seconds: float
+
+
+def smoke_test(wheel: Path, cpu: Cpu, cache: Cache) -> SmokeResult:
+    """Run ``wheel`` on emulated ``cpu``; raise VerifyError with a clear verdict if it does not work."""
+    sysroot = ensure_sysroot(cache)
+    with tempfile.TemporaryDirectory(prefix="llama-wheels-verify-") as scratch:
+        site = install_wheel(wheel, Path(scratch) / "site")
+        model = write_model(SPECS["q4_0"], Path(scratch) / "q4_0.gguf")
+        outcome = run_python(sysroot, cpu, ["-c", _SMOKE, str(model)], pythonpath=[site], timeout=600)
+    if outcome.signal_name:
+        raise VerifyError(f"{wheel.name} died of {outcome.signal_name} on {cpu.name} ({cpu.description})")
+    lines = [line for line in outcome.tail if line.startswith("SMOKE ")]
+    if outcome.returncode != 0 or not lines:
+        raise VerifyError(f"{wheel.name} failed on {cpu.name}: {telling_line(outcome.tail)}")
+    data = json.loads(lines[-1].removeprefix("SMOKE "))
+    if len(data["tokens"]) != 8:
+        raise VerifyError(f"{wheel.name} on {cpu.name}: generated {len(data['tokens'])} tokens, expected 8")
+    return SmokeResult(cpu=cpu.name, tokens=tuple(data["tokens"]), variant=data["variant"],
+                       layout=data["layout"], seconds=outcome.seconds)

@@ -1,0 +1,72 @@
+"""The expectations of the emulated matrix, derived from CPU features and the pinned source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llama_wheels.cache import Cache
+from llama_wheels.config import load
+from llama_wheels.emulation import load_cpus
+from llama_wheels.fetch import fetch_sdist
+from llama_wheels.matrix import WheelBuild, declared_variants, expect, q4_0_layout
+from llama_wheels.patching import prepare
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def variants(cache: Cache) -> dict[str, frozenset[str]]:
+    config = load(REPO)
+    pin = config.pin("current")
+    return declared_variants(prepare(pin, fetch_sdist(pin, cache), config.patches_dir, cache).tree)
+
+
+def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[str]]) -> None:
+    assert variants["armv8.0_1"] == frozenset()
+    assert variants["armv8.2_2"] == {"dotprod", "fp16"}
+    assert variants["armv9.2_2"] == {"dotprod", "fp16", "sve", "i8mm", "sve2", "sme"}
+    assert len(variants) == 8
+    assert not any(name.startswith("android") for name in variants)
+
+
+def dispatch_wheel(variants: dict[str, frozenset[str]]) -> WheelBuild:
+    return WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=tuple(variants))
+
+
+@pytest.mark.parametrize(
+    ("cpu", "variant", "layout"),
+    [
+        ("cortex-a53", "armv8.0_1", "none"),
+        ("cortex-a72", "armv8.0_1", "none"),
+        ("a64fx", "armv8.0_1", "none"),  # SVE-512 but no dotprod: every other variant needs it
+        ("cortex-a76", "armv8.2_2", "q4_0_4x4"),
+        ("neoverse-n1", "armv8.2_2", "q4_0_4x4"),
+        ("max", "armv9.2_2", "q4_0_4x8"),  # i8mm, but 512-bit SVE: the 8x8 SVE kernel needs 256
+        ("max-sve256", "armv9.2_2", "q4_0_8x8"),
+    ],
+)
+def test_dispatch_expectations_follow_from_features(
+    variants: dict[str, frozenset[str]], cpu: str, variant: str, layout: str
+) -> None:
+    cpus = load_cpus(REPO)
+    expectation = expect(dispatch_wheel(variants), cpus[cpu], variants)
+    assert (expectation.supported, expectation.variant, expectation.layout) == (True, variant, layout)
+
+
+def test_fixed_isa_wheel_is_unsupported_without_its_features() -> None:
+    cpus = load_cpus(REPO)
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa="armv8.2-a+dotprod", variants=())
+    assert expect(wheel, cpus["cortex-a53"], {}).missing == ("dotprod",)
+    assert not expect(wheel, cpus["a64fx"], {}).supported
+    on_n1 = expect(wheel, cpus["neoverse-n1"], {})
+    assert on_n1.supported and on_n1.layout == "q4_0_4x4"
+    assert expect(wheel, cpus["max"], {}).layout == "q4_0_4x4"  # built without i8mm: dotprod kernel
+
+
+def test_layout_rule_order() -> None:
+    assert q4_0_layout(frozenset({"dotprod", "i8mm", "sve"}), 256) == "q4_0_8x8"
+    assert q4_0_layout(frozenset({"dotprod", "i8mm", "sve"}), 512) == "q4_0_4x8"
+    assert q4_0_layout(frozenset({"dotprod", "sve"}), 256) == "q4_0_4x4"
+    assert q4_0_layout(frozenset(), 0) == "none"
