@@ -19,8 +19,8 @@ from .patching import PreparedSource, prepare
 from .plan import BuildJob, plan
 from .platforms import platform
 from .repair import WheelFacts, check_wheel, repair_wheel
-from .runner import current_log
-from .toolchain import zig_toolchain
+from .runner import current_log, require_tool
+from .toolchain import find_zig, zig_toolchain
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +29,16 @@ class Built:
     wheel: Path
     facts: WheelFacts
     seconds: float
+
+
+def preflight(*, verify: bool) -> None:
+    """Every tool the run will need, checked before minutes of work are spent."""
+    require_tool("git", "it applies the patch series: apt-get install git")
+    find_zig()
+    if verify:
+        from .emulation import require_qemu
+
+        require_qemu()
 
 
 def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
@@ -65,6 +75,7 @@ def build_targets(
 ) -> list[Built]:
     log = current_log()
     jobs = plan(config, targets, pin)
+    preflight(verify=verify)
     # Check every job against its pinned source before compiling anything.
     sources = {job.name: prepare_job(job, config, cache) for job in jobs}
     built = []

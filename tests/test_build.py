@@ -1,0 +1,119 @@
+"""Real builds from the pinned sdist, through the CLI exactly as the README runs it.
+
+The first build on a machine compiles everything (about 11 minutes on 2 cores); later ones reuse the
+CMake build tree and ccache in the cache outside the clone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from llama_wheels.cache import Cache
+from llama_wheels.emulation import load_cpus
+from llama_wheels.platforms import platform
+from llama_wheels.repair import check_wheel, inspect_wheel
+from llama_wheels.verify import smoke_test
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.build
+
+
+def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+        timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def default_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    log = dist.parent / "build-default.log"
+    result = cli("--log", str(log), "build", "--dist", str(dist))
+    assert result.returncode == 0, f"build failed (log {log}):\n{result.stderr[-3000:]}"
+    [wheel] = dist.glob("*.whl")
+    return wheel
+
+
+def test_default_wheel_is_manylinux_2_17_aarch64(default_wheel: Path) -> None:
+    assert default_wheel.name.startswith("llama_cpp_python-0.3.36-py3-none-")
+    assert "manylinux_2_17_aarch64" in default_wheel.name
+    shown = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(default_wheel)],
+                           capture_output=True, text=True, check=True).stdout
+    assert 'consistent with the following platform tag: "manylinux_2_17_aarch64"' in " ".join(shown.split())
+    facts = inspect_wheel(default_wheel)
+    assert {lib.machine for lib in facts.libraries} == {"EM_AARCH64"}
+    assert facts.glibc_max <= (2, 17)
+    assert set(facts.external) <= {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0",
+                                   "ld-linux-aarch64.so.1", "librt.so.1"}
+    check_wheel(default_wheel, platform("linux-aarch64"))
+
+
+def test_default_wheel_layout(default_wheel: Path) -> None:
+    """Patch 0001: only llama_cpp/, each library once, every CPU variant beside libllama via $ORIGIN."""
+    with zipfile.ZipFile(default_wheel) as archive:
+        names = archive.namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"llama_cpp", "llama_cpp_python-0.3.36.dist-info"}
+    libs = sorted(PurePosixPath(n).name for n in names if n.startswith("llama_cpp/lib/"))
+    assert len(libs) == len(set(libs))
+    assert not [n for n in libs if ".so." in n], "versioned copies of a library"
+    variants = [n for n in libs if n.startswith("libggml-cpu-")]
+    assert variants == [f"libggml-cpu-{v}.so" for v in ("armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3",
+                                                       "armv8.6_1", "armv8.6_2", "armv9.2_1", "armv9.2_2")]
+    assert {"libllama.so", "libggml.so", "libggml-base.so", "libmtmd.so"} <= set(libs)
+    facts = {PurePosixPath(lib.path).name: lib for lib in inspect_wheel(default_wheel).libraries}
+    for name in variants:
+        assert "libggml-base.so" in facts[name].needed
+        assert facts[name].runpath == ("$ORIGIN",), f"{name} cannot find libggml-base"
+    assert default_wheel.stat().st_size < 10e6, "the layout fix should keep the wheel small (~6 MB)"
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize(("cpu", "variant"), [("neoverse-n1", "armv8.2_2"), ("cortex-a53", "armv8.0_1")])
+def test_default_wheel_runs_a_tiny_model_under_qemu(default_wheel: Path, cache: Cache, cpu: str,
+                                                    variant: str) -> None:
+    result = smoke_test(default_wheel, load_cpus(REPO)[cpu], cache)
+    assert len(result.tokens) == 8
+    assert result.variant == variant
+
+
+def test_missing_qemu_is_reported_before_building(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("git",):
+        (bare / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+    env = {**os.environ, "PATH": str(bare)}
+    result = cli("--log", str(tmp_path / "log"), "build", "--dist", str(tmp_path / "dist"), env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "llama-wheels: error: qemu-aarch64-static not found on PATH; "
+        "install qemu-user-static: apt-get install qemu-user-static")
+    assert not (tmp_path / "dist").exists()
+
+
+def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path: Path, default_wheel: Path) -> None:
+    dist = tmp_path / "dist"
+    log = tmp_path / "interrupted.log"
+    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "--dist", str(dist)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and "*** Configuring CMake" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.5)
+    time.sleep(3)  # inside the compiler/CMake run now
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("llama-wheels: error: interrupted")
+    assert not list(dist.glob("*")) if dist.exists() else True
+    rerun = cli("--log", str(tmp_path / "rerun.log"), "build", "--no-verify", "--dist", str(dist))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert [p.name for p in dist.glob("*.whl")] == [default_wheel.name]

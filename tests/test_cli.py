@@ -1,0 +1,65 @@
+"""Bad input through the command line: one line on stderr naming the culprit, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("llama-wheels: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_plan_prints_cmake_arguments_and_patches() -> None:
+    result = cli("plan")
+    assert result.returncode == 0
+    assert "-DGGML_CPU_ALL_VARIANTS=ON" in result.stdout
+    assert "0001-install-only-the-package.patch" in result.stdout
+
+
+def test_unknown_target(tmp_path: Path) -> None:
+    result = cli("--log", str(tmp_path / "log"), "build", "linux-arm64")
+    assert result.returncode == 2
+    assert "unknown target 'linux-arm64' (did you mean 'linux-aarch64'?)" in error_line(result)
+
+
+def test_unknown_pin() -> None:
+    result = cli("plan", "--pin", "0.3.36")
+    assert result.returncode == 2
+    assert "unknown pin '0.3.36'" in error_line(result)
+
+
+def test_malformed_toml(config_root: Path) -> None:
+    (config_root / "build_config/pins.toml").write_text("[pins\n")
+    result = cli("--config", str(config_root), "plan")
+    assert result.returncode == 2
+    assert "pins.toml: malformed TOML" in error_line(result)
+
+
+def test_option_the_pinned_source_does_not_define(config_root: Path, tmp_path: Path) -> None:
+    pins = config_root / "build_config/pins.toml"
+    pins.write_text(pins.read_text().replace('openmp = "GGML_OPENMP"', 'openmp = "GGML_OPENMP_RUNTIME"', 1))
+    result = cli("--config", str(config_root), "--log", str(tmp_path / "log"), "fetch")
+    assert result.returncode == 2
+    assert ("CMake option GGML_OPENMP_RUNTIME is not defined by llama-cpp-python 0.3.36"
+            in error_line(result))
+
+
+def test_stale_patch_through_the_cli(config_root: Path, tmp_path: Path) -> None:
+    patch = config_root / "patches/0.3.36/0003-use-extra-bufts-keyword.patch"
+    patch.write_text(patch.read_text().replace("         kv_overrides: Optional", "         kv_overridez: Optional"))
+    result = cli("--config", str(config_root), "--log", str(tmp_path / "log"), "fetch")
+    assert result.returncode == 2
+    line = error_line(result)
+    assert "patch 0003-use-extra-bufts-keyword.patch does not apply to llama_cpp/llama.py" in line
