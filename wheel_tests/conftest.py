@@ -1,0 +1,219 @@
+"""Fixtures for the wheel suite: tiny models, one isolated probe run per model, the result file.
+
+This suite tests an *installed* llama-cpp-python (``import llama_cpp``); it never imports the
+``llama_wheels`` package except its standalone ``models`` module, found in this order:
+
+1. the file named by ``LLAMA_WHEELS_MODELS_PY`` (e.g. a copy in an emulated Python's tree);
+2. ``llama_wheels.models`` if ``llama_wheels`` is importable;
+3. ``models.py`` copied next to these tests (how cibuildwheel / qemu runs ship it);
+4. ``../src/llama_wheels/models.py`` when run from a checkout of this repository.
+
+Environment:
+
+- ``LLAMA_WHEELS_EXPECT_LAYOUT``: ``q4_0_4x4`` | ``q4_0_4x8`` | ``q4_0_8x8`` | ``none`` - the Q4_0 layout this
+  CPU must get; unset = only checks that hold on every CPU.
+- ``LLAMA_WHEELS_RESULT``: write the observed facts (system info, repacked tensors, tokens, first logits
+  per model and per load mode) to this JSON file at the end of the session.
+- ``LLAMA_WHEELS_PROBE_PYTHON``: command (shell-split) that runs a Python with the wheel installed, for the
+  per-model child processes, or ``in-process``. Default: ``sys.executable``, and in-process if that cannot be
+  executed (an aarch64 Python run through ``qemu-aarch64-static`` without binfmt_misc). In-process, a crash
+  ends the session instead of failing one model. Under qemu with binfmt_misc, a child would run on qemu's
+  default CPU, not the ``-cpu`` of the parent: pass the full qemu command line here (the host binary can be
+  executed from inside the emulated process), set ``QEMU_CPU``, or use ``in-process``.
+- ``LLAMA_WHEELS_PROBE_TIMEOUT``: seconds per model probe (default 900; emulation is slow).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # --import-mode=importlib does not add it
+    sys.path.insert(0, str(HERE))
+
+import wheel_probe  # noqa: E402
+
+
+def _import_path(path: Path) -> ModuleType:
+    name = "llama_wheels_models_standalone"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import models module from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.cache
+def load_models_module() -> tuple[ModuleType, str]:
+    """The standalone models module and where it came from (see the module docstring)."""
+    env = os.environ.get("LLAMA_WHEELS_MODELS_PY")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise FileNotFoundError(f"LLAMA_WHEELS_MODELS_PY={env} is not a file")
+        return _import_path(path), str(path)
+    try:
+        from llama_wheels import models
+
+        return models, "llama_wheels.models"
+    except ImportError:
+        pass
+    for candidate in (HERE / "models.py", HERE.parent / "src" / "llama_wheels" / "models.py"):
+        if candidate.is_file():
+            return _import_path(candidate), str(candidate)
+    raise FileNotFoundError(
+        "models module not found: set LLAMA_WHEELS_MODELS_PY, install llama_wheels, "
+        "or copy models.py next to the wheel tests"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Fail the session once, clearly, on a bad environment instead of erroring every test."""
+    try:
+        wheel_probe.expect_layout()
+        load_models_module()
+    except (ValueError, ImportError, OSError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """A model's probe: the JSON result, or why there is none."""
+
+    spec: str
+    result: dict[str, Any] | None
+    failure: str | None  # e.g. "died with signal SIGILL"
+    log: str  # child's stderr (llama.cpp log echo); empty for in-process probes
+
+    def require(self, *phases: str) -> dict[str, Any]:
+        """The result, failing the test if the probe crashed or one of ``phases`` raised."""
+        if self.result is None:
+            tail = "\n".join(self.log.splitlines()[-40:])
+            pytest.fail(f"probe of model {self.spec} {self.failure}; last log lines:\n{tail}")
+        errors = {p: self.result["errors"][p] for p in phases if p in self.result["errors"]}
+        if errors:
+            pytest.fail(f"probe of model {self.spec} failed: {errors}")
+        return self.result
+
+
+def _probe_command() -> list[str] | None:
+    """Interpreter command for child probes, or None to probe in-process (see the module docstring)."""
+    env = os.environ.get("LLAMA_WHEELS_PROBE_PYTHON", "").strip()
+    if env == "in-process":
+        return None
+    cmd = shlex.split(env) or [sys.executable]
+    try:
+        subprocess.run([*cmd, "-c", "pass"], check=True, capture_output=True, timeout=300)
+    except (OSError, subprocess.SubprocessError) as exc:
+        if env:
+            raise pytest.UsageError(f"LLAMA_WHEELS_PROBE_PYTHON={env!r} does not run: {exc}") from None
+        return None
+    return cmd
+
+
+def _run_child(cmd: list[str], name: str, model: Path, out: Path, timeout: float) -> ProbeOutcome:
+    try:
+        proc = subprocess.run(
+            [*cmd, str(HERE / "wheel_probe.py"), str(model), str(out)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        log = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        return ProbeOutcome(name, None, f"timed out after {timeout:g} s", log)
+    rc = proc.returncode
+    if rc == 0 and out.is_file():
+        return ProbeOutcome(name, json.loads(out.read_text()), None, proc.stderr)
+    how = f"died with signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
+    return ProbeOutcome(name, None, how, proc.stderr)
+
+
+def _run_in_process(name: str, model: Path) -> ProbeOutcome:
+    try:
+        return ProbeOutcome(name, wheel_probe.probe(model), None, "")
+    except Exception as exc:
+        return ProbeOutcome(name, None, f"raised {type(exc).__name__}: {exc}", "")
+
+
+@pytest.fixture(scope="session")
+def models_module() -> ModuleType:
+    return load_models_module()[0]
+
+
+@pytest.fixture(scope="session")
+def facts() -> Iterator[dict[str, Any]]:
+    """Observed facts of the run; written to $LLAMA_WHEELS_RESULT at session end."""
+    data: dict[str, Any] = {
+        "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "expect_layout": wheel_probe.expect_layout(),
+        "models_source": load_models_module()[1],
+        "models": {},
+    }
+    yield data
+    out = os.environ.get("LLAMA_WHEELS_RESULT")
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+
+@pytest.fixture(scope="session")
+def model_files(models_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        name: models_module.write_model(spec, root / f"{name}.gguf")
+        for name, spec in models_module.SPECS.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def probe(
+    model_files: dict[str, Path], facts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], ProbeOutcome]:
+    """``probe(spec_name)``: run the model through the wheel once per session (child process if possible)."""
+    cache: dict[str, ProbeOutcome] = {}
+    cmd = _probe_command()
+    facts["probe_command"] = cmd or "in-process"
+    timeout = float(os.environ.get("LLAMA_WHEELS_PROBE_TIMEOUT", "900"))
+    out_dir = tmp_path_factory.mktemp("probes")
+
+    def run(name: str) -> ProbeOutcome:
+        if name in cache:
+            return cache[name]
+        model = model_files[name]
+        if cmd is None:
+            outcome = _run_in_process(name, model)
+        else:
+            outcome = _run_child(cmd, name, model, out_dir / f"{name}.json", timeout)
+        facts["models"][name] = {
+            "file_bytes": model.stat().st_size,
+            "failure": outcome.failure,
+            "probe": outcome.result,
+            "log_tail": None if outcome.result else outcome.log[-4000:],
+        }
+        cache[name] = outcome
+        return outcome
+
+    return run

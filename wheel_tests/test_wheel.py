@@ -1,0 +1,142 @@
+"""Prove an installed llama-cpp-python wheel: it loads, repacks Q4_0 as expected, and repacking is sound.
+
+Each model is generated at session scope and probed once (see conftest.py); the tests below judge the
+probe's JSON. Phases of a probe: ``llama`` (``Llama(...)`` as users call it), ``extra_bufts_on`` /
+``extra_bufts_off`` (ctypes API with ``llama_model_params.use_extra_bufts`` True / False: the repack on/off
+switch) and, when ``Llama()`` accepts it, ``llama_extra_bufts_off``.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+from typing import Any
+
+import pytest
+import wheel_probe
+
+SPECS = ("q4_0", "q4_0-output", "q4_0-odd-rows", "q8_0", "f16")
+Q4_0_SPECS = ("q4_0", "q4_0-output", "q4_0-odd-rows")
+
+# Repack on vs off, first-token logits: max |on - off| must stay within this fraction of the off logits'
+# range (max - min). Both paths quantize activations to Q8_0 and sum exact int8 block products, but the
+# repacked kernels scale and accumulate blocks in a different order, so the result need not be
+# bit-identical. Measured on x86_64 AVX2 (q4_0_8x8, ggml 0.3.36): max |diff| 9.5e-7 on a logit range of
+# ~16-19 (~5e-8 of the range; f32 rounding) and greedy tokens identical. The bound leaves four orders of
+# magnitude for other kernels (ARM 4x4/4x8, activation rounding ties) and still catches a wrong
+# interleave, which scrambles rows and moves logits by a sizeable part of their range.
+LOGIT_REL_TOL = 1e-3
+
+
+def _machine() -> str:
+    return platform.machine()
+
+
+def _weights(models_module: Any, name: str) -> dict[str, Any]:
+    return {t.name: t for t in models_module.weight_tensors(models_module.SPECS[name])}
+
+
+def _rel_diff(a: list[float], b: list[float]) -> float:
+    span = max(b) - min(b)
+    return max(abs(x - y) for x, y in zip(a, b, strict=True)) / span
+
+
+def test_import_and_system_info(facts: dict[str, Any]) -> None:
+    import llama_cpp
+
+    info = wheel_probe.system_info()
+    facts["llama_cpp_version"] = getattr(llama_cpp, "__version__", "unknown")
+    facts["system_info"] = info
+    facts["llama_accepts_use_extra_bufts"] = wheel_probe.llama_accepts_use_extra_bufts()
+    assert re.search(r"\bREPACK = 1\b", info), f"system info lacks 'REPACK = 1': {info!r}"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_model_loads_and_generates(probe: Any, models_module: Any, name: str) -> None:
+    result = probe(name).require("llama")
+    run = result["llama"]
+    n_vocab = models_module.SPECS[name].n_vocab
+    assert len(run["logits"]) == n_vocab
+    assert all(math.isfinite(x) for x in run["logits"]), "non-finite logits"
+    assert max(run["logits"]) - min(run["logits"]) > 0.1, "logits are (nearly) constant: degenerate model"
+    assert len(run["tokens"]) == wheel_probe.N_GEN
+    assert all(0 <= t < n_vocab for t in run["tokens"]), run["tokens"]
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
+    """Rules valid on every CPU, plus the exact per-tensor layout if LLAMA_WHEELS_EXPECT_LAYOUT is set."""
+    repacked: dict[str, str] = probe(name).require("llama")["llama"]["repacked"]
+    weights = _weights(models_module, name)
+    weight_type = models_module.SPECS[name].weight_type
+
+    unknown = sorted(set(repacked) - set(weights))
+    assert not unknown, f"repacked tensors not in the model: {unknown}"
+    for tname, layout in repacked.items():
+        t = weights[tname]
+        assert t.is_matmul_weight, f"{tname} ({t.ggml_type}, {t.ne1} rows) is no MUL_MAT weight, yet repacked"
+        assert layout.startswith(t.ggml_type.lower() + "_"), f"{tname} ({t.ggml_type}) repacked as {layout}"
+        assert t.ne1 % wheel_probe.layout_rows(layout) == 0, f"{tname}: {t.ne1} rows cannot be {layout}"
+    # No Q4_0/Q8_0 layout interleaves fewer than 4 rows: such weights must stay in the plain CPU buffer.
+    odd = sorted(n for n, t in weights.items() if t.is_matmul_weight and t.ne1 % 4 and n in repacked)
+    assert not odd, f"weights with a row count not a multiple of 4 were repacked: {odd}"
+    if weight_type == "F16":
+        assert repacked == {}, "F16 weights must never be repacked"
+    if weight_type == "Q8_0" and _machine().lower() not in wheel_probe.ARM_MACHINES:
+        assert repacked == {}, "Q8_0 weights are never repacked on x86"
+    if weight_type == "Q4_0":
+        eight = {layout for tname, layout in repacked.items() if weights[tname].ne1 % 8 == 0}
+        assert len(eight) <= 1, f"one CPU chose several layouts for the same shapes: {sorted(eight)}"
+
+    expect = wheel_probe.expect_layout()
+    if expect is None:
+        return
+    predicted = {
+        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, _machine())
+        for n, t in weights.items()
+        if t.is_matmul_weight
+    }
+    wanted = {n: layout for n, layout in predicted.items() if layout is not None}
+    assert repacked == wanted, f"expected {expect}: got {repacked}, wanted {wanted}"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_repack_on_off_agree(probe: Any, name: str) -> None:
+    """use_extra_bufts=False stops repacking; on vs off: logits within LOGIT_REL_TOL, same tokens."""
+    result = probe(name).require("extra_bufts_on", "extra_bufts_off", "llama")
+    on, off, llama = result["extra_bufts_on"], result["extra_bufts_off"], result["llama"]
+    assert off["repacked"] == {}, f"use_extra_bufts=False still repacked {off['repacked']}"
+    assert on["repacked"] == llama["repacked"], "ctypes load and Llama() repacked differently"
+    assert on["tokens"] == llama["tokens"], "ctypes API and Llama() generated different tokens"
+    if not on["repacked"]:
+        assert on["logits"] == off["logits"], "nothing was repacked, yet use_extra_bufts changed the logits"
+    else:
+        rel = _rel_diff(on["logits"], off["logits"])
+        assert rel <= LOGIT_REL_TOL, f"repack on/off logits differ by {rel:.3g} of their range"
+    assert on["tokens"] == off["tokens"], f"greedy tokens: on {on['tokens']}, off {off['tokens']}"
+
+
+@pytest.mark.parametrize("name", Q4_0_SPECS)
+def test_llama_use_extra_bufts_false(probe: Any, name: str) -> None:
+    """``Llama(..., use_extra_bufts=False)`` (patched wheels only) really stops repacking."""
+    import llama_cpp
+
+    if not wheel_probe.llama_accepts_use_extra_bufts():
+        pytest.skip(
+            f"llama_cpp {getattr(llama_cpp, '__version__', '?')}: Llama.__init__ has no use_extra_bufts "
+            "parameter (stock 0.3.36 swallows unknown kwargs), so Llama() cannot switch repacking off"
+        )
+    result = probe(name).require("llama", "llama_extra_bufts_off")
+    off = result["llama_extra_bufts_off"]
+    assert off["repacked"] == {}, f"Llama(use_extra_bufts=False) still repacked {off['repacked']}"
+    assert off["tokens"] == result["llama"]["tokens"]
+
+
+def test_expect_layout_is_observed(probe: Any) -> None:
+    """With an expected layout, the plain Q4_0 model shows it (guards against a vacuous pass)."""
+    expect = wheel_probe.expect_layout()
+    if expect is None:
+        pytest.skip("LLAMA_WHEELS_EXPECT_LAYOUT is not set")
+    layouts = set(probe("q4_0").require("llama")["llama"]["repacked"].values())
+    assert layouts == (set() if expect == "none" else {expect}), f"expected {expect}"

@@ -1,0 +1,288 @@
+"""Run one GGUF model through an installed llama-cpp-python and report what happened, as JSON.
+
+Standalone on purpose (stdlib + numpy + llama_cpp, imported lazily): it runs natively, in cibuildwheel's
+test environment and in an emulated aarch64 Python, and never imports ``llama_wheels``.
+
+The tests run it as a child process, ``python wheel_probe.py MODEL OUT_JSON``, so that a crash in
+llama.cpp (SIGILL from a wrong ISA, GGML_ASSERT in a repack) fails one model instead of killing pytest.
+
+What repacking did is read from llama.cpp's log. ggml 0.3.36 (``ggml-cpu/repack.cpp``) logs every repacked
+tensor at DEBUG level as ``repack: repack tensor <name> with <type>_<cols>x<interleave>``, e.g.
+``repack: repack tensor blk.0.attn_q.weight with q4_0_8x8``. llama-cpp-python's own log callback forwards
+DEBUG lines only while its logger is at DEBUG (``verbose=True``), and ``Llama(verbose=False)`` also
+redirects fd 1/2 to /dev/null during load. This probe installs its own callback through
+``llama_log_set`` (which also sets ggml's), so it sees every level regardless of verbosity.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Prompt as token ids (valid for every vocabulary of at least 262 tokens: BOS, bytes, word pieces).
+PROMPT: tuple[int, ...] = (1, 10, 20, 30, 40, 259, 260, 261)
+N_GEN = 8
+N_CTX = 64
+
+REPACK_LINE = re.compile(r"repack: repack tensor (?P<name>\S+) with (?P<layout>\w+?_\d+x\d+)\b")
+
+
+def repacked_tensors(log_text: str) -> dict[str, str]:
+    """Map tensor name -> repack layout (e.g. ``q4_0_8x8``) from llama.cpp log text."""
+    found: dict[str, str] = {}
+    for m in REPACK_LINE.finditer(log_text):
+        name, layout = m["name"], m["layout"]
+        if found.setdefault(name, layout) != layout:
+            raise ValueError(f"tensor {name} repacked as both {found[name]} and {layout}")
+    return found
+
+
+def layout_rows(layout: str) -> int:
+    """Rows interleaved by a layout: ``q4_0_8x8`` -> 8, ``q4_0_4x8`` -> 4 (ggml prints NB_COLS first)."""
+    m = re.fullmatch(r"\w+?_(\d+)x(\d+)", layout)
+    if not m:
+        raise ValueError(f"not a repack layout: {layout!r}")
+    return int(m[1])
+
+
+ARM_MACHINES = ("aarch64", "arm64")
+EXPECT_LAYOUTS = ("q4_0_4x4", "q4_0_4x8", "q4_0_8x8", "none")
+
+
+def expect_layout() -> str | None:
+    """``$LLAMA_WHEELS_EXPECT_LAYOUT``: the Q4_0 layout this CPU must get, or None when unset."""
+    value = os.environ.get("LLAMA_WHEELS_EXPECT_LAYOUT") or None
+    if value is not None and value not in EXPECT_LAYOUTS:
+        raise ValueError(f"LLAMA_WHEELS_EXPECT_LAYOUT={value!r} is not one of {', '.join(EXPECT_LAYOUTS)}")
+    return value
+
+
+def expected_repack(ggml_type: str, ne1: int, expect: str, machine: str) -> str | None:
+    """Layout ggml 0.3.36 gives a MUL_MAT weight on a CPU whose Q4_0 layout is ``expect``, or None.
+
+    Mirrors ``ggml_repack_get_optimal_repack_type`` (ggml-cpu/repack.cpp) for Q4_0, Q8_0 and F16 with
+    x86 (AVX2 -> q4_0_8x8) and ARM (SVE-256+i8mm -> q4_0_8x8, NEON+i8mm -> q4_0_4x8, NEON+dotprod ->
+    q4_0_4x4). A weight whose row count ``ne1`` the layout cannot interleave falls through to the next
+    rule and finally stays unrepacked in the plain CPU buffer. On ARM, Q8_0 is repacked too (q8_0_4x8 with
+    i8mm, q8_0_4x4 with dotprod); on x86 it never is. F16 never is.
+    """
+    if expect == "none" or ggml_type not in ("Q4_0", "Q8_0"):
+        return None
+    arm = machine.lower() in ARM_MACHINES
+    if ggml_type == "Q8_0":
+        if not arm:
+            return None
+        layout = "q8_0_4x4" if expect == "q4_0_4x4" else "q8_0_4x8"
+        return layout if ne1 % 4 == 0 else None
+    if expect == "q4_0_8x8":
+        if ne1 % 8 == 0:
+            return "q4_0_8x8"
+        # The SVE-256 rule requires i8mm, so on ARM the NEON+i8mm rule catches 4-row multiples next.
+        return "q4_0_4x8" if arm and ne1 % 4 == 0 else None
+    return expect if ne1 % 4 == 0 else None
+
+
+class LogCapture:
+    """Collects everything llama.cpp/ggml log through ``llama_log_set``; optionally echoes to stderr."""
+
+    def __init__(self, echo: bool = True) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self._echo = echo
+        self._chunks: list[str] = []
+        self._callback = llama_cpp.llama_log_callback(self._on_log)  # keep a reference: ctypes thunk
+
+    def _on_log(self, level: int, text: bytes | None, user_data: ctypes.c_void_p) -> None:
+        s = text.decode("utf-8", "replace") if text else ""
+        self._chunks.append(s)
+        if self._echo:
+            sys.stderr.write(s)
+            sys.stderr.flush()
+
+    def install(self) -> None:
+        self._llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def mark(self) -> int:
+        return len(self._chunks)
+
+    def since(self, mark: int) -> str:
+        return "".join(self._chunks[mark:])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One load + greedy generation of a model."""
+
+    repacked: dict[str, str]
+    tokens: list[int]
+    logits: list[float]  # logits after evaluating PROMPT (predicting the first generated token)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repacked": self.repacked, "tokens": self.tokens, "logits": self.logits}
+
+
+def _greedy(first: Any, step: Any) -> list[int]:
+    import numpy as np
+
+    logits, tokens = first, []
+    for i in range(N_GEN):
+        tokens.append(int(np.argmax(logits)))
+        if i < N_GEN - 1:
+            logits = step(tokens[-1])
+    return tokens
+
+
+def run_llama(model: Path, log: LogCapture, **extra: Any) -> Run:
+    """High-level API: ``Llama(...)``, eval the prompt, greedy argmax decode."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    mark = log.mark()
+    llm = Llama(
+        model_path=str(model),
+        n_ctx=N_CTX,
+        n_threads=1,
+        n_threads_batch=1,
+        seed=0,
+        verbose=True,
+        logits_all=True,
+        **extra,
+    )
+    repacked = repacked_tensors(log.since(mark))
+    try:
+
+        def step(tok: int) -> Any:
+            llm.eval([tok])
+            return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+
+        llm.eval(list(PROMPT))
+        first = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+        tokens = _greedy(first, step)
+    finally:
+        close = getattr(llm, "close", None)
+        if close is not None:
+            close()
+    return Run(repacked, tokens, [float(x) for x in first])
+
+
+def run_lowlevel(model: Path, log: LogCapture, use_extra_bufts: bool) -> Run:
+    """ctypes API with ``llama_model_params.use_extra_bufts`` set explicitly (repack on/off switch)."""
+    import llama_cpp as lc
+    import numpy as np
+
+    lc.llama_backend_init()
+    mparams = lc.llama_model_default_params()
+    mparams.use_extra_bufts = use_extra_bufts
+    mark = log.mark()
+    lmodel = lc.llama_model_load_from_file(str(model).encode(), mparams)
+    if not lmodel:
+        raise RuntimeError(f"llama_model_load_from_file failed for {model}")
+    repacked = repacked_tensors(log.since(mark))
+    ctx = None
+    try:
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = N_CTX
+        cparams.n_threads = cparams.n_threads_batch = 1
+        cparams.no_perf = True
+        if hasattr(cparams, "flash_attn_type"):  # match Llama(flash_attn=False)
+            cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx = lc.llama_init_from_model(lmodel, cparams)
+        if not ctx:
+            raise RuntimeError(f"llama_init_from_model failed for {model}")
+        n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(lmodel))
+
+        def decode(tokens: Sequence[int]) -> Any:
+            arr = (lc.llama_token * len(tokens))(*tokens)
+            rc = lc.llama_decode(ctx, lc.llama_batch_get_one(arr, len(tokens)))
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+            ptr = lc.llama_get_logits_ith(ctx, -1)
+            return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float32)
+
+        first = decode(PROMPT)
+        tokens = _greedy(first, lambda tok: decode([tok]))
+    finally:
+        if ctx:
+            lc.llama_free(ctx)
+        lc.llama_model_free(lmodel)
+    return Run(repacked, tokens, [float(x) for x in first])
+
+
+def llama_accepts_use_extra_bufts() -> bool:
+    """True when ``Llama.__init__`` names ``use_extra_bufts`` (stock 0.3.36 swallows it via **kwargs)."""
+    from llama_cpp import Llama
+
+    return "use_extra_bufts" in inspect.signature(Llama.__init__).parameters
+
+
+def system_info() -> str:
+    import llama_cpp
+
+    raw = llama_cpp.llama_print_system_info()
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+@contextmanager
+def _phase(result: dict[str, Any], key: str) -> Iterator[None]:
+    """Record a phase's exception in the result instead of aborting the other phases."""
+    try:
+        yield
+    except Exception as exc:  # reported to the parent, which fails the test
+        result["errors"][key] = f"{type(exc).__name__}: {exc}"
+
+
+def probe(model: Path) -> dict[str, Any]:
+    """Everything the tests check for one model; each phase loads the model afresh."""
+    import llama_cpp
+
+    log = LogCapture(echo=True)
+    log.install()
+    result: dict[str, Any] = {
+        "llama_cpp_version": getattr(llama_cpp, "__version__", "unknown"),
+        "system_info": system_info(),
+        "llama_accepts_use_extra_bufts": llama_accepts_use_extra_bufts(),
+        "errors": {},
+    }
+    phases: list[tuple[str, Any]] = [
+        ("llama", lambda: run_llama(model, log)),
+        ("extra_bufts_on", lambda: run_lowlevel(model, log, use_extra_bufts=True)),
+        ("extra_bufts_off", lambda: run_lowlevel(model, log, use_extra_bufts=False)),
+    ]
+    if result["llama_accepts_use_extra_bufts"]:
+        phases.append(("llama_extra_bufts_off", lambda: run_llama(model, log, use_extra_bufts=False)))
+    for key, fn in phases:
+        sys.stderr.write(f"\n@@ wheel_probe phase {key}\n")
+        sys.stderr.flush()
+        with _phase(result, key):
+            result[key] = fn().to_json()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python wheel_probe.py MODEL.gguf OUT.json", file=sys.stderr)
+        return 2
+    model, out = Path(args[0]), Path(args[1])
+    if not model.is_file():
+        print(f"wheel_probe: model not found: {model}", file=sys.stderr)
+        return 2
+    result = probe(model)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
