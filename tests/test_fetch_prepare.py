@@ -19,7 +19,7 @@ from llama_wheels.cache import Cache
 from llama_wheels.config import Pin, load
 from llama_wheels.errors import ChecksumError, ConfigError, PatchError
 from llama_wheels.fetch import fetch_sdist
-from llama_wheels.patching import prepare
+from llama_wheels.patching import PreparedSource, prepare
 
 from .conftest import REPO
 
@@ -186,4 +186,7 @@ def test_edited_patch_prepares_a_new_tree(tmp_path: Path, cache: Cache) -> None:
         text = (config.patches_dir / pin.version / name).read_text()
         (patches / pin.version / name).write_text(text.replace("Subject:", "X-Note: edited\nSubject:", 1))
     second = prepare(dataclasses.replace(pin), sdist, patches, Cache(tmp_path / "c"))
-    assert first.tree != second.tree
+    # Same path (the CMake build tree and ccache keep working), new content and key.
+    assert first.tree == second.tree and first.key != second.key
+    assert PreparedSource.load(second.tree).patches == second.patches
+    assert prepare(pin, sdist, config.patches_dir, Cache(tmp_path / "c")).key == first.key

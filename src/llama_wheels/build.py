@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import runner
-from .cache import Cache, hash_key
+from .cache import Cache, hash_key, locked
 from .errors import BuildError
 from .patching import PreparedSource
 from .plan import BuildJob
@@ -26,33 +26,42 @@ from .toolchain import Toolchain
 # Variables of the caller's environment that would silently change what gets built.
 _SCRUBBED = ("CMAKE_ARGS", "SKBUILD_CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CC", "CXX",
              "CMAKE_TOOLCHAIN_FILE", "CMAKE_GENERATOR")
+STRIP = "-Wl,--strip-debug"
 
 
 def config_settings(job: BuildJob, source: PreparedSource, toolchain: Toolchain, build_dir: Path) -> list[str]:
     """The scikit-build-core settings (``-C``) for ``job``: every CMake argument, nothing implicit."""
     flags = [
         *job.compiler_flags,
-        # No build paths in the binaries (reproducible wheels; see the provenance issue).
+        # No build paths in the binaries (reproducible wheels; see the provenance issue). ccache with
+        # CCACHE_BASEDIR hands the compiler paths relative to the build tree (`__FILE__` becomes
+        # ../../src/<key>/...), so the relative spelling is mapped too: same bytes with or without ccache.
         f"-ffile-prefix-map={source.tree}=/src/llama-cpp-python",
+        f"-ffile-prefix-map={os.path.relpath(source.tree, build_dir)}=/src/llama-cpp-python",
         f"-ffile-prefix-map={build_dir}=/build",
     ]
     defines = [*job.defines, ("CMAKE_TOOLCHAIN_FILE", str(toolchain.toolchain_file))]
     defines += [("CMAKE_C_FLAGS", " ".join(flags)), ("CMAKE_CXX_FLAGS", " ".join(flags))]
+    # zig links its own libc++/libunwind, compiled with DWARF that names zig's install path and the
+    # directory of whichever build first filled zig's cache: strip it (zig strips .symtab too).
+    defines += [("CMAKE_SHARED_LINKER_FLAGS", STRIP), ("CMAKE_MODULE_LINKER_FLAGS", STRIP)]
     if toolchain.launcher:
         defines += [("CMAKE_C_COMPILER_LAUNCHER", toolchain.launcher),
                     ("CMAKE_CXX_COMPILER_LAUNCHER", toolchain.launcher)]
     return [f"build-dir={build_dir}", *(f"cmake.define.{name}={value}" for name, value in defines)]
 
 
-def build_dir_for(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache) -> Path:
-    return cache.builds / f"{job.target.name}-{hash_key([job.key, toolchain.identity, str(source.tree)])}"
+def build_dir_for(job: BuildJob, toolchain: Toolchain, cache: Cache) -> Path:
+    """One CMake build tree per target, pin and compiler: a changed patch or flag rebuilds incrementally."""
+    return cache.builds / f"{job.target.name}@{job.pin.name}-{hash_key([toolchain.identity], length=8)}"
 
 
 @contextmanager
-def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache) -> Iterator[Path]:
+def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache,
+                *, source_date_epoch: int | None = None) -> Iterator[Path]:
     """Build ``job``'s wheel; yields its path in a temp directory that is removed afterwards."""
     job.check_against(source.cmake_options)
-    build_dir = build_dir_for(job, source, toolchain, cache)
+    build_dir = build_dir_for(job, toolchain, cache)
     out = Path(tempfile.mkdtemp(prefix="llama-wheels-build-"))
     env: dict[str, str | None] = {name: None for name in _SCRUBBED if name in os.environ}
     env |= toolchain.env
@@ -61,14 +70,19 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
         "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
         # Paths under the cache (source tree, build tree) hash as relative paths: jobs share ccache hits.
         "CCACHE_BASEDIR": str(cache.root),
+        # llama.cpp's CMake asks git for a commit to embed (ggml_commit()): never one of an enclosing repo.
+        "GIT_CEILING_DIRECTORIES": str(source.tree.parent),
     }
+    if source_date_epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
     settings = config_settings(job, source, toolchain, build_dir)
     try:
-        runner.run(
-            [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
-             *(f"--config-setting={s}" for s in settings), source.tree],
-            env=env,
-        )
+        with locked(build_dir.with_name(build_dir.name + ".lock")):  # one build per tree at a time
+            runner.run(
+                [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
+                 *(f"--config-setting={s}" for s in settings), source.tree],
+                env=env,
+            )
         wheels = sorted(out.glob("*.whl"))
         if len(wheels) != 1:
             raise BuildError(f"{job.name}: expected one wheel from the build, found {len(wheels)} in {out}")

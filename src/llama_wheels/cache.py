@@ -9,6 +9,7 @@ path beside its final place and renamed into place: a crash or Ctrl-C leaves not
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -113,3 +114,15 @@ def publish_file(src: Path, dest_dir: Path) -> Path:
         shutil.copyfile(src, tmp)
         tmp.chmod(0o644)
     return final
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed): one process at a time past this point."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,8 +1,9 @@
 """Stage ``prepare``: unpack the verified sdist and apply the pin's patch series, all or nothing.
 
-The tree is built in a temp directory and renamed into ``<cache>/src/<version>-<key>`` only when every
-patch applied; ``key`` hashes the sdist and each patch, so editing a patch prepares a new tree and the
-old one is never modified in place. What was applied is recorded in ``PREPARED.json`` in the tree.
+The tree is built in a temp directory and renamed into ``<cache>/src/<pin>`` only when every patch
+applied. Its ``key`` hashes the sdist and each patch and is recorded, with what was applied, in
+``PREPARED.json``: an edited patch prepares the tree anew and replaces the old one. The path stays the
+same on purpose, so the CMake build tree and ccache keep working and only what changed recompiles.
 Preparing also reads two facts from the pinned source that configuration is checked against: the
 llama.cpp commit its CHANGELOG names, and every CMake option/cache variable it declares.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runner
-from .cache import Cache, atomic_path, hash_key, sha256_file
+from .cache import Cache, atomic_path, hash_key, locked, sha256_file
 from .config import Pin
 from .errors import ConfigError, PatchError
 
@@ -40,6 +41,7 @@ class PreparedSource:
     """An unpacked, patched llama-cpp-python source tree, ready to build."""
 
     tree: Path
+    key: str
     pin: str
     version: str
     sdist_sha256: str
@@ -52,6 +54,7 @@ class PreparedSource:
         data = json.loads((tree / MANIFEST).read_text())
         return cls(
             tree=tree,
+            key=data["key"],
             pin=data["pin"],
             version=data["version"],
             sdist_sha256=data["sdist_sha256"],
@@ -63,6 +66,7 @@ class PreparedSource:
     def to_json(self) -> str:
         return json.dumps(
             {
+                "key": self.key,
                 "pin": self.pin,
                 "version": self.version,
                 "sdist_sha256": self.sdist_sha256,
@@ -121,10 +125,16 @@ def prepare(pin: Pin, sdist: Path, patches_dir: Path, cache: Cache) -> PreparedS
     patches = patch_files(pin, patches_dir)
     applied = tuple(AppliedPatch(name=p.name, sha256=sha256_file(p)) for p in patches)
     key = hash_key([pin.sdist_sha256, *(p.sha256 for p in applied)])
-    final = cache.sources / f"{pin.version}-{key}"
-    if (final / MANIFEST).is_file():
-        return PreparedSource.load(final)
+    final = cache.sources / pin.name
+    with locked(cache.dir("locks") / f"src-{pin.name}"):
+        manifest = final / MANIFEST
+        if manifest.is_file() and json.loads(manifest.read_text()).get("key") == key:
+            return PreparedSource.load(final)
+        return _prepare(pin, sdist, patches, applied, key, final)
 
+
+def _prepare(pin: Pin, sdist: Path, patches: list[Path], applied: tuple[AppliedPatch, ...], key: str,
+             final: Path) -> PreparedSource:
     with atomic_path(final, directory=True) as tmp:
         with tarfile.open(sdist) as archive:
             top = f"llama_cpp_python-{pin.version}"
@@ -146,6 +156,7 @@ def prepare(pin: Pin, sdist: Path, patches_dir: Path, cache: Cache) -> PreparedS
             apply_patch(tmp, patch)
         source = PreparedSource(
             tree=final,
+            key=key,
             pin=pin.name,
             version=pin.version,
             sdist_sha256=pin.sdist_sha256,

@@ -12,22 +12,20 @@ Layout: KEY/{usr,lib,etc}/ (the Debian root), KEY/site-packages/ (the wheels), K
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import runner
-from .cache import Cache, atomic_path, hash_key, publish_file, sha256_file
+from .cache import Cache, atomic_path, hash_key, locked, publish_file, sha256_file
 from .config import _read_toml, _Table
 from .emulation import require_qemu, run_guest
 from .errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
@@ -161,7 +159,7 @@ def ensure_sysroot(cache: Cache, spec: SysrootSpec | None = None) -> Sysroot:
     found = _open(final, spec)
     if found is not None:
         return found
-    with _locked(cache.sysroots / f".{spec.key}.lock"):
+    with locked(cache.sysroots / f".{spec.key}.lock"):
         found = _open(final, spec)  # another process may have built it while we waited
         if found is not None:
             return found
@@ -183,16 +181,6 @@ def _open(root: Path, spec: SysrootSpec) -> Sysroot | None:
     return Sysroot(
         root=root, python=root / "usr" / "bin" / f"python{spec.python}", site=root / _SITE, manifest=manifest
     )
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _build(cache: Cache, spec: SysrootSpec, root: Path) -> None:
