@@ -54,7 +54,7 @@ def find_sdist_url(pin: Pin) -> str:
                     f"{pin.sdist_filename}: the index lists sha256 {listed}, but pins.{pin.name} records "
                     f"{pin.sdist_sha256}; fix build_config/pins.toml only if you trust the new file"
                 )
-            return urllib.parse.urljoin(page, entry["url"])
+            return urllib.parse.urljoin(page, str(entry["url"]))
     raise UserError(f"{pin.sdist_filename} is not on {page}; check pins.{pin.name}.version")
 
 

@@ -67,12 +67,11 @@ def elf_facts(name: str, data: bytes) -> ElfFacts:
     for section in elf.iter_sections():
         if isinstance(section, DynamicSection):
             for tag in section.iter_tags():
-                if tag.entry.d_tag == "DT_NEEDED":
-                    needed.append(tag.needed)
-                elif tag.entry.d_tag == "DT_RUNPATH":
-                    runpath.extend(tag.runpath.split(":"))
-                elif tag.entry.d_tag == "DT_RPATH":
-                    runpath.extend(tag.rpath.split(":"))
+                kind = tag.entry.d_tag
+                if kind == "DT_NEEDED":
+                    needed.append(str(getattr(tag, "needed")))  # noqa: B009 (pyelftools sets it dynamically)
+                elif kind in ("DT_RUNPATH", "DT_RPATH"):
+                    runpath.extend(str(getattr(tag, kind[3:].lower())).split(":"))
         elif isinstance(section, GNUVerNeedSection):
             for _, auxiliaries in section.iter_versions():
                 for aux in auxiliaries:
