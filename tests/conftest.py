@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,26 @@ def config_root(tmp_path: Path) -> Path:
 def cache() -> Cache:
     """The real cache outside the clone (downloads and builds are reused across runs)."""
     return Cache.from_env()
+
+
+def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+        timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    """Run the llama-wheels command line as a user would."""
+    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def build_target(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Path:
+    """Build one target through the CLI into a fresh dist/ (cached trees make repeats cheap)."""
+    dist = tmp_path_factory.mktemp("dist")
+    log = dist.parent / f"{dist.name}.log"
+    result = cli("--log", str(log), "build", "--dist", str(dist), *args)
+    assert result.returncode == 0, f"build {args} failed (log {log}):\n{result.stderr[-3000:]}"
+    [wheel] = dist.glob("*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def default_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default target's wheel, built, repaired and smoke-tested by `llama-wheels build`."""
+    return build_target(tmp_path_factory)

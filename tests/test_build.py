@@ -22,25 +22,9 @@ from llama_wheels.platforms import platform
 from llama_wheels.repair import check_wheel, inspect_wheel
 from llama_wheels.verify import smoke_test
 
-from .conftest import REPO
+from .conftest import REPO, cli
 
 pytestmark = pytest.mark.build
-
-
-def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-        timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def default_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    log = dist.parent / "build-default.log"
-    result = cli("--log", str(log), "build", "--dist", str(dist))
-    assert result.returncode == 0, f"build failed (log {log}):\n{result.stderr[-3000:]}"
-    [wheel] = dist.glob("*.whl")
-    return wheel
 
 
 def test_default_wheel_is_manylinux_2_17_aarch64(default_wheel: Path) -> None:

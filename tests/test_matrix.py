@@ -1,0 +1,72 @@
+"""The emulated CPU matrix on real wheels: the default wheel everywhere, a fixed-ISA wheel where it
+cannot run, and a deliberately wrong wheel that the harness must catch (not hang on, not crash with)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import build_target, cli
+
+pytestmark = [pytest.mark.build, pytest.mark.emulated]
+
+
+def run_matrix(tmp_path: Path, *args: str) -> tuple[int, dict[str, dict[str, object]], str]:
+    out = tmp_path / "report"
+    result = cli("--log", str(tmp_path / "test.log"), "test", *args, "--out", str(out), timeout=1800)
+    assert (out / "matrix.json").is_file(), result.stderr[-3000:]
+    report = json.loads((out / "matrix.json").read_text())
+    cells = {c["cpu"]: c for c in report["cells"]}
+    return result.returncode, cells, (out / "matrix.txt").read_text()
+
+
+@pytest.fixture(scope="session")
+def dotprod_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_target(tmp_path_factory, "linux-aarch64-armv8.2-dotprod", "--no-verify")
+
+
+def test_default_wheel_passes_on_every_cpu(default_wheel: Path, tmp_path: Path) -> None:
+    """Issue acceptance: variant and Q4_0 layout per CPU as the selection rules give, tokens identical."""
+    code, cells, table = run_matrix(tmp_path, str(default_wheel))
+    print(table)
+    assert code == 0, table
+    expected = {
+        "cortex-a53": ("armv8.0_1", "none"),
+        "cortex-a72": ("armv8.0_1", "none"),
+        "a64fx": ("armv8.0_1", "none"),
+        "cortex-a76": ("armv8.2_2", "q4_0_4x4"),
+        "neoverse-n1": ("armv8.2_2", "q4_0_4x4"),
+        "max": ("armv9.2_2", "q4_0_4x8"),
+        "max-sve256": ("armv9.2_2", "q4_0_8x8"),
+    }
+    assert {cpu: (c["variant"], c["layout"]) for cpu, c in cells.items()} == expected
+    assert all(c["verdict"] == "pass" for c in cells.values())
+    tokens = {json.dumps(c["tokens"], sort_keys=True) for c in cells.values()}
+    assert len(tokens) == 1, "greedy generation differs between CPUs"
+    assert all(c["repacked"] > 0 for cpu, c in cells.items() if expected[cpu][1] != "none")
+
+
+def test_fixed_isa_wheel_refuses_unsupported_cpu(dotprod_wheel: Path, tmp_path: Path) -> None:
+    """Patch 0002: an armv8.2+dotprod wheel on cortex-a53 says why at import instead of SIGILL."""
+    code, cells, table = run_matrix(tmp_path, str(dotprod_wheel), "--cpu", "cortex-a53", "--cpu", "neoverse-n1")
+    assert code == 0, table
+    assert cells["cortex-a53"]["verdict"] == "unsupported"
+    assert "lacks dotprod" in str(cells["cortex-a53"]["detail"])
+    assert cells["neoverse-n1"]["verdict"] == "pass"
+    assert cells["neoverse-n1"]["layout"] == "q4_0_4x4"
+
+
+def test_wrong_wheel_is_caught_as_a_crash(dotprod_wheel: Path, tmp_path: Path) -> None:
+    """Without its CPU guard the same wheel dies of SIGILL on cortex-a53: a verdict, not a harness crash."""
+    wrong = tmp_path / dotprod_wheel.name
+    with zipfile.ZipFile(dotprod_wheel) as src, zipfile.ZipFile(wrong, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if not item.filename.endswith("cpu-isa.txt"):
+                dst.writestr(item, src.read(item))
+    code, cells, table = run_matrix(tmp_path, str(wrong), "--cpu", "cortex-a53")
+    assert code == 1, table
+    assert cells["cortex-a53"]["verdict"] == "crash"
+    assert "SIGILL" in str(cells["cortex-a53"]["detail"])
