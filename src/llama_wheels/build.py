@@ -21,7 +21,7 @@ from .cache import Cache, hash_key, locked
 from .errors import BuildError
 from .patching import PreparedSource
 from .plan import BuildJob
-from .toolchain import Toolchain
+from .toolchain import Toolchain, require_zig_can_build
 
 # Variables of the caller's environment that would silently change what gets built.
 _SCRUBBED = ("CMAKE_ARGS", "SKBUILD_CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CC", "CXX",
@@ -60,6 +60,7 @@ def build_dir_for(job: BuildJob, toolchain: Toolchain, cache: Cache) -> Path:
 def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache,
                 *, source_date_epoch: int | None = None) -> Iterator[Path]:
     """Build ``job``'s wheel; yields its path in a temp directory that is removed afterwards."""
+    require_zig_can_build(job)
     job.check_against(source.cmake_options)
     build_dir = build_dir_for(job, toolchain, cache)
     out = Path(tempfile.mkdtemp(prefix="llama-wheels-build-"))

@@ -21,7 +21,8 @@ SwitchValue = bool | str
 # A pin maps a logical switch to a CMake variable, to a compiler flag template, or to False (absent).
 SwitchMapping = str | bool
 
-SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava")
+SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava",
+            "metal", "accelerate", "blas")
 PLATFORMS = ("linux-aarch64", "linux-x86_64", "macos-arm64")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")

@@ -18,6 +18,10 @@ class Platform:
     wheel_platform: str  # the tag the repaired wheel must carry
     elf_machine: str | None  # pyelftools e_machine of every shared library (Linux)
     glibc_max: tuple[int, int] | None  # highest GLIBC symbol version a library may need (Linux)
+    deployment_target: str | None = None  # MACOSX_DEPLOYMENT_TARGET = every Mach-O's minos (macOS)
+    # Switches that, turned on, need the platform SDK (Apple frameworks), which zig does not ship:
+    # such a job is built with the platform's own compiler on its CI runner, not cross built with zig.
+    sdk_switches: tuple[str, ...] = ()
 
 
 _REGISTRY = {
@@ -52,6 +56,8 @@ _REGISTRY = {
             wheel_platform="macosx_11_0_arm64",
             elf_machine=None,
             glibc_max=None,
+            deployment_target="11.0",
+            sdk_switches=("metal", "accelerate", "blas"),
         ),
     )
 }
