@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -99,8 +100,25 @@ def inspect_wheel(wheel: Path) -> WheelFacts:
     )
 
 
+def _macos_facts(wheel: Path, platform: Platform) -> WheelFacts:
+    """macOS: the static Mach-O checks (macos.py), summed up in the same shape as the ELF facts."""
+    from .macos import check_macos_wheel
+
+    libraries = tuple(
+        ElfFacts(path=lib.path, machine="+".join(lib.archs), needed=lib.dylibs, runpath=lib.rpaths,
+                 glibc_max=(0, 0))
+        for lib in check_macos_wheel(wheel, platform)
+    )
+    bundled = {PurePosixPath(lib.path).name for lib in libraries}
+    external = sorted({n for lib in libraries for n in lib.needed if PurePosixPath(n).name not in bundled})
+    return WheelFacts(wheel=wheel.name, libraries=libraries, glibc_max=(0, 0), external=tuple(external),
+                      size=wheel.stat().st_size)
+
+
 def check_wheel(wheel: Path, platform: Platform) -> WheelFacts:
     """Raise RepairError unless ``wheel`` is what ``platform`` promises; return what it holds."""
+    if platform.cmake_system_name == "Darwin":
+        return _macos_facts(wheel, platform)
     name = wheel.name
     if platform.wheel_platform not in name:
         raise RepairError(f"{name}: tag is not {platform.wheel_platform}")
@@ -136,6 +154,17 @@ def check_wheel(wheel: Path, platform: Platform) -> WheelFacts:
 def repair_wheel(wheel: Path, platform: Platform) -> Iterator[Path]:
     """auditwheel-repair ``wheel`` into a temp directory (removed afterwards) and check the result."""
     with tempfile.TemporaryDirectory(prefix="llama-wheels-repair-") as out:
+        if platform.cmake_system_name == "Darwin":
+            # delocate only runs on macOS (CI); elsewhere the wheel is only checked statically (macos.py).
+            if sys.platform == "darwin":
+                runner.run([sys.executable, "-m", "delocate.cmd.delocate_wheel", "--require-archs",
+                            platform.cmake_processor, "-w", out, "-v", wheel])
+            else:
+                shutil.copy2(wheel, out)
+            [delocated] = Path(out).glob("*.whl")
+            check_wheel(delocated, platform)
+            yield delocated
+            return
         # auditwheel's --plat only offers the build machine's architecture; for a cross-built wheel it
         # detects the wheel's own, and check_wheel() verifies the tag it chose.
         native = platform.name == "linux-x86_64"
