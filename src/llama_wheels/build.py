@@ -19,7 +19,7 @@ from pathlib import Path
 from . import runner
 from .cache import Cache, hash_key, locked
 from .errors import BuildError
-from .patching import PreparedSource
+from .patching import PreparedSource, source_lock
 from .plan import BuildJob
 from .toolchain import Toolchain, require_zig_can_build
 
@@ -78,7 +78,12 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
         env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
     settings = config_settings(job, source, toolchain, build_dir)
     try:
-        with locked(build_dir.with_name(build_dir.name + ".lock")):  # one build per tree at a time
+        # One build per build tree at a time; the source tree must not be re-prepared underneath it.
+        with locked(build_dir.with_name(build_dir.name + ".lock")), \
+                locked(source_lock(cache, source.pin), shared=True):
+            if PreparedSource.load(source.tree).key != source.key:
+                raise BuildError(f"{job.name}: another llama-wheels run re-prepared {source.tree} with other "
+                                 "patches since this run prepared it; run again")
             runner.run(
                 [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
                  *(f"--config-setting={s}" for s in settings), source.tree],

@@ -120,13 +120,18 @@ def apply_patch(tree: Path, patch: Path) -> None:
     runner.run([*args, patch], cwd=tree, env=env)
 
 
+def source_lock(cache: Cache, pin: str) -> Path:
+    """Held exclusively while a pin's tree is (re)prepared, shared while a build reads it."""
+    return cache.dir("locks") / f"src-{pin}"
+
+
 def prepare(pin: Pin, sdist: Path, patches_dir: Path, cache: Cache) -> PreparedSource:
     """Return the prepared tree for ``pin``, creating it atomically if the cache does not hold it."""
     patches = patch_files(pin, patches_dir)
     applied = tuple(AppliedPatch(name=p.name, sha256=sha256_file(p)) for p in patches)
     key = hash_key([pin.sdist_sha256, *(p.sha256 for p in applied)])
     final = cache.sources / pin.name
-    with locked(cache.dir("locks") / f"src-{pin.name}"):
+    with locked(source_lock(cache, pin.name)):
         manifest = final / MANIFEST
         if manifest.is_file() and json.loads(manifest.read_text()).get("key") == key:
             return PreparedSource.load(final)
