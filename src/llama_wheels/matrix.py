@@ -142,10 +142,11 @@ class Cell:
 
 def _observed(result: Mapping[str, Any]) -> tuple[str | None, int, dict[str, list[int]]]:
     """(Q4_0 layout of the plain q4_0 model, repacked tensors over all models, greedy tokens per model)."""
-    models = result.get("models", {})
-    tokens = {name: m["llama"]["tokens"] for name, m in models.items() if m.get("llama")}
-    repacked = sum(len(m["llama"]["repacked"]) for m in models.values() if m.get("llama"))
-    q4 = models.get("q4_0", {}).get("llama") or {}
+    # wheel_tests/conftest.py records each model as {"probe": <wheel_probe result> | None, "failure": ...}
+    runs = {name: (m.get("probe") or {}).get("llama") for name, m in result.get("models", {}).items()}
+    tokens = {name: run["tokens"] for name, run in runs.items() if run}
+    repacked = sum(len(run["repacked"]) for run in runs.values() if run)
+    q4 = runs.get("q4_0") or {}
     layouts = sorted(set(q4.get("repacked", {}).values()))
     return (", ".join(layouts) or "none") if q4 else None, repacked, tokens
 
