@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import platform
-import re
 from typing import Any
 
 import pytest
@@ -49,7 +48,9 @@ def test_import_and_system_info(facts: dict[str, Any]) -> None:
     facts["llama_cpp_version"] = getattr(llama_cpp, "__version__", "unknown")
     facts["system_info"] = info
     facts["llama_accepts_use_extra_bufts"] = wheel_probe.llama_accepts_use_extra_bufts()
-    assert re.search(r"\bREPACK = 1\b", info), f"system info lacks 'REPACK = 1': {info!r}"
+    facts["repack_generation"] = wheel_probe.repack_generation(info)
+    # 0.3.36 says REPACK = 1; 0.3.4 (GGML_CPU_AARCH64) says AARCH64_REPACK = 1.
+    assert facts["repack_generation"], f"system info lacks 'REPACK = 1' / 'AARCH64_REPACK = 1': {info!r}"
 
 
 @pytest.mark.parametrize("name", SPECS)
@@ -67,9 +68,11 @@ def test_model_loads_and_generates(probe: Any, models_module: Any, name: str) ->
 @pytest.mark.parametrize("name", SPECS)
 def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
     """Rules valid on every CPU, plus the exact per-tensor layout if LLAMA_WHEELS_EXPECT_LAYOUT is set."""
-    repacked: dict[str, str] = probe(name).require("llama")["llama"]["repacked"]
+    result = probe(name).require("llama")
+    repacked: dict[str, str] = result["llama"]["repacked"]
     weights = _weights(models_module, name)
     weight_type = models_module.SPECS[name].weight_type
+    generation = wheel_probe.repack_generation(result["system_info"]) or "repack"
 
     unknown = sorted(set(repacked) - set(weights))
     assert not unknown, f"repacked tensors not in the model: {unknown}"
@@ -85,6 +88,8 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
         assert repacked == {}, "F16 weights must never be repacked"
     if weight_type == "Q8_0" and _machine().lower() not in wheel_probe.ARM_MACHINES:
         assert repacked == {}, "Q8_0 weights are never repacked on x86"
+    if weight_type == "Q8_0" and generation == "aarch64":
+        assert repacked == {}, "ggml-cpu-aarch64.cpp (0.3.4) never repacks Q8_0"
     if weight_type == "Q4_0":
         eight = {layout for tname, layout in repacked.items() if weights[tname].ne1 % 8 == 0}
         assert len(eight) <= 1, f"one CPU chose several layouts for the same shapes: {sorted(eight)}"
@@ -93,7 +98,7 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
     if expect is None:
         return
     predicted = {
-        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, _machine())
+        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, _machine(), generation)
         for n, t in weights.items()
         if t.is_matmul_weight
     }
@@ -104,6 +109,11 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
 @pytest.mark.parametrize("name", SPECS)
 def test_repack_on_off_agree(probe: Any, name: str) -> None:
     """use_extra_bufts=False stops repacking; on vs off: logits within LOGIT_REL_TOL, same tokens."""
+    if not probe(name).require("llama")["model_params_has_use_extra_bufts"]:
+        pytest.skip(
+            "llama_model_params has no use_extra_bufts (added in llama.cpp PR #14990, July 2025; a stock "
+            "0.3.4 wheel): repacking cannot be switched off at run time, so there is nothing to compare"
+        )
     result = probe(name).require("extra_bufts_on", "extra_bufts_off", "llama")
     on, off, llama = result["extra_bufts_on"], result["extra_bufts_off"], result["llama"]
     assert off["repacked"] == {}, f"use_extra_bufts=False still repacked {off['repacked']}"

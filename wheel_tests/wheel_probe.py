@@ -8,10 +8,12 @@ llama.cpp (SIGILL from a wrong ISA, GGML_ASSERT in a repack) fails one model ins
 
 What repacking did is read from llama.cpp's log. ggml 0.3.36 (``ggml-cpu/repack.cpp``) logs every repacked
 tensor at DEBUG level as ``repack: repack tensor <name> with <type>_<cols>x<interleave>``, e.g.
-``repack: repack tensor blk.0.attn_q.weight with q4_0_8x8``. llama-cpp-python's own log callback forwards
-DEBUG lines only while its logger is at DEBUG (``verbose=True``), and ``Llama(verbose=False)`` also
-redirects fd 1/2 to /dev/null during load. This probe installs its own callback through
-``llama_log_set`` (which also sets ggml's), so it sees every level regardless of verbosity.
+``repack: repack tensor blk.0.attn_q.weight with q4_0_8x8``; llama-cpp-python 0.3.4 (ggml-cpu-aarch64.cpp)
+logs the same line, also at DEBUG (added by llama.cpp PR #10446, before the 0.3.4 revision).
+llama-cpp-python's own log callback forwards DEBUG lines only while its logger is at DEBUG
+(``verbose=True``), and ``Llama(verbose=False)`` also redirects fd 1/2 to /dev/null during load. This
+probe installs its own callback through ``llama_log_set`` (which also sets ggml's), so it sees every
+level regardless of verbosity.
 """
 
 from __future__ import annotations
@@ -66,16 +68,32 @@ def expect_layout() -> str | None:
     return value
 
 
-def expected_repack(ggml_type: str, ne1: int, expect: str, machine: str) -> str | None:
+def repack_generation(system_info: str) -> str | None:
+    """Which ggml repack code the wheel has, from its system info: ``"repack"`` (ggml-cpu/repack.cpp, e.g.
+    0.3.36: key ``REPACK``), ``"aarch64"`` (ggml-cpu-aarch64.cpp of 0.3.4: key ``AARCH64_REPACK``, Q4_0 and
+    IQ4_NL only, never Q8_0), or None when it was built without repacking."""
+    if re.search(r"\bAARCH64_REPACK = 1\b", system_info):
+        return "aarch64"
+    if re.search(r"\bREPACK = 1\b", system_info):
+        return "repack"
+    return None
+
+
+def expected_repack(
+    ggml_type: str, ne1: int, expect: str, machine: str, generation: str = "repack"
+) -> str | None:
     """Layout ggml 0.3.36 gives a MUL_MAT weight on a CPU whose Q4_0 layout is ``expect``, or None.
 
     Mirrors ``ggml_repack_get_optimal_repack_type`` (ggml-cpu/repack.cpp) for Q4_0, Q8_0 and F16 with
     x86 (AVX2 -> q4_0_8x8) and ARM (SVE-256+i8mm -> q4_0_8x8, NEON+i8mm -> q4_0_4x8, NEON+dotprod ->
     q4_0_4x4). A weight whose row count ``ne1`` the layout cannot interleave falls through to the next
     rule and finally stays unrepacked in the plain CPU buffer. On ARM, Q8_0 is repacked too (q8_0_4x8 with
-    i8mm, q8_0_4x4 with dotprod); on x86 it never is. F16 never is.
+    i8mm, q8_0_4x4 with dotprod); on x86 it never is. F16 never is. ``generation="aarch64"`` (0.3.4's
+    ``ggml_aarch64_get_optimal_repack_type``): the same Q4_0 rules, and Q8_0 is never repacked.
     """
     if expect == "none" or ggml_type not in ("Q4_0", "Q8_0"):
+        return None
+    if generation == "aarch64" and ggml_type == "Q8_0":
         return None
     arm = machine.lower() in ARM_MACHINES
     if ggml_type == "Q8_0":
@@ -175,16 +193,36 @@ def run_llama(model: Path, log: LogCapture, **extra: Any) -> Run:
     return Run(repacked, tokens, [float(x) for x in first])
 
 
+def has_use_extra_bufts() -> bool:
+    """True when the ctypes ``llama_model_params`` has ``use_extra_bufts`` (llama.cpp PR #14990, July 2025;
+    stock 0.3.4 lacks it, and setting a missing field on a ctypes Structure silently does nothing)."""
+    import llama_cpp as lc
+
+    return "use_extra_bufts" in [f[0] for f in lc.llama_model_params._fields_]
+
+
+def _api(*names: str) -> Any:
+    """The first of ``names`` the installed llama_cpp has (functions renamed between 0.3.4 and 0.3.36)."""
+    import llama_cpp as lc
+
+    for name in names:
+        if hasattr(lc, name):
+            return getattr(lc, name)
+    raise AttributeError(f"llama_cpp has none of {', '.join(names)}")
+
+
 def run_lowlevel(model: Path, log: LogCapture, use_extra_bufts: bool) -> Run:
     """ctypes API with ``llama_model_params.use_extra_bufts`` set explicitly (repack on/off switch)."""
     import llama_cpp as lc
     import numpy as np
 
+    if not has_use_extra_bufts():
+        raise RuntimeError("llama_model_params has no use_extra_bufts field: no runtime repack switch")
     lc.llama_backend_init()
     mparams = lc.llama_model_default_params()
     mparams.use_extra_bufts = use_extra_bufts
     mark = log.mark()
-    lmodel = lc.llama_model_load_from_file(str(model).encode(), mparams)
+    lmodel = _api("llama_model_load_from_file", "llama_load_model_from_file")(str(model).encode(), mparams)
     if not lmodel:
         raise RuntimeError(f"llama_model_load_from_file failed for {model}")
     repacked = repacked_tensors(log.since(mark))
@@ -196,10 +234,13 @@ def run_lowlevel(model: Path, log: LogCapture, use_extra_bufts: bool) -> Run:
         cparams.no_perf = True
         if hasattr(cparams, "flash_attn_type"):  # match Llama(flash_attn=False)
             cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        ctx = lc.llama_init_from_model(lmodel, cparams)
+        ctx = _api("llama_init_from_model", "llama_new_context_with_model")(lmodel, cparams)
         if not ctx:
             raise RuntimeError(f"llama_init_from_model failed for {model}")
-        n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(lmodel))
+        if hasattr(lc, "llama_vocab_n_tokens"):
+            n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(lmodel))
+        else:  # 0.3.4
+            n_vocab = lc.llama_n_vocab(lmodel)
 
         def decode(tokens: Sequence[int]) -> Any:
             arr = (lc.llama_token * len(tokens))(*tokens)
@@ -214,7 +255,7 @@ def run_lowlevel(model: Path, log: LogCapture, use_extra_bufts: bool) -> Run:
     finally:
         if ctx:
             lc.llama_free(ctx)
-        lc.llama_model_free(lmodel)
+        _api("llama_model_free", "llama_free_model")(lmodel)
     return Run(repacked, tokens, [float(x) for x in first])
 
 
@@ -251,13 +292,15 @@ def probe(model: Path) -> dict[str, Any]:
         "llama_cpp_version": getattr(llama_cpp, "__version__", "unknown"),
         "system_info": system_info(),
         "llama_accepts_use_extra_bufts": llama_accepts_use_extra_bufts(),
+        "model_params_has_use_extra_bufts": has_use_extra_bufts(),
         "errors": {},
     }
-    phases: list[tuple[str, Any]] = [
-        ("llama", lambda: run_llama(model, log)),
-        ("extra_bufts_on", lambda: run_lowlevel(model, log, use_extra_bufts=True)),
-        ("extra_bufts_off", lambda: run_lowlevel(model, log, use_extra_bufts=False)),
-    ]
+    phases: list[tuple[str, Any]] = [("llama", lambda: run_llama(model, log))]
+    if result["model_params_has_use_extra_bufts"]:
+        phases += [
+            ("extra_bufts_on", lambda: run_lowlevel(model, log, use_extra_bufts=True)),
+            ("extra_bufts_off", lambda: run_lowlevel(model, log, use_extra_bufts=False)),
+        ]
     if result["llama_accepts_use_extra_bufts"]:
         phases.append(("llama_extra_bufts_off", lambda: run_llama(model, log, use_extra_bufts=False)))
     for key, fn in phases:

@@ -35,16 +35,19 @@ _VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\((armv[\w.]+)((?:\s+[A-
 _FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
 
 _IMPORT_PROBE = """\
-import json
+import importlib.util, json
 try:
     import llama_cpp
-    from llama_cpp import diagnostics
 except ImportError as exc:
     print("IMPORT " + json.dumps({"error": str(exc)}))
 else:
-    info = diagnostics.collect()
-    print("IMPORT " + json.dumps({"variant": info["variant"], "layout": info["q4_0_repack_layout"],
-                                  "scores": info["variant_scores"], "fixed_isa": info["fixed_isa"]}))
+    if importlib.util.find_spec("llama_cpp.diagnostics") is None:  # a wheel without our patches
+        print("IMPORT " + json.dumps({"variant": None, "layout": None, "scores": {}, "fixed_isa": None}))
+    else:
+        from llama_cpp import diagnostics
+        info = diagnostics.collect()
+        print("IMPORT " + json.dumps({"variant": info["variant"], "layout": info["q4_0_repack_layout"],
+                                      "scores": info["variant_scores"], "fixed_isa": info["fixed_isa"]}))
 """
 
 
@@ -245,6 +248,13 @@ class Report:
         return json_path, table_path
 
 
+def wheel_labels(wheels: Sequence[Path]) -> dict[Path, str]:
+    """How the report names each wheel: its file name, or DIR/name where several share a file name
+    (builds of one release from different pins or targets are all called llama_cpp_python-X-py3-...)."""
+    names = [w.name for w in wheels]
+    return {w: w.name if names.count(w.name) == 1 else f"{w.parent.name}/{w.name}" for w in wheels}
+
+
 def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache,
                variants_for: Mapping[str, Mapping[str, frozenset[str]]], jobs: int | None = None) -> Report:
     """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps version -> variants."""
@@ -270,6 +280,8 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
             log.progress(f"test     {build.path.name} on {cpu.name}: {cell.verdict} ({cell.seconds:.0f}s) {cell.detail}")
             return cell
 
+        labels = wheel_labels([b.path for b in builds])
         with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
-            cells = list(pool.map(one, tasks))
+            cells = [replace(cell, wheel=labels[task[0].path])
+                     for task, cell in zip(tasks, pool.map(one, tasks), strict=True)]
     return Report(cells=tuple(check_consistency(cells)), seconds=time.monotonic() - started)

@@ -23,17 +23,20 @@ from .sysroot import ensure_sysroot
 SMOKE_CPU = "neoverse-n1"
 
 _SMOKE = """\
-import json, sys
+import importlib.util, json, sys
 import llama_cpp
 from llama_cpp import Llama
-from llama_cpp import diagnostics
+if importlib.util.find_spec("llama_cpp.diagnostics"):
+    from llama_cpp import diagnostics
+else:  # a wheel without the llama-wheels patches (e.g. pin legacy-unpatched)
+    diagnostics = None
 llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, seed=0, verbose=False)
 tokens = []
 for token in llm.generate([1, 100, 101, 102], top_k=1, temp=0.0):
     tokens.append(int(token))
     if len(tokens) == 8:
         break
-info = diagnostics.collect()
+info = diagnostics.collect() if diagnostics else {"variant": None, "q4_0_repack_layout": "unknown"}
 print("SMOKE " + json.dumps({"tokens": tokens, "variant": info["variant"],
                              "layout": info["q4_0_repack_layout"], "version": llama_cpp.__version__}))
 """
