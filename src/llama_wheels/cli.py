@@ -133,6 +133,15 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
+    from .convert import convert_model
+
+    converted = convert_model(args.input, args.output)
+    kinds = ", ".join(sorted({kind for _, kind in converted}))
+    print(f"{args.output}: {len(converted)} tensors re-laid from {kinds} to plain Q4_0 (lossless)")
+    return 0
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     parts = ["build", "src", "toolchains"] + (["sdists", "ccache", "zig", "sysroot"] if args.all else [])
     for part in parts:
@@ -189,6 +198,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("wheel", type=Path, metavar="WHEEL")
     q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
     p.set_defaults(func=cmd_ci)
+    p = sub.add_parser("convert-model", help="rewrite an old GGUF's Q4_0_4_4/4_8/8_8 tensors as plain Q4_0")
+    p.add_argument("input", type=Path, metavar="IN", help="GGUF from a llama.cpp that still had those types")
+    p.add_argument("output", type=Path, metavar="OUT", help="the converted GGUF (written atomically)")
+    p.set_defaults(func=cmd_convert_model)
     p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
     p.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_clean)
@@ -198,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command == "plan" or (args.command == "ci" and args.ci_command in ("generate", "check"))
+    quiet = args.command in ("plan", "convert-model") or (args.command == "ci" and args.ci_command in ("generate", "check"))
     log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
     runner.set_log(log)
     if not quiet:

@@ -26,7 +26,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf.quants import quantize
 
-WEIGHT_TYPES = ("Q4_0", "Q8_0", "F16")
+WEIGHT_TYPES = ("Q4_0", "Q8_0", "F16", "F32")
 CONTEXT_LENGTH = 256
 RMS_EPS = 1e-5
 BOS_ID = 1
@@ -39,6 +39,7 @@ _FILE_TYPES = {
     "Q4_0": LlamaFileType.MOSTLY_Q4_0,
     "Q8_0": LlamaFileType.MOSTLY_Q8_0,
     "F16": LlamaFileType.MOSTLY_F16,
+    "F32": LlamaFileType.ALL_F32,
 }
 
 
@@ -53,7 +54,7 @@ class ModelSpec:
     n_layer: int
     n_head: int
     n_head_kv: int
-    weight_type: str  # "Q4_0" | "Q8_0" | "F16"
+    weight_type: str  # "Q4_0" | "Q8_0" | "F16" | "F32"
     output_tensor: bool  # separate output.weight; False = tied to token_embd.weight
     seed: int
 
@@ -68,7 +69,7 @@ class ModelSpec:
             raise ValueError(f"{self.name}: n_head must divide n_embd and n_head_kv must divide n_head")
         if self.head_dim % 2:
             raise ValueError(f"{self.name}: head dimension {self.head_dim} must be even for RoPE")
-        if self.weight_type != "F16" and (self.n_embd % _BLOCK or self.n_ff % _BLOCK):
+        if self.weight_type not in ("F16", "F32") and (self.n_embd % _BLOCK or self.n_ff % _BLOCK):
             raise ValueError(
                 f"{self.name}: n_embd and n_ff must be multiples of {_BLOCK} for {self.weight_type}"
             )
@@ -114,6 +115,11 @@ SPECS: Mapping[str, ModelSpec] = {
         ModelSpec("f16", 264, 64, 128, 2, 4, 2, "F16", output_tensor=True, seed=5),
     )
 }
+
+# Unquantized source for llama-quantize (proving `llama-wheels convert-model` against the real old
+# Q4_0_4_4/Q4_0_4_8/Q4_0_8_8 writer). Not in SPECS: no wheel test runs it. attn_k/attn_v have 12 rows,
+# which Q4_0_8_8 cannot interleave: llama-quantize falls back to Q4_0 for them.
+F32_SPEC = ModelSpec("f32", 264, 96, 128, 2, 8, 1, "F32", output_tensor=True, seed=6)
 
 
 def weight_tensors(spec: ModelSpec) -> list[WeightTensor]:
@@ -166,7 +172,7 @@ def _letters(i: int) -> str:
 
 
 def _weight(rng: np.random.Generator, t: WeightTensor) -> np.ndarray:
-    if t.ggml_type == "F32":  # RMS norm weights: near 1 so activations keep their scale
+    if t.ggml_type == "F32" and t.ne1 == 1:  # RMS norm weights: near 1 so activations keep their scale
         return (1.0 + 0.1 * rng.standard_normal(t.ne0)).astype(np.float32)
     # Rows of the output projection see unit-RMS activations: std 3/sqrt(n) gives logits with std ~3,
     # enough spread that greedy decoding is decisive but not stuck on one token.
