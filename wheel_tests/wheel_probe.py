@@ -34,6 +34,12 @@ from typing import Any
 PROMPT: tuple[int, ...] = (1, 10, 20, 30, 40, 259, 260, 261)
 N_GEN = 8
 N_CTX = 64
+# KV cache in F32 (GGML_TYPE_F32 = 0), not the default F16. Measured under qemu with llama-cpp-python
+# 0.3.36: with an F16 cache the armv8.0 CPU variant's attention differs from every FP16-capable variant
+# by ~1% of the logit range (0.20 of 16), enough to flip a greedy near-tie of these random tiny models,
+# while with F32 all seven emulated CPUs agree to the token. The suite tests repacking and the matmul
+# kernels across CPUs, so it keeps F16 attention rounding out of the comparison.
+KV_TYPE_F32 = 0
 
 REPACK_LINE = re.compile(r"repack: repack tensor (?P<name>\S+) with (?P<layout>\w+?_\d+x\d+)\b")
 
@@ -174,6 +180,8 @@ def run_llama(model: Path, log: LogCapture, **extra: Any) -> Run:
         seed=0,
         verbose=True,
         logits_all=True,
+        type_k=KV_TYPE_F32,
+        type_v=KV_TYPE_F32,
         **extra,
     )
     repacked = repacked_tensors(log.since(mark))
@@ -232,6 +240,7 @@ def run_lowlevel(model: Path, log: LogCapture, use_extra_bufts: bool) -> Run:
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = N_CTX
         cparams.n_threads = cparams.n_threads_batch = 1
         cparams.no_perf = True
+        cparams.type_k = cparams.type_v = KV_TYPE_F32
         if hasattr(cparams, "flash_attn_type"):  # match Llama(flash_attn=False)
             cparams.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx = _api("llama_init_from_model", "llama_new_context_with_model")(lmodel, cparams)
