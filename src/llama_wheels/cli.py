@@ -142,6 +142,24 @@ def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
+    from .emulation import load_cpus
+    from .legacy import build_wheels, run, write
+
+    config = _config(args)
+    cpus = load_cpus(config.root)
+    chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
+    data = run(config, cache, chosen, build_wheels(config, cache, args.dist.resolve()), jobs=args.jobs)
+    json_path, md_path = write(data, config, args.out.resolve())
+    print(f"report: {md_path} and {json_path}")
+    # The unpatched wheel is expected to crash; the patched ones must not fail anywhere.
+    bad = [f"{role} on {cpu}: {cell['verdict']} {cell['detail']}" for role, cells in data["cells"].items()
+           if role != "before" for cpu, cell in cells.items() if cell["verdict"] not in ("pass", "unsupported")]
+    for line in bad:
+        print(f"not ok: {line}")
+    return 1 if bad else 0
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     parts = ["build", "src", "toolchains"] + (["sdists", "ccache", "zig", "sysroot"] if args.all else [])
     for part in parts:
@@ -202,6 +220,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, metavar="IN", help="GGUF from a llama.cpp that still had those types")
     p.add_argument("output", type=Path, metavar="OUT", help="the converted GGUF (written atomically)")
     p.set_defaults(func=cmd_convert_model)
+    p = sub.add_parser("legacy-report", help="0.3.4 with vs without its patches on every emulated CPU -> docs/")
+    p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
+    p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
+    p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
+    p.set_defaults(func=cmd_legacy_report)
     p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
     p.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_clean)

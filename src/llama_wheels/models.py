@@ -235,6 +235,87 @@ def write_model(spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
     return out
 
 
+T5_REL_BUCKETS = 32
+UNUSED_TENSOR = "dec.blk.0.cross_attn_rel_b"
+
+
+def write_t5_model(path: str | os.PathLike[str], n_vocab: int = 264, n_embd: int = 64, n_ff: int = 128,
+                   n_layer: int = 2, n_head: int = 4, seed: int = 7) -> Path:
+    """A tiny T5 (encoder-decoder) GGUF with Q4_0 matrices, written atomically; for loading only.
+
+    Like t5-small it carries ``dec.blk.0.cross_attn_rel_b``, a tensor llama.cpp loads but no op uses
+    (GGML_OP_NONE): the case that must stay out of the CPU repack buffer.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    head_dim = n_embd // n_head
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+
+    def matrix(rows: int, cols: int) -> tuple[np.ndarray, GGMLQuantizationType]:
+        data = (rng.standard_normal((rows, cols)) * (3.0 / float(np.sqrt(cols)))).astype(np.float32)
+        return quantize(data, GGMLQuantizationType.Q4_0), GGMLQuantizationType.Q4_0
+
+    def norm() -> tuple[np.ndarray, None]:
+        return (1.0 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32), None
+
+    def rel_b() -> tuple[np.ndarray, None]:
+        return (0.1 * rng.standard_normal((T5_REL_BUCKETS, n_head))).astype(np.float32), None
+
+    try:
+        writer = GGUFWriter(tmp, "t5")
+        writer.add_name("llama-wheels-t5")
+        writer.add_file_type(int(LlamaFileType.MOSTLY_Q4_0))
+        writer.add_vocab_size(n_vocab)
+        writer.add_context_length(CONTEXT_LENGTH)
+        writer.add_embedding_length(n_embd)
+        writer.add_feed_forward_length(n_ff)
+        writer.add_block_count(n_layer)
+        writer.add_head_count(n_head)
+        writer.add_head_count_kv(n_head)
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_layer_norm_rms_eps(RMS_EPS)
+        writer.add_relative_attn_buckets_count(T5_REL_BUCKETS)
+        writer.add_decoder_start_token_id(UNK_ID)
+        tokens, scores, types = vocabulary(n_vocab)
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        writer.add_bos_token_id(BOS_ID)
+        writer.add_eos_token_id(EOS_ID)
+        writer.add_unk_token_id(UNK_ID)
+        tensors = {"token_embd.weight": matrix(n_vocab, n_embd), "enc.output_norm.weight": norm(),
+                   "dec.output_norm.weight": norm(), "output.weight": matrix(n_vocab, n_embd)}
+        for i in range(n_layer):
+            for side, attns in (("enc", ("attn",)), ("dec", ("attn", "cross_attn"))):
+                p = f"{side}.blk.{i}."
+                for a in attns:
+                    tensors[p + a + "_norm.weight"] = norm()
+                    if i == 0:
+                        tensors[p + a + "_rel_b.weight"] = rel_b()
+                    for m in "qkvo":
+                        tensors[p + f"{a}_{m}.weight"] = matrix(n_embd, n_embd)
+                tensors[p + "ffn_norm.weight"] = norm()
+                tensors[p + "ffn_up.weight"] = matrix(n_ff, n_embd)
+                tensors[p + "ffn_down.weight"] = matrix(n_embd, n_ff)
+        for name, (data, raw_dtype) in tensors.items():
+            writer.add_tensor(name, data, raw_dtype=raw_dtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        tmp.chmod(0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a tiny llama GGUF model.")
     parser.add_argument("spec", choices=sorted(SPECS), help="named model spec")
