@@ -1,0 +1,89 @@
+"""Matrix and wheel-suite rules for 0.3.4 wheels (patched and stock), without running anything."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from llama_wheels.emulation import load_cpus
+from llama_wheels.matrix import WheelBuild, _observed, expect, wheel_labels
+
+from .conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("wheel_probe_copy", REPO / "wheel_tests" / "wheel_probe.py")
+assert _spec and _spec.loader
+wheel_probe = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = wheel_probe  # dataclasses look their module up
+_spec.loader.exec_module(wheel_probe)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "supported", "layout"),
+    [
+        ("cortex-a53", False, None),
+        ("cortex-a72", False, None),
+        ("a64fx", False, None),  # SVE but no dotprod
+        ("cortex-a76", True, "q4_0_4x4"),
+        ("neoverse-n1", True, "q4_0_4x4"),
+        ("max", True, "q4_0_4x4"),  # i8mm, but the library was compiled without it
+        ("max-sve256", True, "q4_0_4x4"),
+    ],
+)
+def test_patched_legacy_wheel_expectations(cpu: str, supported: bool, layout: str | None) -> None:
+    """The patched wheel records -march in cpu-isa.txt: enough to derive every CPU's outcome."""
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8.2-a+dotprod", variants=())
+    e = expect(wheel, load_cpus(REPO)[cpu], {})
+    assert (e.supported, e.layout, e.variant) == (supported, layout, None)
+    assert e.missing == (() if supported else ("dotprod",))
+
+
+def test_stock_wheel_has_no_expectation() -> None:
+    """Without cpu-isa.txt nothing says what the wheel was built for: run it and see (SIGILL on a53)."""
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa=None, variants=())
+    e = expect(wheel, load_cpus(REPO)["cortex-a53"], {})
+    assert (e.supported, e.layout) == (True, None)
+
+
+def test_armv8_0_legacy_wheel_repacks_nothing() -> None:
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8-a", variants=())
+    for cpu in load_cpus(REPO).values():
+        assert expect(wheel, cpu, {}).layout == "none"
+
+
+def test_wheels_sharing_a_file_name_get_distinct_labels() -> None:
+    a, b, c = Path("/x/before/w.whl"), Path("/x/after/w.whl"), Path("/y/other.whl")
+    assert wheel_labels([a, b, c]) == {a: "before/w.whl", b: "after/w.whl", c: "other.whl"}
+
+
+def test_observed_reads_the_suites_result_format() -> None:
+    """Regression: the matrix read models[name]["llama"]; conftest writes models[name]["probe"]["llama"]."""
+    run = {"repacked": {"blk.0.attn_q.weight": "q4_0_4x4", "output.weight": "q4_0_4x4"}, "tokens": [5, 6]}
+    result = {"models": {"q4_0": {"probe": {"llama": run}, "failure": None},
+                         "f16": {"probe": {"llama": {"repacked": {}, "tokens": [7]}}, "failure": None},
+                         "q8_0": {"probe": None, "failure": "died with signal SIGILL"}}}
+    assert _observed(result) == ("q4_0_4x4", 2, {"q4_0": [5, 6], "f16": [7]})
+    assert _observed({"models": {}}) == (None, 0, {})
+
+
+def test_repack_generation_from_system_info() -> None:
+    assert wheel_probe.repack_generation("NEON = 1 | AARCH64_REPACK = 1 | ") == "aarch64"
+    assert wheel_probe.repack_generation("CPU : NEON = 1 | REPACK = 1 | ") == "repack"
+    assert wheel_probe.repack_generation("NEON = 1 | ") is None
+
+
+@pytest.mark.parametrize(
+    ("ggml_type", "ne1", "expect", "generation", "layout"),
+    [
+        ("Q8_0", 64, "q4_0_4x4", "repack", "q8_0_4x4"),  # 0.3.36 repacks Q8_0 on ARM
+        ("Q8_0", 64, "q4_0_4x4", "aarch64", None),  # 0.3.4 never does
+        ("Q4_0", 64, "q4_0_4x4", "aarch64", "q4_0_4x4"),
+        ("Q4_0", 12, "q4_0_8x8", "aarch64", "q4_0_4x8"),  # 8-row layout falls back to the i8mm 4-row one
+        ("Q4_0", 262, "q4_0_4x4", "aarch64", None),
+    ],
+)
+def test_expected_repack_per_generation(ggml_type: str, ne1: int, expect: str, generation: str,
+                                        layout: str | None) -> None:
+    assert wheel_probe.expected_repack(ggml_type, ne1, expect, "aarch64", generation) == layout
