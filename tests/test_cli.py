@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import REPO
-
-
-def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+from .conftest import cli
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
