@@ -189,6 +189,18 @@ def _encode(data: np.ndarray, ggml_type: str) -> tuple[np.ndarray, GGMLQuantizat
     return quantize(data, qtype), qtype
 
 
+def _add_tokenizer(writer: GGUFWriter, n_vocab: int) -> None:
+    """A llama (SentencePiece-style) vocabulary of ``n_vocab`` unique tokens with BOS/EOS/UNK ids."""
+    tokens, scores, types = vocabulary(n_vocab)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_bos_token_id(BOS_ID)
+    writer.add_eos_token_id(EOS_ID)
+    writer.add_unk_token_id(UNK_ID)
+
+
 def write_model(spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
     """Write ``spec`` as a GGUF file at ``path`` atomically (temp file in the same dir, then rename)."""
     out = Path(path)
@@ -211,14 +223,7 @@ def write_model(spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
         writer.add_layer_norm_rms_eps(RMS_EPS)
         writer.add_rope_dimension_count(spec.head_dim)
         writer.add_rope_freq_base(10000.0)
-        tokens, scores, types = vocabulary(spec.n_vocab)
-        writer.add_tokenizer_model("llama")
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
-        writer.add_bos_token_id(BOS_ID)
-        writer.add_eos_token_id(EOS_ID)
-        writer.add_unk_token_id(UNK_ID)
+        _add_tokenizer(writer, spec.n_vocab)
         writer.add_add_bos_token(True)
         for t in weight_tensors(spec):
             data, raw_dtype = _encode(_weight(rng, t), t.ggml_type)
@@ -280,14 +285,7 @@ def write_t5_model(path: str | os.PathLike[str], n_vocab: int = 264, n_embd: int
         writer.add_layer_norm_rms_eps(RMS_EPS)
         writer.add_relative_attn_buckets_count(T5_REL_BUCKETS)
         writer.add_decoder_start_token_id(UNK_ID)
-        tokens, scores, types = vocabulary(n_vocab)
-        writer.add_tokenizer_model("llama")
-        writer.add_token_list(tokens)
-        writer.add_token_scores(scores)
-        writer.add_token_types(types)
-        writer.add_bos_token_id(BOS_ID)
-        writer.add_eos_token_id(EOS_ID)
-        writer.add_unk_token_id(UNK_ID)
+        _add_tokenizer(writer, n_vocab)
         tensors = {"token_embd.weight": matrix(n_vocab, n_embd), "enc.output_norm.weight": norm(),
                    "dec.output_norm.weight": norm(), "output.weight": matrix(n_vocab, n_embd)}
         for i in range(n_layer):
