@@ -87,9 +87,11 @@ def test_missing_qemu_is_reported_before_building(tmp_path: Path) -> None:
 def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path: Path, default_wheel: Path) -> None:
     dist = tmp_path / "dist"
     log = tmp_path / "interrupted.log"
+    # Another SOURCE_DATE_EPOCH is a changed input: the finished-wheel cache cannot answer, CMake really runs.
+    changed = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600"}
     proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "--dist", str(dist)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                            env={**changed, "PYTHONPATH": str(REPO / "src")})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and "*** Configuring CMake" not in (log.read_text() if log.exists() else ""):
         time.sleep(0.5)
@@ -99,6 +101,6 @@ def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path:
     assert proc.returncode == 130
     assert stderr.strip().splitlines()[-1].startswith("llama-wheels: error: interrupted")
     assert not list(dist.glob("*")) if dist.exists() else True
-    rerun = cli("--log", str(tmp_path / "rerun.log"), "build", "--no-verify", "--dist", str(dist))
+    rerun = cli("--log", str(tmp_path / "rerun.log"), "build", "--no-verify", "--dist", str(dist), env=changed)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert [p.name for p in dist.glob("*.whl")] == [default_wheel.name]

@@ -1,12 +1,14 @@
-"""The stages chained: fetch -> prepare -> build -> repair -> verify -> dist/.
+"""The stages chained: fetch -> prepare -> build -> repair -> finalize -> verify -> dist/.
 
 Each stage is its own module and can be called alone; this module only sequences them per job,
 reports progress, and publishes a finished wheel into dist/ as the very last step (atomically), so
-an error or Ctrl-C anywhere leaves dist/ as it was.
+an error or Ctrl-C anywhere leaves dist/ as it was. A finished wheel whose inputs (its provenance
+record) did not change comes from the finished-wheel cache (store.py) instead of build..finalize.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +16,16 @@ from pathlib import Path
 from .build import build_wheel
 from .cache import Cache, publish_file
 from .config import Config
-from .fetch import fetch_sdist
-from .patching import PreparedSource, prepare
+from .fetch import cached_sdist, fetch_sdist
+from .finalize import finalize_wheel
+from .patching import PreparedSource, patch_files, prepare
 from .plan import BuildJob, plan
-from .platforms import platform
+from .platforms import Platform, platform
+from .provenance import collect
 from .repair import WheelFacts, check_wheel, repair_wheel
 from .runner import current_log, require_tool
-from .toolchain import find_zig, zig_toolchain
+from .store import Entry, WheelStore
+from .toolchain import Toolchain, find_zig, zig_toolchain
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +34,7 @@ class Built:
     wheel: Path
     facts: WheelFacts
     seconds: float
+    cache_hit: bool = False
 
 
 def preflight(*, verify: bool) -> None:
@@ -51,17 +57,47 @@ def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
     return source
 
 
-def _verify(wheel: Path, config: Config, cache: Cache) -> None:
+def _verify(entry: Entry, key: str, config: Config, cache: Cache) -> None:
     # The emulated bed is only needed (and only built) when verifying.
     from .emulation import load_cpus
     from .verify import SMOKE_CPU, smoke_test
 
     cpu = load_cpus(config.root)[SMOKE_CPU]
     log = current_log()
-    with log.stage("verify", f"{wheel.name} on emulated {cpu.name}"):
-        result = smoke_test(wheel, cpu, cache)
+    if cpu.name in entry.verified_on:
+        log.progress(f"verify   {entry.wheel.name} already passed on emulated {cpu.name} (cached)")
+        return
+    with log.stage("verify", f"{entry.wheel.name} on emulated {cpu.name}"):
+        result = smoke_test(entry.wheel, cpu, cache)
     log.progress(f"verify   CPU variant {result.variant}, Q4_0 repack {result.layout}, "
                  f"greedy tokens {list(result.tokens)}")
+    WheelStore(cache).mark_verified(key, entry, cpu.name)
+
+
+def finished_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, target_platform: Platform,
+                   config: Config, cache: Cache) -> tuple[Entry, str, bool]:
+    """``job``'s repaired, finalized wheel from the finished-wheel cache, else built now and stored.
+
+    Returns the cache entry, its key and whether it was a cache hit.
+    """
+    log = current_log()
+    record = collect(job, source, toolchain, cache, sdist=cached_sdist(job.pin, cache),
+                     patches=patch_files(job.pin, config.patches_dir))
+    store = WheelStore(cache)
+    entry = store.lookup(record.key)
+    if entry is not None:
+        log.progress(f"cache    hit: {job.name} inputs unchanged (key {record.key[:16]}), "
+                     f"reusing {entry.wheel.name}")
+        return entry, record.key, True
+    log.progress(f"cache    miss: {job.name} (key {record.key[:16]}), building")
+    with log.stage("build", f"{job.name} ({toolchain.describe()})"), \
+            build_wheel(job, source, toolchain, cache, source_date_epoch=record.source_date_epoch) as wheel, \
+            log.stage("repair", job.name), repair_wheel(wheel, target_platform) as repaired, \
+            log.stage("finalize", job.name), tempfile.TemporaryDirectory(prefix="llama-wheels-final-") as tmp:
+        final = finalize_wheel(repaired, record, Path(tmp))
+        check_wheel(final, target_platform)
+        entry = store.put(record.key, final)
+    return entry, record.key, False
 
 
 def build_targets(
@@ -83,13 +119,11 @@ def build_targets(
         started = log.elapsed
         target_platform = platform(job.platform)
         toolchain = zig_toolchain(target_platform, cache)
-        with log.stage("build", f"{job.name} ({toolchain.describe()})"), \
-                build_wheel(job, sources[job.name], toolchain, cache) as wheel:
-            with log.stage("repair", job.name), repair_wheel(wheel, target_platform) as repaired:
-                if verify:
-                    _verify(repaired, config, cache)
-                final = publish_file(repaired, dist)
+        entry, key, hit = finished_wheel(job, sources[job.name], toolchain, target_platform, config, cache)
+        if verify:
+            _verify(entry, key, config, cache)
+        final = publish_file(entry.wheel, dist)
         facts = check_wheel(final, target_platform)
-        log.progress(f"wrote    {final} ({facts.size / 1e6:.1f} MB)")
-        built.append(Built(job=job, wheel=final, facts=facts, seconds=log.elapsed - started))
+        log.progress(f"wrote    {final} ({facts.size / 1e6:.1f} MB, sha256 {entry.sha256})")
+        built.append(Built(job=job, wheel=final, facts=facts, seconds=log.elapsed - started, cache_hit=hit))
     return built

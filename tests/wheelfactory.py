@@ -1,0 +1,75 @@
+"""Small, real wheel files for the fast tests of finalize, inspect and index (no compiler involved)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from llama_wheels.finalize import write_wheel
+from llama_wheels.provenance import SCHEMA, Provenance
+
+NAME = "llama_cpp_python-0.3.36-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
+DIST_INFO = "llama_cpp_python-0.3.36.dist-info"
+METADATA = b"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36\nRequires-Python: >=3.8\n\n"
+WHEEL = (b"Wheel-Version: 1.0\nGenerator: scikit-build-core 1.1.2\nRoot-Is-Purelib: false\n"
+         b"Tag: py3-none-manylinux_2_17_aarch64\nTag: py3-none-manylinux2014_aarch64\n\n")
+EPOCH = 1764000000
+
+
+def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EPOCH) -> Provenance:
+    """A complete provenance record, as ``provenance.collect`` writes one."""
+    data: dict[str, Any] = {
+        "schema": SCHEMA,
+        "pin": {"name": "current", "llama_cpp_python": "0.3.36", "llama_cpp_commit": "0c1e57098",
+                "sdist": {"filename": "llama_cpp_python-0.3.36.tar.gz", "sha256": "83" * 32}},
+        "patches": [{"name": "0001-install-only-the-package.patch", "sha256": "8d" * 32}],
+        "target": {"name": target, "platform": "linux-aarch64", "index": index, "switches": {"repack": True}},
+        "cmake": {"config_settings": ["build-dir=<build>", "cmake.define.CMAKE_BUILD_TYPE=Release"],
+                  "placeholders": {}, "environment": {"SOURCE_DATE_EPOCH": str(epoch)}},
+        "toolchain": {"zig_target": "aarch64-linux-gnu.2.17", "identity": "zig-0.17.1-x",
+                      "versions": {"zig": "0.17.1", "compiler": "clang version 22.1.8", "cmake": "3.31.6"}},
+        "llama_wheels": {"version": "0.1.0", "stage_code_sha256": "ab" * 32},
+        "build": {"source_date_epoch": epoch, "source_date_epoch_from": "test",
+                  "date": "2025-11-24T16:00:00Z"},
+    }
+    return Provenance(data)
+
+
+def package_files(libs: dict[str, bytes] | None = None) -> dict[str, tuple[bytes, bool]]:
+    files: dict[str, tuple[bytes, bool]] = {
+        "llama_cpp/__init__.py": (b"__version__ = '0.3.36'\n", False),
+        "llama_cpp/llama.py": (b"class Llama: ...\n", False),
+        f"{DIST_INFO}/METADATA": (METADATA, False),
+        f"{DIST_INFO}/WHEEL": (WHEEL, False),
+    }
+    for name, data in (libs or {}).items():
+        files[f"llama_cpp/lib/{name}"] = (data, True)
+    return files
+
+
+def raw_wheel(path: Path, files: dict[str, tuple[bytes, bool]], *, reverse: bool = False,
+              date_time: tuple[int, int, int, int, int, int] = (2024, 5, 6, 7, 8, 9), umask: int = 0o022,
+              directories: bool = False) -> Path:
+    """A wheel written the way a build tool might: any order, any timestamps and modes, maybe dir entries."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        if directories:
+            archive.writestr(zipfile.ZipInfo("llama_cpp/", date_time=date_time), b"")
+        for name in sorted(files, reverse=reverse):
+            data, executable = files[name]
+            info = zipfile.ZipInfo(name, date_time=date_time)
+            info.external_attr = (0o100000 | ((0o777 if executable else 0o666) & ~umask)) << 16
+            archive.writestr(info, data)
+        archive.writestr(zipfile.ZipInfo(f"{DIST_INFO}/RECORD", date_time=date_time), b"stale,,\n")
+    return path
+
+
+def built_wheel(directory: Path, *, index: str = "cpu", target: str = "linux-aarch64",
+                libs: dict[str, bytes] | None = None, name: str = NAME) -> Path:
+    """A finished wheel with provenance, as the pipeline publishes it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = package_files(libs)
+    files[f"{DIST_INFO}/llama_wheels.json"] = (record(target=target, index=index).to_json().encode(), False)
+    write_wheel(directory / name, files, DIST_INFO, EPOCH)
+    return directory / name
