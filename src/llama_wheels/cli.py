@@ -57,7 +57,7 @@ def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
     for item in built:
         glibc = ".".join(map(str, item.facts.glibc_max))
         print(f"{item.wheel}  ({item.facts.size / 1e6:.1f} MB, {len(item.facts.libraries)} libraries, "
-              f"GLIBC <= {glibc}, {item.seconds:.0f}s)")
+              f"GLIBC <= {glibc}, {item.seconds:.0f}s{', cache hit' if item.cache_hit else ''})")
     return 0
 
 
@@ -103,6 +103,26 @@ def _unknown_cpu(name: str, cpus: dict[str, Any]) -> Any:
     close = difflib.get_close_matches(name, list(cpus), n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(cpus)}"
     raise ConfigError(f"unknown CPU {name!r} ({hint}); CPUs are defined in build_config/cpus.toml")
+
+
+def cmd_inspect(args: argparse.Namespace, cache: Cache) -> int:
+    from .inspection import inspect, render, to_json
+
+    facts = inspect(args.wheel)
+    print(to_json(facts) if args.json else render(facts))
+    return 0
+
+
+def cmd_index(args: argparse.Namespace, cache: Cache) -> int:
+    from .index import build_index
+
+    out = args.out.resolve()
+    families = build_index(args.dist.resolve(), out)
+    for family, wheels in families.items():
+        url = (out / family / "simple").as_uri()
+        print(f"{family}: {len(wheels)} wheel(s) -> pip install --index-url {url} "
+              + " ".join(sorted({w.project for w in wheels})))
+    return 0
 
 
 def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
@@ -161,7 +181,8 @@ def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
-    parts = ["build", "src", "toolchains"] + (["sdists", "ccache", "zig", "sysroot"] if args.all else [])
+    everything = ["sdists", "ccache", "zig", "sysroot", "wheels"]
+    parts = ["build", "src", "toolchains"] + (everything if args.all else [])
     for part in parts:
         remove(cache.root / part)
         print(f"removed {cache.root / part}")
@@ -201,6 +222,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
     p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_test)
+    p = sub.add_parser("inspect", help="a wheel's provenance, tags, libraries, CPU variants, GLIBC/minos")
+    p.add_argument("wheel", type=Path, metavar="WHEEL")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("index", help="static PEP 503/691 index of DIST's wheels, one per variant family")
+    p.add_argument("dist", type=Path, metavar="DIST", help="directory of built wheels (e.g. dist/)")
+    p.add_argument("out", type=Path, metavar="OUT", help="index root: OUT/<family>/simple is an --index-url")
+    p.set_defaults(func=cmd_index)
     p = sub.add_parser("ci", help="GitHub Actions + cibuildwheel: generate/check the files; the CI-side hooks")
     ci_sub = p.add_subparsers(dest="ci_command", required=True)
     ci_sub.add_parser("generate", help="write .github/workflows/wheels.yml and cibuildwheel.toml from build_config/")
@@ -235,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command in ("plan", "convert-model") or (args.command == "ci" and args.ci_command in ("generate", "check"))
+    quiet = args.command in ("plan", "inspect", "convert-model") or (args.command == "ci" and args.ci_command in ("generate", "check"))
     log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
     runner.set_log(log)
     if not quiet:
