@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from .conftest import cli
+from .wheelfactory import built_wheel
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -57,3 +58,25 @@ def test_stale_patch_through_the_cli(config_root: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     line = error_line(result)
     assert "patch 0003-use-extra-bufts-keyword.patch does not apply to llama_cpp/llama.py" in line
+
+
+def test_two_targets_with_one_wheel_name_into_one_dist(tmp_path: Path) -> None:
+    """Dispatch and fixed-ISA wheels of one platform share a file name: refused before compiling."""
+    dist = tmp_path / "dist"
+    result = cli("--log", str(tmp_path / "log"), "build", "linux-aarch64", "linux-aarch64-armv8.0",
+                 "--dist", str(dist))
+    assert result.returncode == 2
+    assert ("linux-aarch64@current and linux-aarch64-armv8.0@current make llama-cpp-python 0.3.36 wheels "
+            "for linux-aarch64 with the same file name; give each its own --dist") in error_line(result)
+    assert not dist.exists()
+
+
+def test_a_dist_holding_another_targets_wheel_is_not_overwritten(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    theirs = built_wheel(dist, target="linux-aarch64-armv8.0", index="armv8.0")
+    before = theirs.read_bytes()
+    result = cli("--log", str(tmp_path / "log"), "build", "--dist", str(dist))
+    assert result.returncode == 2
+    assert (f"linux-aarch64-armv8.0@current (already in {theirs}) and linux-aarch64@current make"
+            in error_line(result))
+    assert theirs.read_bytes() == before

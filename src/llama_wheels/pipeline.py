@@ -16,12 +16,13 @@ from pathlib import Path
 from .build import build_wheel
 from .cache import Cache, publish_file
 from .config import Config
+from .errors import UserError
 from .fetch import cached_sdist, fetch_sdist
 from .finalize import finalize_wheel
 from .patching import PreparedSource, patch_files, prepare
 from .plan import BuildJob, plan
 from .platforms import Platform, platform
-from .provenance import collect
+from .provenance import collect, read_provenance
 from .repair import WheelFacts, check_wheel, repair_wheel
 from .runner import current_log, require_tool
 from .store import Entry, WheelStore
@@ -45,6 +46,31 @@ def preflight(*, verify: bool) -> None:
         from .emulation import require_qemu
 
         require_qemu()
+
+
+def check_distinct_outputs(jobs: Sequence[BuildJob], dist: Path) -> None:
+    """Refuse a run that would make two targets' wheels share one file in ``dist``.
+
+    A wheel's file name is project, version, ``py3-none`` and the platform tag, so targets of one
+    platform (dispatch vs fixed ISA) share it: publishing both into one directory would silently keep
+    only the last. Checked against the other jobs of the run and against the wheels already in ``dist``
+    (their provenance names their target), before anything is compiled.
+    """
+    owners: dict[tuple[str, str], tuple[str, str]] = {}  # (version, platform) -> (build, where)
+    for wheel in sorted(dist.glob("*.whl")) if dist.is_dir() else ():
+        try:
+            record = read_provenance(wheel)
+        except UserError:
+            continue
+        if record is not None:
+            build = f"{record['target']['name']}@{record['pin']['name']}"
+            owners[(record["pin"]["llama_cpp_python"], record["target"]["platform"])] = (
+                build, f" (already in {wheel})")
+    for job in jobs:
+        build, where = owners.setdefault((job.pin.version, job.platform), (job.name, ""))
+        if build != job.name:
+            raise UserError(f"{build}{where} and {job.name} make llama-cpp-python {job.pin.version} wheels "
+                            f"for {job.platform} with the same file name; give each its own --dist")
 
 
 def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
@@ -111,6 +137,7 @@ def build_targets(
 ) -> list[Built]:
     log = current_log()
     jobs = plan(config, targets, pin)
+    check_distinct_outputs(jobs, dist)
     preflight(verify=verify)
     # Check every job against its pinned source before compiling anything.
     sources = {job.name: prepare_job(job, config, cache) for job in jobs}
