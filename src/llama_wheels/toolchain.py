@@ -123,8 +123,10 @@ def zig_toolchain(platform: Platform, cache: Cache) -> Toolchain:
     if launcher:
         env |= {
             "CCACHE_DIR": str(cache.ccache),
-            # The shims are scripts: identify the compiler by zig's version and the wrapper, not mtimes.
-            "CCACHE_COMPILERCHECK": f"string:{identity}",
+            # The shims are scripts: identify the compiler by zig's version and the wrapper, not mtimes, and
+            # by the target the shim compiles for: it is not on the command line, so without it ccache hands
+            # an aarch64 object to an x86_64 build of the same file with the same flags.
+            "CCACHE_COMPILERCHECK": f"string:{identity} {platform.zig_target}",
             "CCACHE_NOHASHDIR": "1",
             "CCACHE_MAXSIZE": "5G",
         }
