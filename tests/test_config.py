@@ -68,3 +68,26 @@ def test_default_pin_must_exist(config_root: Path) -> None:
     edit(config_root / "build_config/pins.toml", 'default = "current"', 'default = "newest"')
     with pytest.raises(ConfigError, match=r"unknown pin 'newest'"):
         load(config_root)
+
+
+def test_benchmark_only_targets_are_not_published() -> None:
+    config = load(REPO)
+    assert config.target("linux-aarch64").publish is True
+    assert config.target("linux-x86_64").publish is False
+    assert config.target("linux-x86_64-haswell").publish is False
+    [job] = plan(config, ["linux-x86_64-haswell"])
+    assert "-DGGML_AVX2=ON" in job.cmake_args() and "-DGGML_NATIVE=OFF" in job.cmake_args()
+
+
+def test_publish_must_be_a_boolean(config_root: Path) -> None:
+    edit(config_root / "build_config/targets.toml", "publish = false", 'publish = "no"')
+    with pytest.raises(ConfigError, match=r"targets.linux-x86_64.publish: expected bool, got str"):
+        load(config_root)
+
+
+def test_a_native_build_cannot_be_published(config_root: Path) -> None:
+    targets = config_root / "build_config/targets.toml"
+    edit(targets, "publish = false\n[targets.linux-x86_64.switches]\nnative = false",
+         "[targets.linux-x86_64.switches]\nnative = true")
+    with pytest.raises(ConfigError, match=r"targets.linux-x86_64: native = true .*\(set publish = false\)"):
+        load(config_root)

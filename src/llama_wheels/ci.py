@@ -112,8 +112,11 @@ _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")  # what the generator puts into YAML u
 
 
 def ci_jobs(config: Config) -> list[BuildJob]:
-    """The jobs CI builds: every target at the default pin (the same plan() as a local build)."""
-    jobs = plan(config, sorted(config.targets), None)
+    """The jobs CI builds: every published target at the default pin (the same plan() as a local build).
+
+    Targets with ``publish = false`` (benchmark-only, e.g. the x86_64 ones) are built on request, never by CI.
+    """
+    jobs = plan(config, sorted(name for name, target in config.targets.items() if target.publish), None)
     for job in jobs:
         if job.platform not in RUNNERS:
             raise ConfigError(f"target {job.target.name}: platform {job.platform} has no CI runner; add one "

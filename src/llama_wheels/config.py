@@ -22,7 +22,9 @@ SwitchValue = bool | str
 SwitchMapping = str | bool
 
 SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava",
-            "metal", "accelerate", "blas")
+            "metal", "accelerate", "blas",
+            # x86 instruction-set extensions of a fixed-ISA x86_64 build (ggml compiles with -m<feature>)
+            "sse42", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512")
 PLATFORMS = ("linux-aarch64", "linux-x86_64", "macos-arm64")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
@@ -51,6 +53,8 @@ class Target:
     platform: str
     index: str
     switches: Mapping[str, SwitchValue]
+    # False: built on request (e.g. by benchmarks/), never by CI or a release.
+    publish: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +155,7 @@ def _parse_pin(name: str, data: Any, source: str) -> Pin:
 
 def _parse_target(name: str, data: Any, source: str) -> Target:
     t = _Table(data, f"{source}: targets.{name}")
-    t.check_keys(("description", "platform", "index", "switches"))
+    t.check_keys(("description", "platform", "index", "publish", "switches"))
     platform = t.get("platform", str)
     if platform not in PLATFORMS:
         raise ConfigError(f"{t.where}.platform: unknown platform {platform!r}{_suggest(platform, PLATFORMS)}")
@@ -160,12 +164,17 @@ def _parse_target(name: str, data: Any, source: str) -> Target:
     for key, value in switches.data.items():
         if not isinstance(value, bool | str):
             raise ConfigError(f"{switches.where}.{key}: must be true, false or a string")
+    publish = t.get("publish", bool, True)
+    if switches.data.get("native") is True and publish:
+        raise ConfigError(f"{t.where}: native = true compiles for the build machine's CPU only; "
+                          "such a wheel must not be published (set publish = false)")
     return Target(
         name=name,
         description=t.get("description", str),
         platform=platform,
         index=t.get("index", str),
         switches=dict(switches.data),
+        publish=publish,
     )
 
 
