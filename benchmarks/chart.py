@@ -1,0 +1,103 @@
+"""The PNG chart of a benchmark report (matplotlib, no display needed), written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from llama_wheels.cache import atomic_path
+
+
+def _bars(ax: Axes, title: str, runs: dict[str, dict[str, Any]], highlight: str | None = None) -> None:
+    """Grouped bars (pp, tg) per run: median with a min..max whisker."""
+    names = list(runs)
+    width = 0.38
+    for offset, key, label in (
+        (-width / 2, "pp_tokens_per_s", "prompt processing"),
+        (width / 2, "tg_tokens_per_s", "generation"),
+    ):
+        medians = [runs[n][key]["median"] for n in names]
+        lows = [runs[n][key]["median"] - runs[n][key]["min"] for n in names]
+        highs = [runs[n][key]["max"] - runs[n][key]["median"] for n in names]
+        xs = [i + offset for i in range(len(names))]
+        ax.bar(xs, medians, width, yerr=[lows, highs], capsize=3, label=label)
+        for x, m in zip(xs, medians, strict=True):
+            ax.annotate(
+                f"{m:.0f}",
+                (x, m),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(
+        range(len(names)),
+        [n + (" *" if n == highlight else "") for n in names],
+        rotation=20,
+        ha="right",
+        fontsize=8,
+    )
+    ax.set_ylabel("tokens/s (median, min..max)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def _builds(ax: Axes, builds: dict[str, Any] | None) -> None:
+    if not builds:
+        ax.text(0.5, 0.5, "build timings not run\n(benchmarks/run.py --builds)", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    labels = ["cold", "warm (ccache)", "no-op"] + [f"matrix {m['target']}" for m in builds["matrix"]]
+    values = [builds["cold_seconds"], builds["warm_seconds"]["median"], builds["noop_seconds"]["median"]]
+    values += [m["seconds"] for m in builds["matrix"]]
+    ax.bar(range(len(values)), values, color="tab:gray")
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:.0f}s" if v >= 10 else f"{v:.1f}s", (i, v), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"builds of {builds['target']}: warm/cold {builds['warm_over_cold']:.0%}", fontsize=10)
+
+
+def write_chart(report: dict[str, Any], path: Path) -> Path:
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    repack = report["repack"]
+    _bars(
+        axes[0][0],
+        f"repack on vs off: pp x{repack['ratio']['pp']:.2f}, tg x{repack['ratio']['tg']:.2f}",
+        {"repack on": repack["on"], "repack off": repack["off"]},
+    )
+    dispatch = report["dispatch"]
+    _bars(
+        axes[0][1],
+        f"dispatch vs exact ISA: pp x{dispatch['ratio']['pp']:.3f}, tg x{dispatch['ratio']['tg']:.3f}",
+        {
+            f"dispatch ({dispatch['dispatch']['variant']})": dispatch["dispatch"],
+            f"exact ISA ({dispatch['exact_target']})": dispatch["exact"],
+        },
+    )
+    variants = report["variants"]
+    _bars(
+        axes[1][0],
+        "each CPU variant forced (* = ggml's automatic choice)",
+        variants["runs"],
+        highlight=variants["auto"],
+    )
+    _builds(axes[1][1], report.get("builds"))
+    machine = report["machine"]
+    fig.suptitle(
+        f"llama-wheels {report['commit'][:10]}  |  {machine['cpu_model']}, {machine['cores']} cores, "
+        f"{report['settings']['threads']} threads  |  model {report['model']['size_mb']:.0f} MB Q4_0",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,141 @@
+"""benchmarks/: the statistics and variant forcing (fast), and the smoke run that keeps run.py working.
+
+The smoke run builds (or reuses) the x86_64 dispatch and exact-ISA wheels through the pipeline, so it is a
+`build` test; with warm caches it takes about a minute. It checks the shape of what run.py writes and that
+each run measured what it claims (repacking on/off, the forced variant), never a speed: CI machines vary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import perf, stats, wheels
+from llama_wheels.errors import UserError
+
+from .conftest import REPO
+
+
+def test_summary_median_and_spread() -> None:
+    s = stats.summarize([10.0, 12.0, 11.0, 30.0])
+    assert s.median == 11.5
+    assert (s.low, s.high) == (10.0, 30.0)
+    assert s.spread == pytest.approx(20.0 / 11.5)
+    assert s.to_json()["n"] == 4
+    assert stats.ratio(stats.summarize([30.0]), stats.summarize([20.0, 20.0])) == 1.5
+    with pytest.raises(ValueError, match="at least one sample"):
+        stats.summarize([])
+
+
+def _fake_site(root: Path, variants: list[str]) -> Path:
+    lib = root / "llama_cpp" / "lib"
+    lib.mkdir(parents=True)
+    for name in ["libllama.so", "libggml.so", "libggml-base.so", *(f"libggml-cpu-{v}.so" for v in variants)]:
+        (lib / name).write_bytes(name.encode())
+    return root
+
+
+def test_single_variant_lib_keeps_everything_but_the_other_variants(tmp_path: Path) -> None:
+    site = _fake_site(tmp_path / "site", ["x64", "haswell", "skylakex"])
+    assert wheels.variants(site) == ["haswell", "skylakex", "x64"]
+    lib = wheels.single_variant_lib(site, "haswell", tmp_path / "lib-haswell")
+    assert sorted(p.name for p in lib.iterdir()) == [
+        "libggml-base.so",
+        "libggml-cpu-haswell.so",
+        "libggml.so",
+        "libllama.so",
+    ]
+    assert not any(p.is_symlink() for p in lib.iterdir()), "$ORIGIN must resolve to the copy"
+    with pytest.raises(UserError, match=r"no CPU variant 'zen9' \(it ships haswell, skylakex, x64\)"):
+        wheels.single_variant_lib(site, "zen9", tmp_path / "lib-zen9")
+
+
+def test_settings_reject_zero_repetitions() -> None:
+    from benchmarks import run
+
+    args = run.parser().parse_args(["--reps", "0"])
+    with pytest.raises(UserError, match="at least 1"):
+        run.settings_from(args)
+    assert run.settings_from(run.parser().parse_args(["--smoke"])) == run.SMOKE
+
+
+@pytest.mark.build
+@pytest.mark.skipif(
+    platform.machine() != "x86_64", reason="the smoke run benchmarks the native x86_64 wheels"
+)
+def test_smoke_run_writes_json_and_png(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--log",
+            str(tmp_path / "bench.log"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert result.returncode == 0, (
+        f"run.py --smoke failed (log {tmp_path / 'bench.log'}):\n{result.stderr[-3000:]}"
+    )
+    data = json.loads((out / "benchmarks.json").read_text())
+    assert data["smoke"] is True and len(data["commit"]) == 40
+    assert data["machine"]["cores"] and data["machine"]["cpu_model"]
+    assert data["targets"]["dispatch"] == "linux-x86_64"
+    on, off = data["repack"]["on"], data["repack"]["off"]
+    assert on["repacked"] > 0 and off["repacked"] == 0
+    assert on["variant"] == data["variants"]["auto"]
+    assert data["dispatch"]["exact"]["variant"] is None and data["dispatch"]["exact"]["repacked"] > 0
+    runs = data["variants"]["runs"]
+    assert data["variants"]["auto"] in runs
+    assert all(run["variant"] == name for name, run in runs.items())
+    assert set(runs) == {v for v, score in data["variants"]["scores"].items() if score > 0}
+    for run in [on, off, *runs.values()]:
+        assert run["pp_tokens_per_s"]["median"] > 0 and run["tg_tokens_per_s"]["median"] > 0
+    assert data["builds"] is None
+    assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "ratio on/off" in result.stdout
+
+
+def test_report_ratios_and_the_fastest_variant(tmp_path: Path) -> None:
+    from benchmarks import run
+
+    def result(name: str, pp: list[float], tg: list[float], variant: str | None) -> perf.CaseResult:
+        return perf.CaseResult(
+            case=perf.Case(name=name, site=tmp_path, repack=name != "repack-off"),
+            pp=pp,
+            tg=tg,
+            info={"variant": variant, "repacked": 0 if name == "repack-off" else 5},
+        )
+
+    results = {
+        r.case.name: r
+        for r in [
+            result("repack-on", [150.0, 140.0, 160.0], [30.0], "haswell"),
+            result("repack-off", [100.0], [20.0], "haswell"),
+            result("exact-isa", [151.0], [30.0], None),
+            result("variant:haswell", [150.0], [29.0], "haswell"),
+            result("variant:x64", [40.0], [31.0], "x64"),
+        ]
+    }
+    data = run.report(results, "haswell", {"haswell": 4, "x64": 1}, "linux-x86_64-haswell")
+    assert data["repack"]["ratio"] == {"pp": 1.5, "tg": 1.5}
+    assert data["repack"]["met"] == {"pp": True, "tg": True}
+    assert data["dispatch"]["ratio"]["pp"] == pytest.approx(150 / 151, abs=1e-4)
+    assert data["variants"]["fastest"] == {"pp": "haswell", "tg": "x64"}
+    assert data["variants"]["auto_is_fastest"] == {"pp": True, "tg": False}
+    assert data["variants"]["auto_behind_fastest"]["tg"] == pytest.approx(1 - 29 / 31, abs=1e-4)
+    assert "ratio on/off" in run.table({**data, "builds": None})
