@@ -6,6 +6,7 @@ builds the same target on macos-14 (with delocate) and runs the wheel test suite
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,22 +17,28 @@ import pytest
 
 from llama_wheels.cache import Cache
 from llama_wheels.errors import RepairError
-from llama_wheels.macos import check_macos_wheel, wheel_machos
+from llama_wheels.macos import check_macos_wheel, describe, macho_facts, wheel_machos
 from llama_wheels.platforms import platform
+from llama_wheels.provenance import read_provenance
+from llama_wheels.toolchain import zig_toolchain
 
-from .conftest import REPO
+from .conftest import cli
 
 MACOS = platform("macos-arm64")
 TAG = "py3-none-macosx_11_0_arm64"
 
 
 def zig_dylib(out: Path, *, target: str = "aarch64-macos.11.0", links: tuple[Path, ...] = (),
-              install_name: str | None = None, rpath: str | None = "@loader_path") -> Path:
-    """A one-function dylib compiled with the pinned zig (its cache shared with the builds)."""
+              install_name: str | None = None, rpath: str | None = "@loader_path", text: str = "") -> Path:
+    """A one-function dylib (returning ``text`` if given) compiled with the pinned zig (cache shared).
+
+    ``-g0``: no debug map, whose stabs would name the object files' (build) paths, as in the real build.
+    """
     src = out.with_suffix(".c")
-    src.write_text(f"int {out.stem.replace('-', '_')}(void) {{ return 1; }}\n")
-    args = [sys.executable, "-m", "ziglang", "cc", "-target", target, "-shared", "-o", str(out), str(src),
-            f"-Wl,-install_name,{install_name or '@rpath/' + out.name}"]
+    body = f"return {json.dumps(text)};" if text else "return \"\";"
+    src.write_text(f"const char *{out.stem.replace('-', '_')}(void) {{ {body} }}\n")
+    args = [sys.executable, "-m", "ziglang", "cc", "-target", target, "-g0", "-shared", "-o", str(out),
+            str(src), f"-Wl,-install_name,{install_name or '@rpath/' + out.name}"]
     if rpath:
         args.append(f"-Wl,-rpath,{rpath}")
     for lib in links:
@@ -102,24 +109,98 @@ def test_the_wheel_tag(tmp_path: Path, libs: dict[str, Path]) -> None:
         check_macos_wheel(wheel_of(tmp_path, libs, tag="py3-none-macosx_14_0_arm64"), MACOS)
 
 
+def test_an_absolute_install_name(tmp_path: Path) -> None:
+    """What a cross build without rpath support produced: LC_ID_DYLIB = the path it was linked at."""
+    lib = zig_dylib(tmp_path / "libllama.dylib", install_name="/root/build/bin/libllama.dylib")
+    with pytest.raises(RepairError, match=r"install name \(LC_ID_DYLIB\) /root/build/bin/libllama\.dylib, "
+                                          r"not @rpath/libllama\.dylib"):
+        check_macos_wheel(wheel_of(tmp_path, {"llama_cpp/lib/libllama.dylib": lib}), MACOS)
+
+
+def test_an_rpath_reference_without_lc_rpath(tmp_path: Path) -> None:
+    ggml = zig_dylib(tmp_path / "libggml.dylib")
+    llama = zig_dylib(tmp_path / "libllama.dylib", links=(ggml,), rpath=None)
+    files = {"llama_cpp/lib/libllama.dylib": llama, "llama_cpp/lib/libggml.dylib": ggml}
+    with pytest.raises(RepairError, match=r"libllama\.dylib loads @rpath/libggml\.dylib but has no LC_RPATH"):
+        check_macos_wheel(wheel_of(tmp_path, files), MACOS)
+
+
+def test_a_build_path_inside_a_library(tmp_path: Path, libs: dict[str, Path]) -> None:
+    """E.g. a __FILE__ that no -ffile-prefix-map rewrote."""
+    libs["llama_cpp/lib/libggml.dylib"] = zig_dylib(tmp_path / "libggml.dylib",
+                                                    text="/Users/runner/work/llama/ggml.c")
+    with pytest.raises(RepairError, match=r"libggml\.dylib names a build-machine path: "
+                                          r"/Users/runner/work/llama/ggml\.c$"):
+        check_macos_wheel(wheel_of(tmp_path, libs), MACOS)
+
+
+def test_the_libraries_llama_cpp_opens_by_path(tmp_path: Path, libs: dict[str, Path]) -> None:
+    del libs["llama_cpp/lib/libllama.dylib"]
+    with pytest.raises(RepairError, match=r"ctypes loader opens llama_cpp/lib/libllama\.dylib, which the "
+                                          "wheel does not hold"):
+        check_macos_wheel(wheel_of(tmp_path, libs), MACOS)
+
+
+def test_the_zig_toolchain_gives_cmake_darwin_rpath_support(tmp_path: Path) -> None:
+    """CMake names Darwin libraries @rpath/... only when sw_vers answers; the toolchain file sees to it.
+
+    Two libraries as llama-cpp-python's CMakeLists sets them up (INSTALL_RPATH @loader_path, linked with
+    it), configured and linked with the zig toolchain of the macos-arm64 target on this Linux machine.
+    """
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.c").write_text("int a(void) { return 1; }\n")
+    (src / "b.c").write_text("int a(void);\nint b(void) { return a(); }\n")
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.21)\nproject(probe C)\n"
+        "add_library(a SHARED a.c)\nadd_library(b SHARED b.c)\ntarget_link_libraries(b PRIVATE a)\n"
+        "set_target_properties(a b PROPERTIES INSTALL_RPATH @loader_path BUILD_WITH_INSTALL_RPATH TRUE)\n")
+    cache = Cache.from_env()
+    toolchain = zig_toolchain(MACOS, cache)
+    bin_dir = Path(sys.executable).parent
+    build = tmp_path / "build"
+    env = {**os.environ, **toolchain.env}
+    configure = ["-S", str(src), "-B", str(build), "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={bin_dir / 'ninja'}",
+                 f"-DCMAKE_TOOLCHAIN_FILE={toolchain.toolchain_file}"]
+    for args in (configure, ["--build", str(build)]):
+        result = subprocess.run([str(bin_dir / "cmake"), *args], capture_output=True, text=True, env=env,
+                                timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    a, b = (macho_facts(name, build / name) for name in ("liba.dylib", "libb.dylib"))
+    assert (a.install_name, a.rpaths) == ("@rpath/liba.dylib", ("@loader_path",))
+    assert (b.install_name, b.rpaths) == ("@rpath/libb.dylib", ("@loader_path",))
+    assert "@rpath/liba.dylib" in b.dylibs
+
+
 @pytest.mark.build
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known: the zig cross build links with absolute build-path install names and no LC_RPATH "
-    "(CMake takes Darwin rpath support from sw_vers, absent on Linux); the static check refuses it"))
 def test_macos_cpu_wheel_cross_built_with_zig(tmp_path: Path) -> None:
-    """The macos-arm64 target, cross built here as plan() says; the checks CI makes after delocate."""
+    """The macos-arm64 target, cross built here as plan() says; the checks CI makes after delocate.
+
+    As macOS would load it: every dylib named @rpath/<name>, found through LC_RPATH @loader_path, the
+    libraries llama_cpp opens by path present; provenance recorded like a Linux wheel's.
+    """
     dist = tmp_path / "dist"
     log = tmp_path / "build.log"
-    result = subprocess.run([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "macos-arm64",
-                             "--no-verify", "--dist", str(dist)], cwd=REPO, capture_output=True, text=True,
-                            timeout=3600)
+    result = cli("--log", str(log), "build", "macos-arm64", "--no-verify", "--dist", str(dist))
     assert result.returncode == 0, f"build failed (log {tmp_path / 'build.log'}):\n{result.stderr[-3000:]}"
     [wheel] = dist.glob("*.whl")
     assert wheel.name == f"llama_cpp_python-0.3.36-{TAG}.whl"
     libraries = check_macos_wheel(wheel, MACOS)
+    print(describe(libraries))  # the otool -l view, in the test log
     names = {Path(lib.path).name for lib in libraries}
     assert {"libllama.dylib", "libggml.dylib", "libggml-base.dylib", "libggml-cpu.dylib"} <= names
     assert "libggml-metal.dylib" not in names  # patch 0004: -DGGML_METAL=OFF is honoured
+    for lib in libraries:
+        assert lib.filetype == "dylib" and lib.install_name == f"@rpath/{Path(lib.path).name}", lib
+        assert lib.rpaths == ("@loader_path",), lib
+        assert all(d.startswith(("@rpath/", "/usr/lib/")) for d in lib.dylibs), lib
     loaded = {d for lib in libraries for d in lib.dylibs}
     assert not [d for d in loaded if "Metal" in d or "Foundation" in d or "Accelerate" in d], loaded
     assert {m for m in wheel_machos(wheel) for m in m.minos} == {"11.0"}
+    record = read_provenance(wheel)
+    assert record is not None and record["target"]["name"] == "macos-arm64"
+    assert record["target"]["index"] == "cpu"
+    inspected = cli("inspect", str(wheel), timeout=300)
+    assert inspected.returncode == 0, inspected.stderr
+    assert "requires  macOS >= 11.0" in inspected.stdout
+    assert "target     macos-arm64 (macos-arm64, index cpu)" in inspected.stdout
