@@ -24,6 +24,7 @@ import yaml
 from llama_wheels import ci
 from llama_wheels.cache import Cache
 from llama_wheels.config import load
+from llama_wheels.errors import ConfigError
 from llama_wheels.patching import MANIFEST, PreparedSource
 from llama_wheels.plan import plan
 
@@ -165,14 +166,37 @@ def test_least_privilege_and_no_expressions_in_run(path: Path) -> None:
 
 
 def test_release_attests_every_wheel_and_publishes_the_index() -> None:
+    """tag -> wheels -> index (read-only) + attestations (nothing else can mint an OIDC token) -> release
+    (the only job that writes the repository) -> Pages."""
     text = (REPO / ci.RELEASE).read_text()
-    release = workflow(REPO / ci.RELEASE)["jobs"]["release"]
-    assert release["permissions"] == {"contents": "write", "id-token": "write", "attestations": "write"}
-    assert "llama-wheels index dist site" in text
-    attest = [s for s in release["steps"] if "attest-build-provenance@" in s.get("uses", "")]
-    assert attest and attest[0]["with"]["subject-path"] == "dist/*/*.whl"
     data = workflow(REPO / ci.RELEASE)
     assert data.get("on", data.get(True)) == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads `on` as true
+    jobs = data["jobs"]
+    assert {name: job.get("needs") for name, job in jobs.items()} == {
+        "wheel": None, "index": "wheel", "attest": "wheel", "release": ["index", "attest"],
+        "pages": "release"}
+    assert {name: job["permissions"] for name, job in jobs.items()} == {
+        "wheel": {"contents": "read"},
+        "index": {"contents": "read"},
+        "attest": {"id-token": "write", "attestations": "write"},
+        "release": {"contents": "write"},
+        "pages": {"pages": "write", "id-token": "write"},
+    }
+
+    def steps(job: str, key: str) -> list[Any]:
+        return [step[key] for step in jobs[job]["steps"] if key in step]
+
+    assert "llama-wheels index dist site" in steps("index", "run")
+    [pages_upload] = [s for s in jobs["index"]["steps"] if "upload-pages-artifact@" in s.get("uses", "")]
+    assert pages_upload["with"]["path"] == "site"
+    # The jobs that hold an OIDC token run no command at all: only the pinned actions.
+    assert not steps("attest", "run") and not steps("pages", "run")
+    [attest] = [s for s in jobs["attest"]["steps"] if "attest-build-provenance@" in s.get("uses", "")]
+    assert attest["with"]["subject-path"] == "dist/*/*.whl"
+    for job in ("index", "attest", "release"):
+        [download] = [s for s in jobs[job]["steps"] if "download-artifact@" in s.get("uses", "")]
+        assert download["with"] == {"pattern": "wheel-*", "path": "dist"}
+    assert any("gh release create" in run for run in steps("release", "run"))
     assert "actions/cache@" not in text  # a release never restores a cache another ref wrote
 
 
@@ -273,3 +297,42 @@ def test_the_metal_target_is_not_built_here(tmp_path: Path) -> None:
     require_zig_can_build(cpu)
     with pytest.raises(ToolchainError, match="turns on metal, accelerate, which need the macos-arm64 SDK"):
         require_zig_can_build(metal)
+
+
+# ------------------------------------------------------------------------------- the repair hook
+
+
+def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ci repair` = repair + the finalize stage of a local build: the record `llama-wheels index` files
+    each wheel by (its target's family), of the trees the before-build hook configured."""
+    from llama_wheels.fetch import cached_sdist
+    from llama_wheels.provenance import read_provenance
+
+    from .test_macos import wheel_of, zig_dylib
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    cache = Cache(tmp_path / "cache")
+    package = _fake_package(tmp_path, ["macos-arm64"])
+    project = package.parent.parent
+    [job] = plan(load(REPO), ["macos-arm64"])
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    ggml = zig_dylib(libs / "libggml.dylib")
+    llama = zig_dylib(libs / "libllama.dylib", links=(ggml,))
+    built = wheel_of(libs, {"llama_cpp/lib/libggml.dylib": ggml, "llama_cpp/lib/libllama.dylib": llama})
+    with pytest.raises(ConfigError, match=r"is missing: run `llama-wheels ci prepare macos-arm64` first"):
+        ci.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
+    sdist = cached_sdist(job.pin, cache)
+    sdist.parent.mkdir(parents=True)
+    sdist.write_bytes(b"not read: SOURCE_DATE_EPOCH is set")
+
+    final = ci.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
+    assert final == tmp_path / "out" / built.name
+    record = read_provenance(final)
+    assert record is not None
+    assert record["target"] == {"name": "macos-arm64", "platform": "macos-arm64", "index": "cpu",
+                                "switches": dict(sorted(job.target.switches.items()))}
+    assert record["build"]["source_date_epoch"] == 1767225600
+    assert "build-dir=<build>" in record["cmake"]["config_settings"]
+    assert not [s for s in record["cmake"]["config_settings"] if str(project) in s]

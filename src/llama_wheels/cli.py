@@ -149,7 +149,7 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
     elif args.ci_command == "before-build":
         print(ci.before_build(job, args.project.resolve(), args.package.resolve(), cache))
     else:
-        print(ci.repair_into(job, args.wheel.resolve(), args.dest.resolve()))
+        print(ci.repair_into(job, args.wheel.resolve(), args.dest.resolve(), config, cache, config.root))
     return 0
 
 
