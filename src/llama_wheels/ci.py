@@ -311,7 +311,7 @@ jobs:
 
 
 def release_yaml(config: Config) -> str:
-    """``.github/workflows/release.yml``: on a v* tag, build every wheel cold, index, attest, release, publish.
+    """``.github/workflows/release.yml``: on a v* tag, every wheel built cold, indexed, attested, released.
 
     One job per power: the index is built with a read-only token, only the attest job can mint an OIDC
     token (and runs no code of ours or of PyPI's), only the release job can write the repository, only the
@@ -325,8 +325,9 @@ def release_yaml(config: Config) -> str:
           pattern: wheel-*
           path: dist
 """
+    what = "Tag v*: every wheel built cold (no cache reaches a release), indexed, attested, released."
     return f"""\
-{_header(config, "Tag v*: every wheel built cold (no cache reaches a release), indexed, attested, released.")}\
+{_header(config, what)}\
 name: release
 
 on:
