@@ -92,7 +92,8 @@ def test_sha256_mismatch_leaves_no_file(tmp_path: Path, index: Path) -> None:
     expected = "0" * 64
     publish(index, data, listed_sha256=expected)  # the index claims the pinned hash; the bytes differ
     cache = Cache(tmp_path / "cache")
-    with pytest.raises(ChecksumError, match=r"has sha256 [0-9a-f]{64}, pins.fake expects 0{64}; the download was discarded"):
+    with pytest.raises(ChecksumError,
+                       match=r"has sha256 [0-9a-f]{64}, pins.fake expects 0{64}; the download was discarded"):
         fetch_sdist(fake_pin(expected), cache)
     assert [p for p in (cache.root / "sdists").rglob("*")] == []
 
@@ -155,7 +156,8 @@ def test_failed_patch_names_patch_and_file_and_leaves_nothing(tmp_path: Path) ->
 def test_changelog_commit_must_match_the_pin(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     sdist, sha = _prepared_sdist(tmp_path, cache, {"CHANGELOG.md": CHANGELOG, "CMakeLists.txt": CMAKELISTS})
-    with pytest.raises(ConfigError, match=r"llama_cpp_commit is 1234567, but the sdist's CHANGELOG.md says it vendors llama.cpp@abcdef1234"):
+    with pytest.raises(ConfigError, match=r"llama_cpp_commit is 1234567, but the sdist's CHANGELOG.md says it "
+                                          r"vendors llama.cpp@abcdef1234"):
         prepare(fake_pin(sha, commit="1234567"), sdist, tmp_path / "patches", cache)
     assert list(cache.sources.iterdir()) == []
 

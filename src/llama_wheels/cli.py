@@ -264,7 +264,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command in ("plan", "inspect", "convert-model") or (args.command == "ci" and args.ci_command in ("generate", "check"))
+    quiet = args.command in ("plan", "inspect", "convert-model") or (
+        args.command == "ci" and args.ci_command in ("generate", "check"))
     log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
     runner.set_log(log)
     if not quiet:

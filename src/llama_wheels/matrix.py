@@ -277,7 +277,8 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
             build, cpu, expectation, workdir = task
             log.progress(f"test     {build.path.name} on {cpu.name} ...")
             cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir)
-            log.progress(f"test     {build.path.name} on {cpu.name}: {cell.verdict} ({cell.seconds:.0f}s) {cell.detail}")
+            log.progress(f"test     {build.path.name} on {cpu.name}: {cell.verdict} ({cell.seconds:.0f}s) "
+                         f"{cell.detail}")
             return cell
 
         labels = wheel_labels([b.path for b in builds])

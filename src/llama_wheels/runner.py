@@ -198,7 +198,8 @@ def probe(
             proc.kill()
             proc.wait()
             reader.join(timeout=5)
-            raise CommandFailed(f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})")
+            raise CommandFailed(
+                f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})") from None
         reader.join()
     except KeyboardInterrupt:
         proc.terminate()
