@@ -28,10 +28,14 @@ VARIANT_PREFIX = "libggml-cpu-"
 def build(config: Config, targets: Sequence[str], cache: Cache, dist: Path) -> dict[str, Path]:
     """``targets``' wheels at the default pin, from the finished-wheel cache when their inputs are unchanged.
 
+    Each target gets its own ``dist/<target>/`` (targets of one platform make wheels of the same file name).
     No emulated smoke test: these wheels run natively, and the benchmark itself installs and runs them.
     """
-    built = build_targets(config, targets, None, dist=dist, cache=cache, verify=False)
-    return {item.job.target.name: item.wheel for item in built}
+    wheels = {}
+    for target in targets:
+        [built] = build_targets(config, [target], None, dist=dist / target, cache=cache, verify=False)
+        wheels[target] = built.wheel
+    return wheels
 
 
 def install(wheel: Path, dest: Path, config: Config, scratch: Path) -> Path:
