@@ -38,7 +38,8 @@ for token in llm.generate([1, 100, 101, 102], top_k=1, temp=0.0):
         break
 info = diagnostics.collect() if diagnostics else {"variant": None, "q4_0_repack_layout": "unknown"}
 print("SMOKE " + json.dumps({"tokens": tokens, "variant": info["variant"],
-                             "layout": info["q4_0_repack_layout"], "version": llama_cpp.__version__}))
+                             "layout": info["q4_0_repack_layout"], "version": llama_cpp.__version__,
+                             "package": llama_cpp.__file__}))
 """
 
 
@@ -48,23 +49,30 @@ class SmokeResult:
     tokens: tuple[int, ...]
     variant: str | None
     layout: str
+    package: Path  # where the emulated Python imported llama_cpp from (its __init__.py)
     seconds: float
 
 
 def smoke_test(wheel: Path, cpu: Cpu, cache: Cache) -> SmokeResult:
     """Run ``wheel`` on emulated ``cpu``; raise VerifyError with a clear verdict if it does not work."""
-    sysroot = ensure_sysroot(cache)
     with tempfile.TemporaryDirectory(prefix="llama-wheels-verify-") as scratch:
         site = install_wheel(wheel, Path(scratch) / "site")
+        return run_smoke(site, cpu, cache, label=wheel.name)
+
+
+def run_smoke(site: Path, cpu: Cpu, cache: Cache, *, label: str) -> SmokeResult:
+    """The smoke run with llama_cpp from ``site`` (however it was installed there) on emulated ``cpu``."""
+    sysroot = ensure_sysroot(cache)
+    with tempfile.TemporaryDirectory(prefix="llama-wheels-smoke-") as scratch:
         model = write_model(SPECS["q4_0"], Path(scratch) / "q4_0.gguf")
         outcome = run_python(sysroot, cpu, ["-c", _SMOKE, str(model)], pythonpath=[site], timeout=600)
     if outcome.signal_name:
-        raise VerifyError(f"{wheel.name} died of {outcome.signal_name} on {cpu.name} ({cpu.description})")
+        raise VerifyError(f"{label} died of {outcome.signal_name} on {cpu.name} ({cpu.description})")
     lines = [line for line in outcome.tail if line.startswith("SMOKE ")]
     if outcome.returncode != 0 or not lines:
-        raise VerifyError(f"{wheel.name} failed on {cpu.name}: {telling_line(outcome.tail)}")
+        raise VerifyError(f"{label} failed on {cpu.name}: {telling_line(outcome.tail)}")
     data = json.loads(lines[-1].removeprefix("SMOKE "))
     if len(data["tokens"]) != 8:
-        raise VerifyError(f"{wheel.name} on {cpu.name}: generated {len(data['tokens'])} tokens, expected 8")
+        raise VerifyError(f"{label} on {cpu.name}: generated {len(data['tokens'])} tokens, expected 8")
     return SmokeResult(cpu=cpu.name, tokens=tuple(data["tokens"]), variant=data["variant"],
-                       layout=data["layout"], seconds=outcome.seconds)
+                       layout=data["layout"], package=Path(data["package"]), seconds=outcome.seconds)
