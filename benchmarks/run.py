@@ -218,9 +218,9 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
         with log.stage("model", f"{spec.name} ({model.parameters(spec) / 1e6:.0f} M parameters, cached)"):
             gguf = model.ensure_model(spec, cache)
         cases = [
-            perf.Case(name="repack-on", site=sites[dispatch_target], repack=True),
+            perf.Case(name="repack-on", site=sites[dispatch_target], repack=True, must_repack=True),
             perf.Case(name="repack-off", site=sites[dispatch_target], repack=False),
-            perf.Case(name="exact-isa", site=sites[exact_target], repack=True),
+            perf.Case(name="exact-isa", site=sites[exact_target], repack=True, must_repack=True),
         ]
         for variant in (v for v, score in scores.items() if score > 0):
             lib = wheels.single_variant_lib(sites[dispatch_target], variant, scratch / f"lib-{variant}")
