@@ -10,6 +10,7 @@ ggml ran.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -35,13 +36,7 @@ class Settings:
     rounds: int
 
     def to_json(self) -> dict[str, int]:
-        return {
-            "threads": self.threads,
-            "n_prompt": self.n_prompt,
-            "n_gen": self.n_gen,
-            "reps": self.reps,
-            "rounds": self.rounds,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
