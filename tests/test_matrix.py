@@ -4,12 +4,18 @@ cannot run, and a deliberately wrong wheel that the harness must catch (not hang
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from .conftest import build_target, cli
+from .conftest import REPO, build_target, cli
+from .test_build import processes_mentioning
 
 pytestmark = [pytest.mark.build, pytest.mark.emulated]
 
@@ -70,3 +76,26 @@ def test_wrong_wheel_is_caught_as_a_crash(dotprod_wheel: Path, tmp_path: Path) -
     assert code == 1, table
     assert cells["cortex-a53"]["verdict"] == "crash"
     assert "SIGILL" in str(cells["cortex-a53"]["detail"])
+
+
+def test_interrupted_matrix_stops_every_emulated_run_and_writes_no_report(default_wheel: Path,
+                                                                            tmp_path: Path) -> None:
+    """Ctrl-C while cells run on two workers: every qemu stops, no further cell starts, no report appears."""
+    scratch, out, log = tmp_path / "tmp", tmp_path / "report", tmp_path / "test.log"
+    scratch.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(scratch)}
+    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "test", str(default_wheel),
+                             "--jobs", "2", "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 300
+    while len(processes_mentioning(str(scratch))) < 2:  # both workers are inside an emulated run
+        assert proc.poll() is None, f"the matrix ended before it could be interrupted (log {log})"
+        assert time.monotonic() < deadline, f"no emulated run started within 300 s (log {log})"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("llama-wheels: error: interrupted")
+    assert not processes_mentioning(str(scratch)), "an emulated run outlived the interrupted matrix"
+    assert not out.exists()
+    assert not list(scratch.iterdir()), "the matrix's scratch directory was left behind"

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 the work failed, 2 bad input (configuration, checksum, patch
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -261,8 +262,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a cancelled CI job, `timeout`) cleans up like Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
     quiet = args.command in ("plan", "inspect", "convert-model") or (
         args.command == "ci" and args.ci_command in ("generate", "check"))

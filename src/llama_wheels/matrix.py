@@ -25,7 +25,7 @@ from typing import Any
 from .cache import Cache, atomic_path
 from .emulation import Cpu, Features, install_wheel, run_python
 from .errors import UserError
-from .runner import current_log, telling_line
+from .runner import commands_stopped, current_log, telling_line
 from .sysroot import Sysroot, ensure_sysroot
 
 # ggml's CMake names for the features a CPU variant is built with -> our feature names (cpus.toml).
@@ -282,7 +282,15 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
             return cell
 
         labels = wheel_labels([b.path for b in builds])
-        with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2)
+        try:
             cells = [replace(cell, wheel=labels[task[0].path])
                      for task, cell in zip(tasks, pool.map(one, tasks), strict=True)]
+        except BaseException:
+            # Ctrl-C (or a failed cell): no cell starts any more, and the running ones are stopped.
+            pool.shutdown(wait=False, cancel_futures=True)
+            with commands_stopped():
+                pool.shutdown()
+            raise
+        pool.shutdown()
     return Report(cells=tuple(check_consistency(cells)), seconds=time.monotonic() - started)

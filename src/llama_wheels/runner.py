@@ -145,6 +145,45 @@ def run(
     return outcome.output
 
 
+# Every command running now, from any thread, and whether the run is being stopped (commands_stopped).
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+@contextlib.contextmanager
+def commands_stopped(grace: float = 20) -> Iterator[None]:
+    """Stop every running command, whichever thread started it, and refuse new ones inside the block.
+
+    For an interrupted run with worker threads: their commands end, each of them raises Interrupted
+    instead of reporting what the kill did to its command, and the block waits for them to wind down.
+    """
+    with _running_lock:
+        _stopping.set()
+        procs = list(_running)
+    try:
+        for proc in procs:
+            _stop_group(proc, grace=grace)
+        yield
+    finally:
+        _stopping.clear()
+
+
+def _stop_group(proc: subprocess.Popen[str], *, grace: float) -> None:
+    """SIGTERM to ``proc``'s process group and ``grace`` seconds to end, then SIGKILL to what is left."""
+    if grace > 0:
+        _signal_group(proc, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
 def probe(
     cmd: Sequence[str | os.PathLike[str]],
     *,
@@ -169,16 +208,24 @@ def probe(
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     captured: list[str] = []
     try:
-        proc = subprocess.Popen(
-            argv,
-            env=full_env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
+        with _running_lock:
+            if _stopping.is_set():
+                raise Interrupted(f"interrupted before running {argv[0]}; nothing was published")
+            proc = subprocess.Popen(
+                argv,
+                env=full_env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                # Its own process group, so an interrupt or a timeout stops everything it started (pip ->
+                # cmake -> ninja -> compilers), not just the direct child: no compiler outlives the run and
+                # writes into the build tree afterwards.
+                process_group=0,
+            )
+            _running.add(proc)
     except FileNotFoundError:
         raise ToolchainError(f"{argv[0]}: not found; run scripts/bootstrap.sh to install the toolchain") from None
     def pump() -> None:
@@ -195,25 +242,22 @@ def probe(
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            reader.join(timeout=5)
+            _stop_group(proc, grace=0)
             raise CommandFailed(
                 f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})") from None
-        reader.join()
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop_group(proc, grace=20)
         _log.write(f"  interrupted after {time.monotonic() - started:.1f}s\n")
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
     finally:
-        reader.join(timeout=5)
+        with _running_lock:
+            _running.discard(proc)
+        # The pipe closes when the last process of the group is gone; never close it under the reader.
+        reader.join()
         if proc.stdout is not None:
             proc.stdout.close()
     duration = time.monotonic() - started
     _log.write(f"  exit {returncode} after {duration:.1f}s\n")
+    if _stopping.is_set():  # stopped from another thread: what the kill did is not the command's result
+        raise Interrupted(f"interrupted while running {argv[0]}; nothing was published")
     return Outcome(tuple(argv), returncode, "".join(captured), tuple(tail), duration)

@@ -1,0 +1,69 @@
+"""The one place that runs subprocesses: a command's whole process tree ends with it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llama_wheels import runner
+from llama_wheels.errors import CommandFailed, Interrupted
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes (its parent, the shell, was killed and init reaps it).
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+
+
+def wait_for_pid(pidfile: Path) -> int:
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the background process never started"
+        time.sleep(0.05)
+    return int(pidfile.read_text())
+
+
+def gone_soon(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def test_a_timeout_kills_what_the_command_started(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    with pytest.raises(CommandFailed, match="timed out after 1s"):
+        runner.probe(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], timeout=1)
+    assert time.monotonic() - started < 30, "the timeout waited for the shell's child"
+    assert gone_soon(wait_for_pid(pidfile)), "the shell's child outlived the timeout"
+
+
+def test_commands_stopped_ends_other_threads_commands_as_an_interrupt(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    raised: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            runner.probe(["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"])
+        except BaseException as exc:  # the test inspects whatever the thread raised
+            raised.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    child = wait_for_pid(pidfile)
+    with runner.commands_stopped(grace=5):
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+        with pytest.raises(Interrupted, match="interrupted before running true"):
+            runner.probe(["true"])
+    assert [type(e) for e in raised] == [Interrupted], "a stopped command is an interrupt, not a result"
+    assert gone_soon(child)
+    assert runner.probe(["true"]).returncode == 0, "after the block, commands run again"
