@@ -38,6 +38,15 @@ def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cache_root_sharing(root: Path, shared: Cache, parts: tuple[str, ...]) -> Path:
+    """A cache root of its own (its build trees and finished-wheel cache start empty) that shares only
+    ``parts`` of the real cache (downloads, compiler caches) through symlinks, to keep a test affordable."""
+    root.mkdir(parents=True)
+    for part in parts:
+        (root / part).symlink_to(shared.dir(part))
+    return root
+
+
 def build_target(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Path:
     """Build one target through the CLI into a fresh dist/ (cached trees make repeats cheap)."""
     dist = tmp_path_factory.mktemp("dist")

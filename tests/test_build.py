@@ -7,6 +7,7 @@ CMake build tree and ccache in the cache outside the clone.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from llama_wheels.platforms import platform
 from llama_wheels.repair import check_wheel, inspect_wheel
 from llama_wheels.verify import smoke_test
 
-from .conftest import REPO, cli
+from .conftest import REPO, cache_root_sharing, cli
 
 pytestmark = pytest.mark.build
 
@@ -84,23 +85,51 @@ def test_missing_qemu_is_reported_before_building(tmp_path: Path) -> None:
     assert not (tmp_path / "dist").exists()
 
 
-def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path: Path, default_wheel: Path) -> None:
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that mention ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # ended meanwhile
+        if text in argv:
+            found.append(argv)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path: Path, default_wheel: Path,
+                                                                       cache: Cache, sig: signal.Signals) -> None:
+    """Ctrl-C (or a CI job's SIGTERM) inside CMake, then the same build again in the interrupted build tree.
+
+    The cache root is this test's own, so neither a finished wheel nor an up-to-date build tree left by
+    an earlier run can answer. The interrupted run compiles without ccache (a warm ccache finishes the whole
+    build in about 3 s, too soon to be interrupted reliably) and is stopped once ninja has compiled a few
+    objects; the rerun resumes in that build tree with the shared ccache.
+    """
     dist = tmp_path / "dist"
     log = tmp_path / "interrupted.log"
-    # Another SOURCE_DATE_EPOCH is a changed input: the finished-wheel cache cannot answer, CMake really runs.
-    changed = {**os.environ, "SOURCE_DATE_EPOCH": "1767225600"}
-    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "--dist", str(dist)],
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+           "LLAMA_WHEELS_CACHE": str(cache_root_sharing(tmp_path / "cache", cache, ("sdists", "zig", "ccache")))}
+    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "--no-verify",
+                             "--dist", str(dist)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**changed, "PYTHONPATH": str(REPO / "src")})
+                            env={**env, "CCACHE_DISABLE": "1"})
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and "*** Configuring CMake" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.5)
-    time.sleep(3)  # inside the compiler/CMake run now
-    proc.send_signal(signal.SIGINT)
+    while not re.search(r"^\[3/\d+\] ", log.read_text() if log.exists() else "", re.MULTILINE):
+        assert proc.poll() is None, f"the build ended before ninja compiled anything (log {log})"
+        assert time.monotonic() < deadline, f"ninja did not start compiling within 300 s (log {log})"
+        time.sleep(0.2)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
+    assert not processes_mentioning(str(tmp_path)), "a command of the interrupted build is still running"
     assert stderr.strip().splitlines()[-1].startswith("llama-wheels: error: interrupted")
     assert not list(dist.glob("*")) if dist.exists() else True
-    rerun = cli("--log", str(tmp_path / "rerun.log"), "build", "--no-verify", "--dist", str(dist), env=changed)
+    rerun = cli("--log", str(tmp_path / "rerun.log"), "build", "--no-verify", "--dist", str(dist), env=env)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert [p.name for p in dist.glob("*.whl")] == [default_wheel.name]
+    assert "cache    miss" in rerun.stderr, "the rerun must build, not reuse a finished wheel"
+    [rebuilt] = dist.glob("*.whl")
+    # Same inputs as the default wheel: an interrupted build tree must not change a single byte.
+    assert rebuilt.read_bytes() == default_wheel.read_bytes()

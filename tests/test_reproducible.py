@@ -25,7 +25,7 @@ import pytest
 from llama_wheels.cache import Cache
 from llama_wheels.provenance import read_provenance
 
-from .conftest import REPO
+from .conftest import REPO, cache_root_sharing
 
 pytestmark = pytest.mark.build
 
@@ -55,11 +55,7 @@ def checkout(where: Path, shared: Cache, *, ccache: bool) -> Checkout:
     root = where / "clone"
     for part in ("src", "build_config", "patches"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-    cache = where / "cache"
-    cache.mkdir()
-    for part in (*SHARED, *(("ccache",) if ccache else ())):
-        (cache / part).symlink_to(shared.dir(part))
-    return Checkout(root, cache)
+    return Checkout(root, cache_root_sharing(where / "cache", shared, (*SHARED, *(("ccache",) if ccache else ()))))
 
 
 def only_wheel(dist: Path) -> Path:
