@@ -2,10 +2,12 @@
 
 Each configuration (a *case*: an installed wheel, repacking on or off, optionally one forced CPU variant)
 runs in its own child process (worker.py) that loads the model once, warms up, then times ``reps``
-prompt-processing and generation passes. ``rounds`` repeats every case in turn (case A, B, C, A, B, C, ...)
-so slow drift of the machine spreads over all cases instead of favouring one. Every run is checked to
-measure what it claims: repacking on repacked tensors, off repacked none, a forced variant is the one
-ggml ran.
+prompt-processing and generation passes. ``rounds`` repeats every case in turn, the order reversed every
+other round (A, B, C, C, B, A, ...): with an even number of rounds a steady drift of the machine weighs
+on every case alike, and no case is always first. One unrecorded warm-up run comes before all of them
+(the first process on a quiet machine ran measurably slower: page cache, clock ramp). Every run is
+checked to measure what it claims: repacking on repacked tensors, off repacked none, a forced variant is
+the one ggml ran.
 """
 
 from __future__ import annotations
@@ -154,26 +156,36 @@ def run_once(case: Case, model: Path, settings: Settings, probe_dir: Path) -> di
     return record
 
 
+def schedule(cases: Sequence[Case], rounds: int) -> list[tuple[int, Case]]:
+    """(round, case) in the order they run: every round runs every case, odd rounds in reverse."""
+    return [
+        (number, case)
+        for number in range(1, rounds + 1)
+        for case in (cases if number % 2 else list(reversed(cases)))
+    ]
+
+
 def run_cases(
     cases: Sequence[Case], model: Path, settings: Settings, probe_dir: Path
 ) -> dict[str, CaseResult]:
     log = runner.current_log()
     results = {case.name: CaseResult(case=case) for case in cases}
-    for round_no in range(1, settings.rounds + 1):
-        for case in cases:
-            with log.stage("measure", f"{case.name} (round {round_no}/{settings.rounds})"):
-                record = run_once(case, model, settings, probe_dir)
-            result = results[case.name]
-            if result.info and record["variant"] != result.info["variant"]:
-                raise VerifyError(
-                    f"{case.name}: ran variant {record['variant']}, earlier {result.info['variant']}"
-                )
-            result.info = {k: v for k, v in record.items() if k not in ("pp", "tg")}
-            result.pp += record["pp"]
-            result.tg += record["tg"]
-            log.progress(
-                f"result   {case.name}: pp {summarize(record['pp']).median:.1f} t/s, "
-                f"tg {summarize(record['tg']).median:.1f} t/s, variant {record['variant']}, "
-                f"{record['repacked']} tensors repacked {record['layouts']}"
+    with log.stage("warm-up", f"{cases[0].name} (not recorded)"):
+        run_once(cases[0], model, settings, probe_dir)
+    for round_no, case in schedule(cases, settings.rounds):
+        with log.stage("measure", f"{case.name} (round {round_no}/{settings.rounds})"):
+            record = run_once(case, model, settings, probe_dir)
+        result = results[case.name]
+        if result.info and record["variant"] != result.info["variant"]:
+            raise VerifyError(
+                f"{case.name}: ran variant {record['variant']}, earlier {result.info['variant']}"
             )
+        result.info = {k: v for k, v in record.items() if k not in ("pp", "tg")}
+        result.pp += record["pp"]
+        result.tg += record["tg"]
+        log.progress(
+            f"result   {case.name}: pp {summarize(record['pp']).median:.1f} t/s, "
+            f"tg {summarize(record['tg']).median:.1f} t/s, variant {record['variant']}, "
+            f"{record['repacked']} tensors repacked {record['layouts']}"
+        )
     return results

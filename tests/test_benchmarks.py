@@ -56,6 +56,16 @@ def test_single_variant_lib_keeps_everything_but_the_other_variants(tmp_path: Pa
         wheels.single_variant_lib(site, "zen9", tmp_path / "lib-zen9")
 
 
+def test_rounds_alternate_the_case_order_so_no_case_is_always_first(tmp_path: Path) -> None:
+    cases = [perf.Case(name=n, site=tmp_path, repack=True) for n in "ABC"]
+    order = [(r, c.name) for r, c in perf.schedule(cases, 4)]
+    assert order == [(1, "A"), (1, "B"), (1, "C"), (2, "C"), (2, "B"), (2, "A"),
+                     (3, "A"), (3, "B"), (3, "C"), (4, "C"), (4, "B"), (4, "A")]
+    # Over an even number of rounds every case has the same mean position: a linear drift favours none.
+    positions = {n: [i for i, (_, name) in enumerate(order) if name == n] for n in "ABC"}
+    assert len({sum(p) for p in positions.values()}) == 1
+
+
 def test_settings_reject_zero_repetitions() -> None:
     from benchmarks import run
 
