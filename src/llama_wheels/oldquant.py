@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -43,12 +42,6 @@ TARGET = "llama-quantize"
 OLD_TYPE_NAMES = ("Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8")
 
 
-def _find(name: str) -> str | None:
-    """``name`` from this Python's own bin directory (the venv's pinned cmake/ninja wheels), else PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else shutil.which(name)
-
-
 def _compiler_identity() -> str:
     hint = "install the host compilers: apt-get install g++ (scripts/bootstrap.sh does)"
     cc, cxx = runner.require_tool("cc", hint), runner.require_tool("c++", hint)
@@ -57,7 +50,7 @@ def _compiler_identity() -> str:
 
 def ensure_llama_quantize(cache: Cache) -> Path:
     """Path of the cached llama-quantize 0.3.2 binary, building it first if needed (a few minutes)."""
-    cmake = _find("cmake") or runner.require_tool("cmake", "pip install cmake (scripts/bootstrap.sh does)")
+    cmake = runner.require_tool("cmake", "pip install cmake (scripts/bootstrap.sh does)")
     key = hash_key([SOURCE.sdist_sha256, *(f"{k}={v}" for k, v in CMAKE_DEFINES), _compiler_identity()])
     home = cache.root / "tools" / f"llama-quantize-{SOURCE.version}-{key}"
     binary = home / "bin" / TARGET
@@ -81,7 +74,7 @@ def ensure_llama_quantize(cache: Cache) -> Path:
         launch = [f"-DCMAKE_{lang}_COMPILER_LAUNCHER={launcher}" for lang in ("C", "CXX")] if launcher else []
         if launcher:
             env |= {"CCACHE_DIR": str(cache.ccache), "CCACHE_BASEDIR": str(home)}
-        ninja = _find("ninja")
+        ninja = runner.find_tool("ninja")
         generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
         runner.run([cmake, "-S", source, "-B", build, *generator, "-DCMAKE_C_COMPILER=cc",
                     "-DCMAKE_CXX_COMPILER=c++", *(f"-D{k}={v}" for k, v in CMAKE_DEFINES), *launch], env=env)

@@ -23,7 +23,7 @@ from .patching import PreparedSource, patch_files, prepare
 from .plan import BuildJob, plan
 from .platforms import Platform, platform
 from .provenance import collect, read_provenance
-from .repair import WheelFacts, check_wheel, repair_wheel
+from .repair import WheelFacts, check_wheel, repair_wheel, require_patchelf
 from .runner import current_log, require_tool
 from .store import Entry, WheelStore
 from .toolchain import Toolchain, find_zig, zig_toolchain
@@ -41,10 +41,12 @@ class Built:
     cache_hit: bool = False
 
 
-def preflight(*, verify: bool) -> None:
+def preflight(jobs: Sequence[BuildJob], *, verify: bool) -> None:
     """Every tool the run will need, checked before minutes of work are spent."""
     require_tool("git", "it applies the patch series: apt-get install git")
     find_zig()
+    if any(platform(job.platform).cmake_system_name == "Linux" for job in jobs):
+        require_patchelf()
     if verify:
         from .emulation import require_qemu
 
@@ -141,7 +143,7 @@ def build_targets(
     log = current_log()
     jobs = plan(config, targets, pin)
     check_distinct_outputs(jobs, dist)
-    preflight(verify=verify)
+    preflight(jobs, verify=verify)
     # Check every job against its pinned source before compiling anything.
     sources = {job.name: prepare_job(job, config, cache) for job in jobs}
     built = []

