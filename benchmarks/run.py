@@ -29,15 +29,13 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 from benchmarks import builds, machine, model, perf, stats, wheels
 from llama_wheels import runner
 from llama_wheels.cache import Cache, atomic_path
-from llama_wheels.config import load
+from llama_wheels.config import Config, load
 from llama_wheels.errors import LlamaWheelsError, UserError
 
 REPO = Path(__file__).resolve().parent.parent
-# Per machine architecture: the runtime-dispatch target and the exact-ISA target it is compared with.
-TARGETS = {
-    "x86_64": ("linux-x86_64", "linux-x86_64-haswell"),
-    "aarch64": ("linux-aarch64", "linux-aarch64-armv8.2-dotprod"),
-}
+# Per machine architecture: the runtime-dispatch target. The exact-ISA target it is compared with is the
+# fixed-ISA target whose `variant` (build_config/targets.toml) is the one ggml chose on this machine.
+DISPATCH_TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
 GOALS = {"repack_pp": 1.4, "repack_tg": 1.5, "dispatch": 0.97}
 FULL = perf.Settings(threads=2, n_prompt=256, n_gen=64, reps=3, rounds=2)
 SMOKE = perf.Settings(threads=2, n_prompt=16, n_gen=4, reps=1, rounds=1)
@@ -60,7 +58,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, help="timed passes per process (default 3, smoke 1)")
     p.add_argument("--rounds", type=int, help="processes per case, interleaved (default 2, smoke 1)")
     p.add_argument("--dispatch-target", help="runtime-dispatch target (default: by machine)")
-    p.add_argument("--exact-target", help="exact-ISA target to compare it with (default: by machine)")
+    p.add_argument(
+        "--exact-target",
+        help="exact-ISA target to compare it with (default: the target whose variant ggml chose here)",
+    )
     p.add_argument("--log", type=Path, help="full log (default logs/benchmark-<time>.log)")
     return p
 
@@ -81,6 +82,23 @@ def settings_from(args: argparse.Namespace) -> perf.Settings:
     if min(chosen.threads, chosen.reps, chosen.rounds, args.build_reps) < 1:
         raise UserError("--threads, --reps, --rounds and --build-reps must be at least 1")
     return chosen
+
+
+def exact_target_for(config: Config, dispatch_target: str, variant: str) -> str:
+    """The fixed-ISA target of ``dispatch_target``'s platform compiled for exactly ``variant``."""
+    platform_name = config.target(dispatch_target).platform
+    matches = sorted(
+        name
+        for name, target in config.targets.items()
+        if target.platform == platform_name and target.variant == variant
+    )
+    if not matches:
+        raise UserError(
+            f"ggml chose CPU variant {variant!r} on this machine, and no {platform_name} target in "
+            f"build_config/targets.toml has variant = {variant!r}: add a fixed-ISA target with that "
+            "variant's features, or pass --exact-target"
+        )
+    return matches[0]
 
 
 def _pair(results: dict[str, perf.CaseResult], a: str, b: str) -> dict[str, float]:
@@ -191,22 +209,26 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
     config = load(REPO)
     cache = Cache.from_env()
     arch = platform.machine()
-    default_dispatch, default_exact = TARGETS.get(arch, (None, None))
-    dispatch_target = args.dispatch_target or default_dispatch
-    exact_target = args.exact_target or default_exact
-    if dispatch_target is None or exact_target is None:
-        raise UserError(f"no default targets for a {arch} machine; pass --dispatch-target and --exact-target")
+    dispatch_target = args.dispatch_target or DISPATCH_TARGETS.get(arch)
+    if dispatch_target is None:
+        raise UserError(f"no default dispatch target for a {arch} machine; pass --dispatch-target")
+    if args.exact_target is not None:
+        config.target(args.exact_target)  # an unknown name fails before anything is built
     head, dirty = machine.commit(REPO)
     started_on = machine.machine()
     spec = model.SMOKE if args.smoke else model.FULL
     with tempfile.TemporaryDirectory(prefix="llama-wheels-bench-") as tmp:
         scratch = Path(tmp)
-        with log.stage("wheels", f"{dispatch_target}, {exact_target} (pipeline; cached when unchanged)"):
-            built = wheels.build(config, [dispatch_target, exact_target], cache, scratch / "dist")
-        sites = {}
-        for target, wheel in built.items():
-            with log.stage("install", f"{wheel.name} ({target}) natively into a throwaway dir"):
-                sites[target] = wheels.install(wheel, scratch / f"site-{target}", config, scratch)
+        built: dict[str, Path] = {}
+        sites: dict[str, Path] = {}
+
+        def build_and_install(target: str) -> None:
+            with log.stage("wheel", f"{target} (pipeline; cached when unchanged)"):
+                built.update(wheels.build(config, [target], cache, scratch / "dist"))
+            with log.stage("install", f"{built[target].name} ({target}) natively into a throwaway dir"):
+                sites[target] = wheels.install(built[target], scratch / f"site-{target}", config, scratch)
+
+        build_and_install(dispatch_target)
         diag = perf.diagnostics(sites[dispatch_target])
         auto, scores = diag["variant"], dict(diag["variant_scores"])
         if not auto:
@@ -215,6 +237,8 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
             f"dispatch {dispatch_target}: ggml chose {auto} (scores {scores}), "
             f"Q4_0 repack {diag['q4_0_repack_layout']}"
         )
+        exact_target = args.exact_target or exact_target_for(config, dispatch_target, auto)
+        build_and_install(exact_target)
         with log.stage("model", f"{spec.name} ({model.parameters(spec) / 1e6:.0f} M parameters, cached)"):
             gguf = model.ensure_model(spec, cache)
         cases = [
@@ -264,6 +288,7 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
         "targets": {
             "dispatch": dispatch_target,
             "exact": exact_target,
+            "exact_variant": config.target(exact_target).variant,
             "wheels": {t: w.name for t, w in built.items()},
         },
         **data,

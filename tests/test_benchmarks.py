@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import perf, stats, wheels
+from llama_wheels.config import load
 from llama_wheels.errors import UserError
 
 from .conftest import REPO
@@ -75,6 +76,20 @@ def test_settings_reject_zero_repetitions() -> None:
     assert run.settings_from(run.parser().parse_args(["--smoke"])) == run.SMOKE
 
 
+def test_the_exact_isa_target_is_the_one_compiled_for_the_chosen_variant() -> None:
+    from benchmarks import run
+
+    config = load(REPO)
+    assert run.exact_target_for(config, "linux-x86_64", "haswell") == "linux-x86_64-haswell"
+    assert run.exact_target_for(config, "linux-x86_64", "zen4") == "linux-x86_64-zen4"
+    assert run.exact_target_for(config, "linux-aarch64", "armv8.2_1") == "linux-aarch64-armv8.2-dotprod"
+    with pytest.raises(UserError, match=r"ggml chose CPU variant 'icelake' .* no linux-x86_64 target .* "
+                                        r"variant = 'icelake'.*--exact-target"):
+        run.exact_target_for(config, "linux-x86_64", "icelake")
+    with pytest.raises(UserError, match="no linux-aarch64 target"):  # same variant name, other platform
+        run.exact_target_for(config, "linux-aarch64", "haswell")
+
+
 @pytest.mark.build
 @pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the smoke run benchmarks the native x86_64 wheels"
@@ -87,6 +102,10 @@ def test_smoke_run_writes_json_and_png(tmp_path: Path) -> None:
             sys.executable,
             str(REPO / "benchmarks" / "run.py"),
             "--smoke",
+            # Any AVX2 machine runs the haswell wheel: CI does not depend on which variant its CPU gets
+            # (the automatic choice of the exact-ISA target is tested above, without building).
+            "--exact-target",
+            "linux-x86_64-haswell",
             "--out",
             str(out),
             "--log",
@@ -105,6 +124,7 @@ def test_smoke_run_writes_json_and_png(tmp_path: Path) -> None:
     assert data["smoke"] is True and len(data["commit"]) == 40
     assert data["machine"]["cores"] and data["machine"]["cpu_model"]
     assert data["targets"]["dispatch"] == "linux-x86_64"
+    assert data["targets"]["exact"] == "linux-x86_64-haswell" and data["targets"]["exact_variant"] == "haswell"
     on, off = data["repack"]["on"], data["repack"]["off"]
     assert on["repacked"] > 0 and off["repacked"] == 0
     assert on["variant"] == data["variants"]["auto"]

@@ -79,6 +79,23 @@ def test_benchmark_only_targets_are_not_published() -> None:
     assert "-DGGML_AVX2=ON" in job.cmake_args() and "-DGGML_NATIVE=OFF" in job.cmake_args()
 
 
+def test_fixed_isa_targets_name_their_variant() -> None:
+    config = load(REPO)
+    assert config.target("linux-x86_64-zen4").variant == "zen4"
+    assert config.target("linux-x86_64-zen4").publish is False
+    assert config.target("linux-x86_64").variant is None
+    [job] = plan(config, ["linux-x86_64-zen4"])
+    assert {"-DGGML_AVX512=ON", "-DGGML_AVX512_VBMI=ON", "-DGGML_AVX512_VNNI=ON",
+            "-DGGML_AVX512_BF16=ON"} <= set(job.cmake_args())
+
+
+def test_a_dispatch_target_cannot_name_one_variant(config_root: Path) -> None:
+    edit(config_root / "build_config/targets.toml", 'index = "cpu"\npublish = false\n',
+         'index = "cpu"\npublish = false\nvariant = "haswell"\n')
+    with pytest.raises(ConfigError, match=r"targets.linux-x86_64.variant: a runtime-dispatch target"):
+        load(config_root)
+
+
 def test_publish_must_be_a_boolean(config_root: Path) -> None:
     edit(config_root / "build_config/targets.toml", "publish = false", 'publish = "no"')
     with pytest.raises(ConfigError, match=r"targets.linux-x86_64.publish: expected bool, got str"):

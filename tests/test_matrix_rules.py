@@ -10,17 +10,23 @@ from llama_wheels.cache import Cache
 from llama_wheels.config import load
 from llama_wheels.emulation import load_cpus
 from llama_wheels.fetch import fetch_sdist
-from llama_wheels.matrix import WheelBuild, declared_variants, expect, q4_0_layout
+from llama_wheels.matrix import WheelBuild, declared_cmake_variants, declared_variants, expect, q4_0_layout
 from llama_wheels.patching import prepare
+from llama_wheels.plan import plan
 
 from .conftest import REPO
 
 
 @pytest.fixture(scope="module")
-def variants(cache: Cache) -> dict[str, frozenset[str]]:
+def source_tree(cache: Cache) -> Path:
     config = load(REPO)
     pin = config.pin("current")
-    return declared_variants(prepare(pin, fetch_sdist(pin, cache), config.patches_dir, cache).tree)
+    return prepare(pin, fetch_sdist(pin, cache), config.patches_dir, cache).tree
+
+
+@pytest.fixture(scope="module")
+def variants(source_tree: Path) -> dict[str, frozenset[str]]:
+    return declared_variants(source_tree)
 
 
 def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[str]]) -> None:
@@ -70,3 +76,30 @@ def test_layout_rule_order() -> None:
     assert q4_0_layout(frozenset({"dotprod", "i8mm", "sve"}), 512) == "q4_0_4x8"
     assert q4_0_layout(frozenset({"dotprod", "sve"}), 256) == "q4_0_4x4"
     assert q4_0_layout(frozenset(), 0) == "none"
+
+
+def test_fixed_isa_targets_compile_exactly_the_variant_they_name(source_tree: Path) -> None:
+    """A target's ``variant`` (the exact-ISA wheel the dispatch benchmark compares with) is only true if
+    it compiles that variant's features, no more and no fewer, as the pinned ggml declares them."""
+    config = load(REPO)
+    declared = declared_cmake_variants(source_tree)
+    assert declared["zen4"] == {"SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
+                                "AVX512_VNNI", "AVX512_BF16"}
+    feature_names = frozenset().union(*declared.values())
+    arm_names = {"dotprod": "DOTPROD", "fp16": "FP16_VECTOR_ARITHMETIC", "i8mm": "MATMUL_INT8", "sve": "SVE",
+                 "sve2": "SVE2", "sme": "SME"}
+    checked = []
+    for target in (t for t in config.targets.values() if t.variant):
+        [job] = plan(config, [target.name])
+        assert target.variant in declared, f"{target.name}: ggml declares no CPU variant {target.variant!r}"
+        if "arm_arch" in target.switches:
+            arch, *extensions = str(target.switches["arm_arch"]).split("+")
+            level = arch.removesuffix("-a")  # armv8-a -> armv8.0, armv8.2-a -> armv8.2 (as in "armv8.2_1")
+            assert target.variant.split("_")[0] == (level if "." in level else f"{level}.0"), target.name
+            compiled = {arm_names[e] for e in extensions}
+        else:
+            compiled = {name.removeprefix("GGML_") for name, value in job.defines
+                        if value == "ON" and name.removeprefix("GGML_") in feature_names}
+        assert compiled == declared[target.variant], target.name
+        checked.append(target.name)
+    assert {"linux-x86_64-haswell", "linux-x86_64-zen4", "linux-aarch64-armv8.2-dotprod"} <= set(checked)

@@ -24,7 +24,8 @@ SwitchMapping = str | bool
 SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava",
             "metal", "accelerate", "blas",
             # x86 instruction-set extensions of a fixed-ISA x86_64 build (ggml compiles with -m<feature>)
-            "sse42", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512")
+            "sse42", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512", "avx512_vbmi",
+            "avx512_vnni", "avx512_bf16")
 PLATFORMS = ("linux-aarch64", "linux-x86_64", "macos-arm64")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
@@ -55,6 +56,9 @@ class Target:
     switches: Mapping[str, SwitchValue]
     # False: built on request (e.g. by benchmarks/), never by CI or a release.
     publish: bool = True
+    # A fixed-ISA target compiled with exactly the instruction set of this CPU variant of a runtime-dispatch
+    # build (ggml's name, e.g. "haswell"): the exact-ISA wheel the dispatch benchmark compares it with.
+    variant: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,7 +159,7 @@ def _parse_pin(name: str, data: Any, source: str) -> Pin:
 
 def _parse_target(name: str, data: Any, source: str) -> Target:
     t = _Table(data, f"{source}: targets.{name}")
-    t.check_keys(("description", "platform", "index", "publish", "switches"))
+    t.check_keys(("description", "platform", "index", "publish", "variant", "switches"))
     platform = t.get("platform", str)
     if platform not in PLATFORMS:
         raise ConfigError(f"{t.where}.platform: unknown platform {platform!r}{_suggest(platform, PLATFORMS)}")
@@ -168,6 +172,10 @@ def _parse_target(name: str, data: Any, source: str) -> Target:
     if switches.data.get("native") is True and publish:
         raise ConfigError(f"{t.where}: native = true compiles for the build machine's CPU only; "
                           "such a wheel must not be published (set publish = false)")
+    variant = t.get("variant", str) if "variant" in t.data else None
+    if variant is not None and switches.data.get("all_variants") is True:
+        raise ConfigError(f"{t.where}.variant: a runtime-dispatch target (all_variants = true) ships every "
+                          "variant; 'variant' names the one ISA of a fixed-ISA target")
     return Target(
         name=name,
         description=t.get("description", str),
@@ -175,6 +183,7 @@ def _parse_target(name: str, data: Any, source: str) -> Target:
         index=t.get("index", str),
         switches=dict(switches.data),
         publish=publish,
+        variant=variant,
     )
 
 

@@ -31,7 +31,7 @@ from .sysroot import Sysroot, ensure_sysroot
 # ggml's CMake names for the features a CPU variant is built with -> our feature names (cpus.toml).
 _CMAKE_FEATURES = {"DOTPROD": "dotprod", "FP16_VECTOR_ARITHMETIC": "fp16", "SVE": "sve",
                    "MATMUL_INT8": "i8mm", "SVE2": "sve2", "SME": "sme"}
-_VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\((armv[\w.]+)((?:\s+[A-Z0-9_]+)*)\s*\)", re.MULTILINE)
+_VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\(([\w.]+)((?:\s+[A-Z0-9_]+)*)\s*\)", re.MULTILINE)
 _FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
 
 _IMPORT_PROBE = """\
@@ -73,10 +73,17 @@ class WheelBuild:
                    variants=tuple(variants))
 
 
+def declared_cmake_variants(source_tree: Path) -> dict[str, frozenset[str]]:
+    """Every CPU variant the pinned ggml can build (any architecture), with ggml's CMake names of the
+    features it is built with (``GGML_<name>``): e.g. ``zen4`` -> {SSE42, AVX, ..., AVX512_BF16}."""
+    text = (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
+    return {m[1]: frozenset(m[2].split()) for m in _VARIANT.finditer(text)}
+
+
 def declared_variants(source_tree: Path) -> dict[str, frozenset[str]]:
     """Linux ARM CPU variants the pinned ggml declares, with the features each is built with."""
-    text = (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
-    return {m[1]: frozenset(_CMAKE_FEATURES[f] for f in m[2].split()) for m in _VARIANT.finditer(text)}
+    return {name: frozenset(_CMAKE_FEATURES[f] for f in features)
+            for name, features in declared_cmake_variants(source_tree).items() if name.startswith("armv")}
 
 
 def cpu_features(features: Features) -> frozenset[str]:
