@@ -68,6 +68,10 @@ class CaseResult:
     def tg_summary(self) -> Summary:
         return summarize(self.tg)
 
+    def summary(self, key: str) -> Summary:
+        """``pp`` (prompt processing) or ``tg`` (generation) tokens/s."""
+        return {"pp": self.pp_summary, "tg": self.tg_summary}[key]
+
     def to_json(self) -> dict[str, Any]:
         keep = (
             "variant",

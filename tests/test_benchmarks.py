@@ -159,13 +159,22 @@ def test_report_ratios_and_the_fastest_variant(tmp_path: Path) -> None:
             result("exact-isa", [151.0], [30.0], None),
             result("variant:haswell", [150.0], [29.0], "haswell"),
             result("variant:x64", [40.0], [31.0], "x64"),
+            # Processes in a slow and a fast mode: the median says 100, the best pass 160.
+            result("variant:skylakex", [100.0, 100.0, 160.0], [28.0], "skylakex"),
         ]
     }
-    data = run.report(results, "haswell", {"haswell": 4, "x64": 1}, "linux-x86_64-haswell")
+    data = run.report(results, "haswell", {"haswell": 4, "x64": 1, "skylakex": 5}, "linux-x86_64-haswell")
     assert data["repack"]["ratio"] == {"pp": 1.5, "tg": 1.5}
     assert data["repack"]["met"] == {"pp": True, "tg": True}
     assert data["dispatch"]["ratio"]["pp"] == pytest.approx(150 / 151, abs=1e-4)
-    assert data["variants"]["fastest"] == {"pp": "haswell", "tg": "x64"}
-    assert data["variants"]["auto_is_fastest"] == {"pp": True, "tg": False}
-    assert data["variants"]["auto_behind_fastest"]["tg"] == pytest.approx(1 - 29 / 31, abs=1e-4)
+    by_median = data["variants"]["by_median"]
+    assert by_median["fastest"] == {"pp": "haswell", "tg": "x64"}
+    assert by_median["auto_is_fastest"] == {"pp": True, "tg": False}
+    assert by_median["auto_behind_fastest"]["tg"] == pytest.approx(1 - 29 / 31, abs=1e-4)
+    assert by_median["auto_behind_fastest"]["pp"] == 0
+    by_best = data["variants"]["by_best_pass"]
+    assert by_best["fastest"] == {"pp": "skylakex", "tg": "x64"}
+    assert by_best["auto_is_fastest"] == {"pp": False, "tg": False}
+    assert by_best["auto_behind_fastest"]["pp"] == pytest.approx(1 - 150 / 160, abs=1e-4)
+    assert "fastest by best pass" in run.table({**data, "builds": None})
     assert "ratio on/off" in run.table({**data, "builds": None})
