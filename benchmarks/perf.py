@@ -2,12 +2,13 @@
 
 Each configuration (a *case*: an installed wheel, repacking on or off, optionally one forced CPU variant)
 runs in its own child process (worker.py) that loads the model once, warms up, then times ``reps``
-prompt-processing and generation passes. ``rounds`` repeats every case in turn, the order reversed every
-other round (A, B, C, C, B, A, ...): with an even number of rounds a steady drift of the machine weighs
-on every case alike, and no case is always first. One unrecorded warm-up run comes before all of them
-(the first process on a quiet machine ran measurably slower: page cache, clock ramp). Every run is
-checked to measure what it claims: repacking on repacked tensors, off repacked none, a forced variant is
-the one ggml ran.
+prompt-processing and generation passes. ``rounds`` repeats every case in turn, each round starting
+further on in the list (A B C D, C D A B, ...): no case runs twice in a row, and each runs early in some
+rounds and late in others. On a shared VM the speed changes in phases of several seconds, so two
+back-to-back processes of one case would be one sample, not two. One unrecorded warm-up run comes before
+all of them (the first process on a quiet machine ran measurably slower: page cache, clock ramp). Every
+run is checked to measure what it claims: repacking on repacked tensors, off repacked none, a forced
+variant is the one ggml ran.
 """
 
 from __future__ import annotations
@@ -161,12 +162,18 @@ def run_once(case: Case, model: Path, settings: Settings, probe_dir: Path) -> di
 
 
 def schedule(cases: Sequence[Case], rounds: int) -> list[tuple[int, Case]]:
-    """(round, case) in the order they run: every round runs every case, odd rounds in reverse."""
-    return [
-        (number, case)
-        for number in range(1, rounds + 1)
-        for case in (cases if number % 2 else list(reversed(cases)))
-    ]
+    """(round, case) in the order they run: every round runs every case, round r rotated by r * step.
+
+    ``step`` = len(cases) // rounds (at least 1) spreads each case's positions over the rounds. A round
+    ends with case (r * step - 1) and the next starts with case ((r + 1) * step): never the same case
+    unless there are only two.
+    """
+    step = max(1, len(cases) // rounds)
+    order = []
+    for index in range(rounds):
+        start = index * step % len(cases)
+        order += [(index + 1, case) for case in [*cases[start:], *cases[:start]]]
+    return order
 
 
 def run_cases(

@@ -280,7 +280,7 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
         "smoke": args.smoke,
         "machine": {**started_on, "loadavg_end": list(machine.machine()["loadavg"])},
         "settings": settings.to_json(),
-        "case_order": "one unrecorded warm-up run, then rounds alternately forward and reversed",
+        "case_order": "one unrecorded warm-up run, then rounds, round r rotated by r * (cases // rounds)",
         "model": {
             "name": spec.name,
             "parameters": model.parameters(spec),

@@ -7,6 +7,7 @@ each run measured what it claims (repacking on/off, the forced variant), never a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -57,14 +58,19 @@ def test_single_variant_lib_keeps_everything_but_the_other_variants(tmp_path: Pa
         wheels.single_variant_lib(site, "zen9", tmp_path / "lib-zen9")
 
 
-def test_rounds_alternate_the_case_order_so_no_case_is_always_first(tmp_path: Path) -> None:
-    cases = [perf.Case(name=n, site=tmp_path, repack=True) for n in "ABC"]
-    order = [(r, c.name) for r, c in perf.schedule(cases, 4)]
-    assert order == [(1, "A"), (1, "B"), (1, "C"), (2, "C"), (2, "B"), (2, "A"),
-                     (3, "A"), (3, "B"), (3, "C"), (4, "C"), (4, "B"), (4, "A")]
-    # Over an even number of rounds every case has the same mean position: a linear drift favours none.
-    positions = {n: [i for i, (_, name) in enumerate(order) if name == n] for n in "ABC"}
-    assert len({sum(p) for p in positions.values()}) == 1
+def test_rounds_rotate_the_case_order_so_no_case_runs_twice_in_a_row(tmp_path: Path) -> None:
+    cases = [perf.Case(name=n, site=tmp_path, repack=True) for n in "ABCD"]
+    order = [(r, c.name) for r, c in perf.schedule(cases, 2)]
+    assert order == [(1, "A"), (1, "B"), (1, "C"), (1, "D"), (2, "C"), (2, "D"), (2, "A"), (2, "B")]
+    for n_cases in range(3, 18):
+        for rounds in range(1, 7):
+            names = [perf.Case(name=str(i), site=tmp_path, repack=True) for i in range(n_cases)]
+            run = [c.name for _, c in perf.schedule(names, rounds)]
+            assert sorted(run) == sorted([c.name for c in names] * rounds)  # every case once per round
+            assert all(a != b for a, b in itertools.pairwise(run)), (n_cases, rounds)
+            if rounds > 1:  # no case holds the same place in every round
+                firsts = {run[i * n_cases] for i in range(rounds)}
+                assert len(firsts) == min(rounds, n_cases), (n_cases, rounds)
 
 
 def test_settings_reject_zero_repetitions() -> None:
