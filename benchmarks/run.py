@@ -109,8 +109,9 @@ def variant_verdict(runs: dict[str, perf.CaseResult], auto: str, statistic: str)
     """Which forced variant was fastest by ``statistic`` ("median" or "high": the best process's pass),
     whether that is ggml's automatic choice, and how far behind the automatic choice is (0.05 = 5%).
 
-    Both are reported because noise on a shared machine only ever slows a run down: where whole
-    processes land in a slow or a fast mode, medians rank variants by luck and the best pass does not.
+    Both are reported because noise on a shared machine only ever slows a run down: where the machine's
+    speed changes in phases of seconds, medians rank variants by which phases their passes fell into, and
+    the best pass does not.
     """
     verdict: dict[str, Any] = {"fastest": {}, "auto_is_fastest": {}, "auto_behind_fastest": {}}
     for key in ("pp", "tg"):
