@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import runner
-from llama_wheels.cache import Cache, remove
 from llama_wheels.config import Config
-from llama_wheels.errors import VerifyError
-from llama_wheels.fetch import cached_sdist, fetch_sdist
+from llama_wheels.core import runner
+from llama_wheels.core.cache import Cache, remove
+from llama_wheels.core.errors import VerifyError
+from llama_wheels.stages.fetch import cached_sdist, fetch_sdist
 
 from .stats import summarize
 

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from llama_wheels.cache import atomic_path
+from llama_wheels.core.cache import atomic_path
 
 
 def _bars(ax: Axes, title: str, runs: dict[str, dict[str, Any]], highlight: str | None = None) -> None:

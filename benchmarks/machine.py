@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import runner
+from llama_wheels.core import runner
 
 # The flags that decide which ggml CPU variant and which repack layout a CPU gets (x86 and ARM spellings).
 RELEVANT_FLAGS = (

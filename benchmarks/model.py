@@ -13,9 +13,9 @@ import hashlib
 import importlib.metadata
 from pathlib import Path
 
-from llama_wheels import models
-from llama_wheels.cache import Cache, hash_key
-from llama_wheels.models import ModelSpec, write_model
+from llama_wheels.core.cache import Cache, hash_key
+from llama_wheels.testbed import models
+from llama_wheels.testbed.models import ModelSpec, write_model
 
 FULL = ModelSpec(
     "bench-q4_0-165mb",

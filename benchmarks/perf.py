@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import runner
-from llama_wheels.errors import VerifyError
+from llama_wheels.core import runner
+from llama_wheels.core.errors import VerifyError
 
 from .stats import Summary, summarize
 

@@ -27,10 +27,10 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import builds, machine, model, perf, stats, wheels
-from llama_wheels import runner
-from llama_wheels.cache import Cache, atomic_path
 from llama_wheels.config import Config, load
-from llama_wheels.errors import LlamaWheelsError, UserError
+from llama_wheels.core import runner
+from llama_wheels.core.cache import Cache, atomic_path
+from llama_wheels.core.errors import LlamaWheelsError, UserError
 
 REPO = Path(__file__).resolve().parent.parent
 # Per machine architecture: the runtime-dispatch target. The exact-ISA target it is compared with is the

@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from llama_wheels import runner
-from llama_wheels.cache import Cache, atomic_path
 from llama_wheels.config import Config
-from llama_wheels.errors import UserError
+from llama_wheels.config.sysroot_spec import load_sysroot_spec
+from llama_wheels.core import runner
+from llama_wheels.core.cache import Cache, atomic_path
+from llama_wheels.core.errors import UserError
 from llama_wheels.pipeline import build_targets
-from llama_wheels.sysroot import load_sysroot_spec
 
 VARIANT_PREFIX = "libggml-cpu-"
 
@@ -33,7 +33,7 @@ def build(config: Config, targets: Sequence[str], cache: Cache, dist: Path) -> d
     """
     wheels = {}
     for target in targets:
-        [built] = build_targets(config, [target], None, dist=dist / target, cache=cache, verify=False)
+        [built] = build_targets(config, [target], None, dist=dist / target, cache=cache, verifier=None)
         wheels[target] = built.wheel
     return wheels
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache
+from llama_wheels.core.cache import Cache
 
 REPO = Path(__file__).resolve().parent.parent
 

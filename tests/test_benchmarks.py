@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks import perf, stats, wheels
 from llama_wheels.config import load
-from llama_wheels.errors import UserError
+from llama_wheels.core.errors import UserError
 
 from .conftest import REPO
 

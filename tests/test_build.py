@@ -17,11 +17,12 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from llama_wheels.cache import Cache
-from llama_wheels.emulation import load_cpus
-from llama_wheels.platforms import platform
-from llama_wheels.repair import check_wheel, inspect_wheel
-from llama_wheels.verify import smoke_test
+from llama_wheels.binaries.elf import inspect_wheel
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.config.platforms import platform
+from llama_wheels.core.cache import Cache
+from llama_wheels.stages.repair import check_wheel
+from llama_wheels.testbed.verify import smoke_test
 
 from .conftest import REPO, cache_root_sharing, cli
 

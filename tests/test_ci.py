@@ -21,12 +21,13 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_wheels import ci
-from llama_wheels.cache import Cache
 from llama_wheels.config import load
-from llama_wheels.errors import ConfigError
-from llama_wheels.patching import MANIFEST, PreparedSource
+from llama_wheels.config.platforms import platform
+from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import plan
+from llama_wheels.release import ci
+from llama_wheels.stages.patching import MANIFEST, PreparedSource
 
 from .conftest import REPO, cli
 
@@ -260,9 +261,9 @@ def _cmake_cache_values(init: Path, tmp_path: Path, names: list[str]) -> dict[st
 
 def test_before_build_writes_the_local_builds_cmake_settings(tmp_path: Path) -> None:
     """zig job: exactly build.config_settings()' definitions, surviving CMake's -C (spaces, quotes)."""
-    from llama_wheels.build import config_settings
-    from llama_wheels.platforms import platform
-    from llama_wheels.toolchain import zig_toolchain
+    from llama_wheels.config.platforms import platform
+    from llama_wheels.stages.build import config_settings
+    from llama_wheels.stages.toolchain import zig_toolchain
 
     cache = Cache(tmp_path / "cache")
     package = _fake_package(tmp_path, ["linux-aarch64-armv8.2-dotprod"])
@@ -290,8 +291,8 @@ def test_before_build_for_an_sdk_job_uses_the_runners_compiler(tmp_path: Path) -
 
 
 def test_the_metal_target_is_not_built_here(tmp_path: Path) -> None:
-    from llama_wheels.errors import ToolchainError
-    from llama_wheels.toolchain import require_zig_can_build
+    from llama_wheels.core.errors import ToolchainError
+    from llama_wheels.stages.toolchain import require_zig_can_build
 
     [metal, cpu] = plan(load(REPO), ["macos-arm64-metal", "macos-arm64"])
     require_zig_can_build(cpu)
@@ -306,8 +307,8 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """`ci repair` = repair + the finalize stage of a local build: the record `llama-wheels index` files
     each wheel by (its target's family), of the trees the before-build hook configured."""
-    from llama_wheels.fetch import cached_sdist
-    from llama_wheels.provenance import read_provenance
+    from llama_wheels.stages.fetch import cached_sdist
+    from llama_wheels.stages.provenance import read_provenance
 
     from .test_macos import wheel_of, zig_dylib
 
@@ -332,7 +333,8 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     record = read_provenance(final)
     assert record is not None
     assert record["target"] == {"name": "macos-arm64", "platform": "macos-arm64", "index": "cpu",
-                                "switches": dict(sorted(job.target.switches.items()))}
+                                "switches": dict(sorted(job.target.switches.items())),
+                                "platform_spec": json.loads(json.dumps(dataclasses.asdict(platform("macos-arm64"))))}
     assert record["build"]["source_date_epoch"] == 1767225600
     assert "build-dir=<build>" in record["cmake"]["config_settings"]
     assert not [s for s in record["cmake"]["config_settings"] if str(project) in s]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.config import load
-from llama_wheels.errors import ConfigError
+from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import plan
 
 from .conftest import REPO

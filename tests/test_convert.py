@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llama_wheels import convert, models
-from llama_wheels.errors import UserError
+from llama_wheels.core.errors import UserError
+from llama_wheels.gguf_tools import convert
+from llama_wheels.testbed import models
 
 from .conftest import cli
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels import emulation, sysroot
-from llama_wheels.cache import Cache
-from llama_wheels.emulation import Cpu, install_wheel, load_cpus, measure_features, run_python
-from llama_wheels.errors import ConfigError, ToolchainError, UserError
+from llama_wheels.config.cpus import Cpu, load_cpus
+from llama_wheels.config.sysroot_spec import load_sysroot_spec
+from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import ConfigError, ToolchainError, UserError
+from llama_wheels.testbed import qemu, sysroot
+from llama_wheels.testbed.qemu import install_wheel, measure_features, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CPUS = ["cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "a64fx", "max", "max-sve256"]
@@ -79,31 +81,31 @@ def test_cpus_toml_rejects_inconsistent_sve(tmp_path: Path) -> None:
 
 
 def test_sysroot_toml_loads() -> None:
-    spec = sysroot.load_sysroot_spec(ROOT)
+    spec = load_sysroot_spec(ROOT)
     assert spec.python == "3.11"
     assert "python3.11-minimal" in spec.packages
     assert spec.wheels["numpy"] and spec.wheels["typing-extensions"]
     assert spec.smoke_cpu in load_cpus(ROOT)
-    assert spec.key == sysroot.load_sysroot_spec(ROOT).key
+    assert spec.key == load_sysroot_spec(ROOT).key
 
 
 def test_sysroot_key_follows_content_not_comments(tmp_path: Path) -> None:
-    key = sysroot.load_sysroot_spec(ROOT).key
+    key = load_sysroot_spec(ROOT).key
     assert (
-        sysroot.load_sysroot_spec(_config_copy(tmp_path, "sysroot.toml", ("# The", "# Reworded: the"))).key
+        load_sysroot_spec(_config_copy(tmp_path, "sysroot.toml", ("# The", "# Reworded: the"))).key
         == key
     )
     changed = _config_copy(tmp_path, "sysroot.toml", ('diskcache = "5.6.3"', 'diskcache = "5.6.2"'))
-    assert sysroot.load_sysroot_spec(changed).key != key
+    assert load_sysroot_spec(changed).key != key
 
 
 def test_sysroot_toml_unknown_key_and_loose_pin(tmp_path: Path) -> None:
     root = _config_copy(tmp_path, "sysroot.toml", ("platform =", "platfrom ="))
     with pytest.raises(ConfigError, match=r"wheels: unknown key 'platfrom' \(did you mean 'platform'\?\)"):
-        sysroot.load_sysroot_spec(root)
+        load_sysroot_spec(root)
     root = _config_copy(tmp_path, "sysroot.toml", ('numpy = "2.2.6"', 'numpy = ">=2"'))
     with pytest.raises(ConfigError, match=r"wheels\.pins\.numpy: '>=2' is not an exact version"):
-        sysroot.load_sysroot_spec(root)
+        load_sysroot_spec(root)
 
 
 # ---- install_wheel (no qemu) ---------------------------------------------------------------------------
@@ -154,12 +156,12 @@ def test_install_wheel_refuses_non_aarch64(tmp_path: Path, name: str, lib: bytes
 
 def test_guest_env_is_built_from_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONHOME", "/nonexistent")
-    env = emulation.guest_env([Path("/a"), Path("/b")], {"EXTRA": "1"})
+    env = qemu.guest_env([Path("/a"), Path("/b")], {"EXTRA": "1"})
     assert env["PYTHONPATH"] == "/a:/b"
     assert env["EXTRA"] == "1"
     assert "PYTHONHOME" not in env
     with pytest.raises(ValueError, match="pythonpath="):
-        emulation.guest_env([], {"PYTHONPATH": "/x"})
+        qemu.guest_env([], {"PYTHONPATH": "/x"})
 
 
 # ---- under qemu ----------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ def test_sysroot_is_built_once_and_recorded(built: tuple[sysroot.Sysroot, float]
     assert root.python.is_file() and root.site.is_dir()
     manifest = json.loads((root.root / "manifest.json").read_text())
     assert manifest == root.manifest and manifest["key"] == root.key
-    spec = sysroot.load_sysroot_spec(ROOT)
+    spec = load_sysroot_spec(ROOT)
     assert {d["package"] for d in manifest["debian"]} == {p.removesuffix(":all") for p in spec.packages}
     assert {w["name"]: w["version"] for w in manifest["wheels"]} == dict(spec.wheels)
     assert all(len(entry["sha256"]) == 64 for entry in manifest["debian"] + manifest["wheels"])
@@ -213,7 +215,7 @@ def test_guest_python_runs_the_test_stack_on_cortex_a53(
     )
     assert report == {
         "machine": "aarch64",
-        "numpy": sysroot.load_sysroot_spec(ROOT).wheels["numpy"],
+        "numpy": load_sysroot_spec(ROOT).wheels["numpy"],
         "dot": 11,
         "leaked": [],
         "prefix": str(root.root / "usr"),

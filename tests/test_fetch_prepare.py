@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache
 from llama_wheels.config import Pin, load
-from llama_wheels.errors import ChecksumError, ConfigError, PatchError
-from llama_wheels.fetch import fetch_sdist
-from llama_wheels.patching import PreparedSource, prepare
+from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import ChecksumError, ConfigError, PatchError
+from llama_wheels.stages.fetch import fetch_sdist
+from llama_wheels.stages.patching import PreparedSource, prepare
 
 from .conftest import REPO
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels import index as index_module
-from llama_wheels.errors import UserError
-from llama_wheels.index import build_index, check_tree, normalize, parse_links
+from llama_wheels.core.errors import UserError
+from llama_wheels.release import index as index_module
+from llama_wheels.release.index import build_index, check_tree, normalize, parse_links
 
 from .conftest import cli
 from .wheelfactory import NAME, built_wheel, package_files, raw_wheel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from llama_wheels.inspection import inspect, macho_facts, render
+from llama_wheels.release.inspection import inspect, macho_facts, render
 
 from .wheelfactory import built_wheel
 

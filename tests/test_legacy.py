@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels import legacy
-from llama_wheels.cache import Cache
-from llama_wheels.emulation import install_wheel, load_cpus
-from llama_wheels.models import write_t5_model
-from llama_wheels.platforms import platform
-from llama_wheels.repair import check_wheel
-from llama_wheels.sysroot import ensure_sysroot
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.config.platforms import platform
+from llama_wheels.core.cache import Cache
+from llama_wheels.stages.repair import check_wheel
+from llama_wheels.testbed import legacy
+from llama_wheels.testbed.models import write_t5_model
+from llama_wheels.testbed.qemu import install_wheel
+from llama_wheels.testbed.sysroot import ensure_sysroot
 
 from .conftest import REPO, build_target, cli
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache
 from llama_wheels.config import load
-from llama_wheels.fetch import fetch_sdist
-from llama_wheels.patching import prepare
+from llama_wheels.core.cache import Cache
 from llama_wheels.plan import plan
+from llama_wheels.stages.fetch import fetch_sdist
+from llama_wheels.stages.patching import prepare
 
 from .conftest import REPO
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llama_wheels import legacy
 from llama_wheels.config import load
+from llama_wheels.testbed import legacy
 
 from .conftest import REPO, cli
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache
-from llama_wheels.errors import RepairError
-from llama_wheels.macos import check_macos_wheel, describe, macho_facts, wheel_machos
-from llama_wheels.platforms import platform
-from llama_wheels.provenance import read_provenance
-from llama_wheels.toolchain import zig_toolchain
+from llama_wheels.config.platforms import platform
+from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import RepairError
+from llama_wheels.stages.macos import check_macos_wheel, describe, macho_facts, wheel_machos
+from llama_wheels.stages.provenance import read_provenance
+from llama_wheels.stages.toolchain import zig_toolchain
 
 from .conftest import cli
 

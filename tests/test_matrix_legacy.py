@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.emulation import load_cpus
-from llama_wheels.matrix import WheelBuild, _observed, expect, wheel_labels
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.testbed.matrix import WheelBuild, _observed, expect, wheel_labels
 
 from .conftest import REPO
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache
 from llama_wheels.config import load
-from llama_wheels.emulation import load_cpus
-from llama_wheels.fetch import fetch_sdist
-from llama_wheels.matrix import WheelBuild, declared_cmake_variants, declared_variants, expect, q4_0_layout
-from llama_wheels.patching import prepare
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.core.cache import Cache
 from llama_wheels.plan import plan
+from llama_wheels.stages.fetch import fetch_sdist
+from llama_wheels.stages.patching import prepare
+from llama_wheels.testbed.matrix import WheelBuild, declared_cmake_variants, declared_variants, expect, q4_0_layout
 
 from .conftest import REPO
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels import convert, models, oldquant
-from llama_wheels.cache import Cache
-from llama_wheels.emulation import install_wheel, load_cpus, run_python
-from llama_wheels.sysroot import ensure_sysroot
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.core.cache import Cache
+from llama_wheels.gguf_tools import convert, oldquant
+from llama_wheels.testbed import models
+from llama_wheels.testbed.qemu import install_wheel, run_python
+from llama_wheels.testbed.sysroot import ensure_sysroot
 
 from .conftest import REPO, cli
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from llama_wheels.config import load
-from llama_wheels.errors import ConfigError
+from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import describe, plan
 
 from .conftest import REPO

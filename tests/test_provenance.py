@@ -17,18 +17,19 @@ from typing import Any
 
 import pytest
 
-from llama_wheels import pipeline, provenance
-from llama_wheels.cache import Cache
+from llama_wheels import pipeline
 from llama_wheels.config import load
-from llama_wheels.errors import UserError
-from llama_wheels.fetch import cached_sdist
-from llama_wheels.finalize import finalize_wheel, read_files
-from llama_wheels.patching import AppliedPatch, PreparedSource, patch_files
+from llama_wheels.config.platforms import platform
+from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import UserError
+from llama_wheels.pipeline.store import WheelStore
 from llama_wheels.plan import BuildJob, plan
-from llama_wheels.platforms import platform
-from llama_wheels.provenance import FILENAME, Provenance, collect, read_provenance, source_date_epoch
-from llama_wheels.store import WheelStore
-from llama_wheels.toolchain import Toolchain, zig_toolchain
+from llama_wheels.stages import provenance
+from llama_wheels.stages.fetch import cached_sdist
+from llama_wheels.stages.finalize import finalize_wheel, read_files
+from llama_wheels.stages.patching import AppliedPatch, PreparedSource, patch_files
+from llama_wheels.stages.provenance import FILENAME, Provenance, collect, read_provenance, source_date_epoch
+from llama_wheels.stages.toolchain import Toolchain, zig_toolchain
 
 from .conftest import REPO
 from .wheelfactory import DIST_INFO, EPOCH, NAME, package_files, raw_wheel, record

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache, atomic_path
-from llama_wheels.emulation import load_cpus, run_python
-from llama_wheels.provenance import read_provenance
-from llama_wheels.sysroot import ensure_sysroot
-from llama_wheels.verify import run_smoke
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.core.cache import Cache, atomic_path
+from llama_wheels.stages.provenance import read_provenance
+from llama_wheels.testbed.qemu import run_python
+from llama_wheels.testbed.sysroot import ensure_sysroot
+from llama_wheels.testbed.verify import run_smoke
 
 from .conftest import REPO
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.cache import Cache
-from llama_wheels.provenance import read_provenance
+from llama_wheels.core.cache import Cache
+from llama_wheels.stages.provenance import read_provenance
 
 from .conftest import REPO, cache_root_sharing
 

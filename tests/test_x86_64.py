@@ -16,8 +16,8 @@ import pytest
 from benchmarks import perf, wheels
 from benchmarks.machine import cpuinfo
 from llama_wheels.config import load
-from llama_wheels.platforms import platform as platform_named
-from llama_wheels.repair import check_wheel
+from llama_wheels.config.platforms import platform as platform_named
+from llama_wheels.stages.repair import check_wheel
 
 from .conftest import REPO, build_target
 
@@ -49,7 +49,7 @@ def test_dispatch_wheel_ships_every_x86_variant_and_picks_one(dispatch_site: Pat
 
 def test_wheel_suite_passes_natively(dispatch_site: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(dispatch_site), "LLAMA_WHEELS_EXPECT_LAYOUT": "q4_0_8x8",
-           "LLAMA_WHEELS_MODELS_PY": str(REPO / "src" / "llama_wheels" / "models.py")}
+           "LLAMA_WHEELS_MODELS_PY": str(REPO / "src" / "llama_wheels" / "testbed" / "models.py")}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", str(REPO / "wheel_tests")], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from llama_wheels.zigcc import UnsupportedFlag, translate_args, translate_march
+from llama_wheels.stages.zigcc import UnsupportedFlag, translate_args, translate_march
 
 
 @pytest.mark.parametrize(

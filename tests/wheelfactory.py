@@ -6,8 +6,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from llama_wheels.finalize import write_wheel
-from llama_wheels.provenance import SCHEMA, Provenance
+from llama_wheels.stages.finalize import write_wheel
+from llama_wheels.stages.provenance import SCHEMA, Provenance
 
 NAME = "llama_cpp_python-0.3.36-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
 DIST_INFO = "llama_cpp_python-0.3.36.dist-info"

@@ -4,9 +4,9 @@ This suite tests an *installed* llama-cpp-python (``import llama_cpp``); it neve
 ``llama_wheels`` package except its standalone ``models`` module, found in this order:
 
 1. the file named by ``LLAMA_WHEELS_MODELS_PY`` (e.g. a copy in an emulated Python's tree);
-2. ``llama_wheels.models`` if ``llama_wheels`` is importable;
+2. ``llama_wheels.testbed.models`` if ``llama_wheels`` is importable;
 3. ``models.py`` copied next to these tests (how cibuildwheel / qemu runs ship it);
-4. ``../src/llama_wheels/models.py`` when run from a checkout of this repository.
+4. ``../src/llama_wheels/testbed/models.py`` when run from a checkout of this repository.
 
 Environment:
 
@@ -70,12 +70,12 @@ def load_models_module() -> tuple[ModuleType, str]:
             raise FileNotFoundError(f"LLAMA_WHEELS_MODELS_PY={env} is not a file")
         return _import_path(path), str(path)
     try:
-        from llama_wheels import models
+        from llama_wheels.testbed import models
 
-        return models, "llama_wheels.models"
+        return models, "llama_wheels.testbed.models"
     except ImportError:
         pass
-    for candidate in (HERE / "models.py", HERE.parent / "src" / "llama_wheels" / "models.py"):
+    for candidate in (HERE / "models.py", HERE.parent / "src" / "llama_wheels" / "testbed" / "models.py"):
         if candidate.is_file():
             return _import_path(candidate), str(candidate)
     raise FileNotFoundError(

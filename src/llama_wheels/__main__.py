@@ -1,3 +1,3 @@
-from .cli import main
+from llama_wheels.cli import main
 
 raise SystemExit(main())

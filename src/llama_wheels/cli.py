@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import runner
-from .cache import Cache, remove
-from .config import Config, load
-from .errors import ConfigError, Interrupted, LlamaWheelsError
-from .plan import describe, plan
+from llama_wheels.config import Config, load
+from llama_wheels.core import runner
+from llama_wheels.core.cache import Cache, remove
+from llama_wheels.core.errors import ConfigError, Interrupted, LlamaWheelsError
+from llama_wheels.plan import describe, plan
 
 
 def find_root(explicit: Path | None) -> Path:
@@ -42,7 +42,7 @@ def cmd_plan(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
-    from .pipeline import prepare_job
+    from llama_wheels.pipeline import prepare_job
 
     for job in plan(_config(args), args.targets, args.pin):
         source = prepare_job(job, _config(args), cache)
@@ -51,10 +51,14 @@ def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
-    from .pipeline import build_targets
+    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.pipeline import build_targets
+    from llama_wheels.testbed.verify import SMOKE_CPU, SmokeVerifier
 
-    built = build_targets(_config(args), args.targets, args.pin, dist=args.dist.resolve(), cache=cache,
-                          verify=not args.no_verify)
+    config = _config(args)
+    verifier = None if args.no_verify else SmokeVerifier(load_cpus(config.root)[SMOKE_CPU], cache)
+    built = build_targets(config, args.targets, args.pin, dist=args.dist.resolve(), cache=cache,
+                          verifier=verifier)
     for item in built:
         glibc = ".".join(map(str, item.facts.glibc_max))
         print(f"{item.wheel}  ({item.facts.size / 1e6:.1f} MB, {len(item.facts.libraries)} libraries, "
@@ -63,9 +67,9 @@ def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
-    from .cache import publish_file
-    from .platforms import platform
-    from .repair import repair_wheel
+    from llama_wheels.config.platforms import platform
+    from llama_wheels.core.cache import publish_file
+    from llama_wheels.stages.repair import repair_wheel
 
     target = _config(args).target(args.target)
     with repair_wheel(args.wheel.resolve(), platform(target.platform)) as repaired:
@@ -74,10 +78,10 @@ def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
-    from .emulation import load_cpus
-    from .fetch import fetch_sdist
-    from .matrix import WheelBuild, declared_variants, run_matrix
-    from .patching import prepare
+    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.stages.fetch import fetch_sdist
+    from llama_wheels.stages.patching import prepare
+    from llama_wheels.testbed.matrix import WheelBuild, declared_variants, run_matrix
 
     config = _config(args)
     cpus = load_cpus(config.root)
@@ -107,7 +111,7 @@ def _unknown_cpu(name: str, cpus: dict[str, Any]) -> Any:
 
 
 def cmd_inspect(args: argparse.Namespace, cache: Cache) -> int:
-    from .inspection import inspect, render, to_json
+    from llama_wheels.release.inspection import inspect, render, to_json
 
     facts = inspect(args.wheel)
     print(to_json(facts) if args.json else render(facts))
@@ -115,7 +119,7 @@ def cmd_inspect(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_index(args: argparse.Namespace, cache: Cache) -> int:
-    from .index import build_index
+    from llama_wheels.release.index import build_index
 
     out = args.out.resolve()
     families = build_index(args.dist.resolve(), out)
@@ -127,7 +131,7 @@ def cmd_index(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
-    from . import ci
+    from llama_wheels.release import ci
 
     config = _config(args)
     if args.ci_command == "generate":
@@ -155,7 +159,7 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
-    from .convert import convert_model
+    from llama_wheels.gguf_tools.convert import convert_model
 
     converted = convert_model(args.input, args.output)
     kinds = ", ".join(sorted({kind for _, kind in converted}))
@@ -164,8 +168,8 @@ def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
-    from .emulation import load_cpus
-    from .legacy import build_wheels, run, write
+    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.testbed.legacy import build_wheels, run, write
 
     config = _config(args)
     cpus = load_cpus(config.root)

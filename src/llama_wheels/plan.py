@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .cache import hash_key
-from .config import Config, Pin, Target
-from .errors import ConfigError
+from llama_wheels.config import Config, Pin, Target
+from llama_wheels.core.cache import hash_key
+from llama_wheels.core.errors import ConfigError
 
 # Always set, whatever the target: the Python package is built by scikit-build-core, not llama.cpp's
 # own example/test/server programs, and no library from the build machine may be found.

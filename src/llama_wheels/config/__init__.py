@@ -1,0 +1,167 @@
+"""build_config/*.toml, parsed once into frozen, typed objects.
+
+Parsing is strict: an unknown key is an error that suggests the nearest valid one, and every
+reference (default pin, default target, a target's platform) must resolve. What the pinned *source*
+defines is checked later, by ``plan`` against the prepared tree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llama_wheels.config.platforms import PLATFORMS
+from llama_wheels.config.toml import Table, read_toml, suggest
+from llama_wheels.core.errors import ConfigError
+
+SwitchValue = bool | str
+# A pin maps a logical switch to a CMake variable, to a compiler flag template, or to False (absent).
+SwitchMapping = str | bool
+
+SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava",
+            "metal", "accelerate", "blas",
+            # x86 instruction-set extensions of a fixed-ISA x86_64 build (ggml compiles with -m<feature>)
+            "sse42", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512", "avx512_vbmi",
+            "avx512_vnni", "avx512_bf16")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    name: str
+    version: str
+    sdist_sha256: str
+    llama_cpp_commit: str
+    patches: tuple[str, ...]
+    switches: Mapping[str, SwitchMapping]
+
+    @property
+    def sdist_filename(self) -> str:
+        return f"llama_cpp_python-{self.version}.tar.gz"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    name: str
+    description: str
+    platform: str
+    index: str
+    switches: Mapping[str, SwitchValue]
+    # False: built on request (e.g. by benchmarks/), never by CI or a release.
+    publish: bool = True
+    # A fixed-ISA target compiled with exactly the instruction set of this CPU variant of a runtime-dispatch
+    # build (ggml's name, e.g. "haswell"): the exact-ISA wheel the dispatch benchmark compares it with.
+    variant: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    root: Path
+    pins: Mapping[str, Pin]
+    targets: Mapping[str, Target]
+    default_pin: str
+    default_target: str
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    def pin(self, name: str | None) -> Pin:
+        return _lookup(self.pins, name or self.default_pin, "pin", "build_config/pins.toml")
+
+    def target(self, name: str | None) -> Target:
+        return _lookup(self.targets, name or self.default_target, "target", "build_config/targets.toml")
+
+
+def _lookup(table: Mapping[str, T], name: str, kind: str, where: str) -> T:
+    if name in table:
+        return table[name]
+    raise ConfigError(f"unknown {kind} {name!r}{suggest(name, table)}; the {kind}s are defined in {where}")
+
+
+def _parse_pin(name: str, data: Any, source: str) -> Pin:
+    t = Table(data, f"{source}: pins.{name}")
+    t.check_keys(("version", "sdist_sha256", "llama_cpp_commit", "patches", "switches"))
+    patches = t.get("patches", list)
+    if not all(isinstance(p, str) and p.endswith(".patch") for p in patches):
+        raise ConfigError(f"{t.where}.patches: every entry must be a file name ending in .patch")
+    switches = Table(t.get("switches", dict), f"{t.where}.switches")
+    switches.check_keys(SWITCHES)
+    for key, value in switches.data.items():
+        if value is True or not isinstance(value, str | bool):
+            raise ConfigError(f"{switches.where}.{key}: must be a CMake variable name, a '-flag={{}}' or false")
+        if isinstance(value, str) and value.startswith("-") and "{}" not in value:
+            raise ConfigError(f"{switches.where}.{key}: compiler flag template {value!r} needs a {{}}")
+    return Pin(
+        name=name,
+        version=t.match("version", _VERSION, "a release version like 0.3.36"),
+        sdist_sha256=t.match("sdist_sha256", _SHA256, "a lowercase hex sha256"),
+        llama_cpp_commit=t.match("llama_cpp_commit", _COMMIT, "a git commit (7-40 hex digits)"),
+        patches=tuple(patches),
+        switches=dict(switches.data),
+    )
+
+
+def _parse_target(name: str, data: Any, source: str) -> Target:
+    t = Table(data, f"{source}: targets.{name}")
+    t.check_keys(("description", "platform", "index", "publish", "variant", "switches"))
+    platform = t.get("platform", str)
+    if platform not in PLATFORMS:
+        raise ConfigError(f"{t.where}.platform: unknown platform {platform!r}{suggest(platform, PLATFORMS)}")
+    switches = Table(t.get("switches", dict), f"{t.where}.switches")
+    switches.check_keys(SWITCHES)
+    for key, value in switches.data.items():
+        if not isinstance(value, bool | str):
+            raise ConfigError(f"{switches.where}.{key}: must be true, false or a string")
+    publish = t.get("publish", bool, True)
+    if switches.data.get("native") is True and publish:
+        raise ConfigError(f"{t.where}: native = true compiles for the build machine's CPU only; "
+                          "such a wheel must not be published (set publish = false)")
+    variant = t.get("variant", str) if "variant" in t.data else None
+    if variant is not None and switches.data.get("all_variants") is True:
+        raise ConfigError(f"{t.where}.variant: a runtime-dispatch target (all_variants = true) ships every "
+                          "variant; 'variant' names the one ISA of a fixed-ISA target")
+    return Target(
+        name=name,
+        description=t.get("description", str),
+        platform=platform,
+        index=t.get("index", str),
+        switches=dict(switches.data),
+        publish=publish,
+        variant=variant,
+    )
+
+
+def load(root: Path) -> Config:
+    """Load and validate ``root/build_config``."""
+    pins_path = root / "build_config" / "pins.toml"
+    targets_path = root / "build_config" / "targets.toml"
+    pins_doc = Table(read_toml(pins_path), str(pins_path))
+    pins_doc.check_keys(("default", "pins"))
+    targets_doc = Table(read_toml(targets_path), str(targets_path))
+    targets_doc.check_keys(("default", "targets"))
+
+    pins = {n: _parse_pin(n, d, str(pins_path)) for n, d in pins_doc.get("pins", dict).items()}
+    targets = {n: _parse_target(n, d, str(targets_path)) for n, d in targets_doc.get("targets", dict).items()}
+    config = Config(
+        root=root,
+        pins=pins,
+        targets=targets,
+        default_pin=pins_doc.get("default", str),
+        default_target=targets_doc.get("default", str),
+    )
+    config.pin(None)  # the defaults must resolve
+    config.target(None)
+    for pin in pins.values():
+        for patch in pin.patches:
+            if not (config.patches_dir / pin.version / patch).is_file():
+                raise ConfigError(
+                    f"{pins_path}: pins.{pin.name}.patches: {patch} not found in patches/{pin.version}/"
+                )
+    return config

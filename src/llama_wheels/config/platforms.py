@@ -1,0 +1,70 @@
+"""What each platform means for compiling and repairing: one entry per platform, nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llama_wheels.core.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Platform:
+    name: str
+    zig_target: str  # what `zig cc -target` gets: arch, OS, and for Linux the glibc floor
+    cmake_system_name: str
+    cmake_processor: str
+    host_platform: str  # _PYTHON_HOST_PLATFORM for the wheel tag scikit-build-core writes
+    wheel_platform: str  # the tag the repaired wheel must carry
+    elf_machine: str | None  # pyelftools e_machine of every shared library (Linux)
+    glibc_max: tuple[int, int] | None  # highest GLIBC symbol version a library may need (Linux)
+    deployment_target: str | None = None  # MACOSX_DEPLOYMENT_TARGET = every Mach-O's minos (macOS)
+    # Switches that, turned on, need the platform SDK (Apple frameworks), which zig does not ship:
+    # such a job is built with the platform's own compiler on its CI runner, not cross built with zig.
+    sdk_switches: tuple[str, ...] = ()
+
+
+_REGISTRY = {
+    p.name: p
+    for p in (
+        Platform(
+            name="linux-aarch64",
+            zig_target="aarch64-linux-gnu.2.17",
+            cmake_system_name="Linux",
+            cmake_processor="aarch64",
+            host_platform="linux_aarch64",
+            wheel_platform="manylinux_2_17_aarch64",
+            elf_machine="EM_AARCH64",
+            glibc_max=(2, 17),
+        ),
+        Platform(
+            name="linux-x86_64",
+            zig_target="x86_64-linux-gnu.2.17",
+            cmake_system_name="Linux",
+            cmake_processor="x86_64",
+            host_platform="linux_x86_64",
+            wheel_platform="manylinux_2_17_x86_64",
+            elf_machine="EM_X86_64",
+            glibc_max=(2, 17),
+        ),
+        Platform(
+            name="macos-arm64",
+            zig_target="aarch64-macos.11.0",
+            cmake_system_name="Darwin",
+            cmake_processor="arm64",
+            host_platform="macosx-11.0-arm64",
+            wheel_platform="macosx_11_0_arm64",
+            elf_machine=None,
+            glibc_max=None,
+            deployment_target="11.0",
+            sdk_switches=("metal", "accelerate", "blas"),
+        ),
+    )
+}
+PLATFORMS = tuple(_REGISTRY)
+
+
+def platform(name: str) -> Platform:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown platform {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None

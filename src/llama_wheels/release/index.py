@@ -1,0 +1,300 @@
+"""``llama-wheels index DIST OUT``: a static package index, one per variant family.
+
+Each wheel's family is the ``index`` of the target it was built for, read from its provenance record
+(``cpu`` for runtime dispatch, ``armv8.2-dotprod``, ``armv8.0``, later ``metal``). Per family::
+
+    OUT/<family>/simple/index.html              PEP 503 project list       (+ index.json, PEP 691)
+    OUT/<family>/simple/<project>/index.html    links with #sha256=...     (+ index.json, PEP 691)
+    OUT/<family>/simple/<project>/<wheel>       the wheel itself
+    OUT/<family>/simple/<project>/<wheel>.metadata   its core metadata (PEP 658/714)
+
+which is what ``pip install --index-url file:///.../OUT/cpu/simple`` (or an https URL of the same tree)
+expects. ``index.json`` is the PEP 691 form of the page beside it, for a server that maps
+``Accept: application/vnd.pypi.simple.v1+json`` onto it; pip on a static tree reads ``index.html``.
+
+Atomic: the whole tree is written and checked in a temp directory beside OUT and then swapped with OUT
+in one rename (``renameat2(RENAME_EXCHANGE)``; two renames where that is missing), so a failed run
+leaves the previous index exactly as it was. OUT must be new, empty, or an index this command wrote
+(it holds ``.llama-wheels-index``): nothing else is ever replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import html
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from llama_wheels.core.cache import remove, sha256_file
+from llama_wheels.core.errors import LlamaWheelsError, UserError
+from llama_wheels.stages.provenance import read_provenance
+
+MARKER = ".llama-wheels-index"
+API_VERSION = "1.1"
+_FAMILY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+def normalize(name: str) -> str:
+    """PEP 503 project name normalization."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexedWheel:
+    path: Path
+    family: str
+    project: str  # normalized
+    version: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    metadata: bytes  # the wheel's METADATA file (PEP 658)
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    @property
+    def metadata_sha256(self) -> str:
+        return hashlib.sha256(self.metadata).hexdigest()
+
+
+def read_wheel(path: Path) -> IndexedWheel:
+    match = _WHEEL.match(path.name)
+    if match is None:
+        raise UserError(f"{path.name}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl)")
+    record = read_provenance(path)
+    if record is None:
+        raise UserError(f"{path}: has no llama_wheels.json provenance, so its variant family is unknown; "
+                        "index only wheels that `llama-wheels build` wrote")
+    family = str(record["target"]["index"])
+    if not _FAMILY.match(family):
+        raise UserError(f"{path.name}: variant family {family!r} is not a lowercase directory name; "
+                        "fix the target's index in build_config/targets.toml")
+    with zipfile.ZipFile(path) as archive:
+        metas = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+        if len(metas) != 1:
+            raise UserError(f"{path.name}: expected one .dist-info/METADATA, found {len(metas)}")
+        metadata = archive.read(metas[0])
+    headers = HeaderParser().parsestr(metadata.decode("utf-8"))
+    project, version = normalize(headers["Name"] or ""), headers["Version"] or ""
+    if normalize(match["name"]) != project or match["version"] != version:
+        raise UserError(f"{path.name}: file name does not match its METADATA ({headers['Name']} {version})")
+    return IndexedWheel(path=path, family=family, project=project, version=version,
+                        sha256=sha256_file(path), size=path.stat().st_size,
+                        requires_python=headers["Requires-Python"], metadata=metadata)
+
+
+def _page(title: str, body: list[str]) -> str:
+    return "\n".join([
+        "<!DOCTYPE html>",
+        "<html>",
+        "  <head>",
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">',
+        f"    <title>{html.escape(title)}</title>",
+        "  </head>",
+        "  <body>",
+        f"    <h1>{html.escape(title)}</h1>",
+        *(f"    {line}" for line in body),
+        "  </body>",
+        "</html>",
+        "",
+    ])
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps({"meta": {"api-version": API_VERSION}, **data}, indent=2, sort_keys=True) + "\n"
+
+
+def _anchor(w: IndexedWheel) -> str:
+    attrs = [f'href="{html.escape(w.filename)}#sha256={w.sha256}"']
+    if w.requires_python:
+        attrs.append(f'data-requires-python="{html.escape(w.requires_python)}"')
+    # PEP 714 renamed data-dist-info-metadata; both, for pip before and after 23.2.
+    attrs += [f'data-dist-info-metadata="sha256={w.metadata_sha256}"',
+              f'data-core-metadata="sha256={w.metadata_sha256}"']
+    return f"<a {' '.join(attrs)}>{html.escape(w.filename)}</a><br>"
+
+
+def _file_json(w: IndexedWheel) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "filename": w.filename,
+        "url": w.filename,
+        "hashes": {"sha256": w.sha256},
+        "size": w.size,
+        "core-metadata": {"sha256": w.metadata_sha256},
+        "dist-info-metadata": {"sha256": w.metadata_sha256},
+    }
+    if w.requires_python:
+        entry["requires-python"] = w.requires_python
+    return entry
+
+
+def write_tree(root: Path, wheels: list[IndexedWheel]) -> dict[str, list[IndexedWheel]]:
+    """Write the index for ``wheels`` into the empty directory ``root``; return wheels per family."""
+    families: dict[str, list[IndexedWheel]] = {}
+    for w in sorted(wheels, key=lambda w: (w.family, w.project, w.filename)):
+        families.setdefault(w.family, []).append(w)
+    for family, members in families.items():
+        simple = root / family / "simple"
+        projects = sorted({w.project for w in members})
+        simple.mkdir(parents=True)
+        (simple / "index.html").write_text(
+            _page(f"llama-wheels index: {family}", [f'<a href="{p}/">{p}</a><br>' for p in projects]))
+        (simple / "index.json").write_text(_json({"projects": [{"name": p} for p in projects]}))
+        for project in projects:
+            files = [w for w in members if w.project == project]
+            page = simple / project
+            page.mkdir()
+            for w in files:
+                shutil.copyfile(w.path, page / w.filename)
+                (page / f"{w.filename}.metadata").write_bytes(w.metadata)
+            (page / "index.html").write_text(_page(f"Links for {project}", [_anchor(w) for w in files]))
+            (page / "index.json").write_text(_json({
+                "name": project,
+                "versions": sorted({w.version for w in files}),
+                "files": [_file_json(w) for w in files],
+            }))
+    landing = [f'<a href="{f}/simple/">{f}</a>: pip install --index-url &lt;this URL&gt;/{f}/simple '
+               f"{' '.join(sorted({w.project for w in m}))}<br>" for f, m in families.items()]
+    (root / "index.html").write_text(_page("llama-wheels package indexes, one per variant family", landing))
+    (root / MARKER).write_text(json.dumps({f: [w.filename for w in m] for f, m in families.items()},
+                                          indent=2, sort_keys=True) + "\n")
+    return families
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[dict[str, str | None], str]] = []
+        self.meta: dict[str, str | None] = {}
+        self._open: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._open, self._text = dict(attrs), []
+        elif tag == "meta":
+            found = dict(attrs)
+            self.meta[found.get("name") or ""] = found.get("content")
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.links.append((self._open, "".join(self._text)))
+            self._open = None
+
+
+def parse_links(page: Path) -> tuple[list[tuple[dict[str, str | None], str]], dict[str, str | None]]:
+    parser = _Links()
+    parser.feed(page.read_text())
+    return parser.links, parser.meta
+
+
+def check_tree(root: Path) -> None:
+    """Raise LlamaWheelsError unless every family under ``root`` is a valid PEP 503 + PEP 691 index."""
+    families = [p for p in sorted(root.iterdir()) if p.is_dir()]
+    if not families:
+        raise LlamaWheelsError(f"{root}: no variant family in the index")
+    for family in families:
+        simple = family / "simple"
+        links, meta = parse_links(simple / "index.html")
+        listed = json.loads((simple / "index.json").read_text())
+        if meta.get("pypi:repository-version") != API_VERSION or listed["meta"]["api-version"] != API_VERSION:
+            raise LlamaWheelsError(f"{simple}: repository version is not {API_VERSION}")
+        names = [text for _, text in links]
+        if names != [p["name"] for p in listed["projects"]] or any(normalize(n) != n for n in names):
+            raise LlamaWheelsError(f"{simple}: project list is not normalized or HTML and JSON differ")
+        for attrs, name in links:
+            if attrs.get("href") != f"{name}/":
+                raise LlamaWheelsError(f"{simple}/index.html: {name} links to {attrs.get('href')}")
+            _check_project(simple / name, name)
+
+
+def _check_project(page: Path, project: str) -> None:
+    links, _ = parse_links(page / "index.html")
+    data = json.loads((page / "index.json").read_text())
+    if data["name"] != project or len(data["files"]) != len(links):
+        raise LlamaWheelsError(f"{page}: HTML and JSON list different files")
+    for (attrs, text), entry in zip(links, data["files"], strict=True):
+        url = urlsplit(attrs.get("href") or "")
+        algorithm, _, digest = url.fragment.partition("=")
+        target = page / unquote(url.path)
+        if algorithm != "sha256" or text != target.name or entry["filename"] != text:
+            raise LlamaWheelsError(f"{page}/index.html: link {attrs.get('href')} ({text}) is malformed")
+        if not target.is_file() or sha256_file(target) != digest or entry["hashes"]["sha256"] != digest:
+            raise LlamaWheelsError(f"{page}: {text} is missing or does not have sha256 {digest}")
+        metadata = page / f"{text}.metadata"
+        if f"sha256={hashlib.sha256(metadata.read_bytes()).hexdigest()}" != attrs.get("data-core-metadata"):
+            raise LlamaWheelsError(f"{page}: {text}.metadata does not match data-core-metadata")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directory entries (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result: int = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(new, out)
+    elif _exchange(new, out):
+        remove(new)  # now holds the previous index
+    else:
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(new, out)
+        remove(old)
+
+
+def build_index(dist: Path, out: Path) -> dict[str, list[IndexedWheel]]:
+    """Index every wheel in ``dist`` into ``out`` (replacing a previous index atomically)."""
+    if not dist.is_dir():
+        raise UserError(f"{dist}: no such directory; pass the directory `llama-wheels build` wrote wheels to")
+    # Recursive: wheels of different families share a file name (dist/cpu/X.whl, dist/armv8.0/X.whl).
+    paths = sorted(dist.rglob("*.whl"))
+    if not paths:
+        raise UserError(f"{dist}: holds no .whl files; build some first (llama-wheels build)")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
+        raise UserError(f"{out}: exists and is not an index written by llama-wheels; choose a new directory")
+    wheels = [read_wheel(p) for p in paths]
+    seen: dict[tuple[str, str], Path] = {}
+    for w in wheels:
+        if (w.family, w.filename) in seen:
+            first = seen[w.family, w.filename]
+            raise UserError(f"{w.filename}: found twice for the {w.family} index ({first} and {w.path}); "
+                            "keep one")
+        seen[w.family, w.filename] = w.path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        families = write_tree(tmp, wheels)
+        check_tree(tmp)
+        tmp.chmod(0o755)
+        _replace_dir(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove(tmp)
+        raise
+    return families

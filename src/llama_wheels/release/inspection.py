@@ -1,0 +1,188 @@
+"""``llama-wheels inspect WHEEL``: what a wheel is, from the wheel alone.
+
+Prints the provenance record (``llama_wheels.json``), the wheel's tags (its WHEEL file), every bundled
+shared library with its architecture and what it needs, the CPU variants it ships (or the one fixed ISA
+it was built for), and the platform floor: the highest GLIBC symbol version any ELF library needs, or
+for macOS wheels the Mach-O ``minos`` (LC_BUILD_VERSION / LC_VERSION_MIN_MACOSX) of each library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zipfile
+from dataclasses import asdict, dataclass
+from email.parser import HeaderParser
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from llama_wheels.binaries.elf import elf_facts
+from llama_wheels.core.cache import sha256_file
+from llama_wheels.core.errors import UserError
+from llama_wheels.stages.provenance import FILENAME, read_provenance
+
+_LIBRARY = re.compile(r"\.(so(\.\d+)*|dylib)$")
+_VARIANT = re.compile(r"/libggml-cpu-([\w.]+)\.(so|dylib)$")
+_MH_MAGIC_64 = 0xFEEDFACF
+_FAT_MAGIC = 0xCAFEBABE
+_LC_LOAD_DYLIB, _LC_LOAD_WEAK_DYLIB, _LC_REEXPORT_DYLIB = 0xC, 0x80000018, 0x8000001F
+_LC_RPATH, _LC_VERSION_MIN_MACOSX, _LC_BUILD_VERSION = 0x8000001C, 0x24, 0x32
+_CPU_TYPES = {0x0100000C: "arm64", 0x01000007: "x86_64"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachOFacts:
+    arch: str
+    minos: str | None
+    dylibs: tuple[str, ...]
+    rpaths: tuple[str, ...]
+
+
+def _version(packed: int) -> str:
+    return f"{packed >> 16}.{(packed >> 8) & 0xFF}.{packed & 0xFF}".removesuffix(".0")
+
+
+def _cstring(data: bytes, start: int, end: int) -> str:
+    return data[start:end].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def macho_facts(data: bytes) -> list[MachOFacts]:
+    """Architecture, minimum OS, linked dylibs and rpaths of each slice of a Mach-O file."""
+    magic = struct.unpack_from(">I", data)[0]
+    if magic == _FAT_MAGIC:
+        count = struct.unpack_from(">I", data, 4)[0]
+        slices = [struct.unpack_from(">iiIII", data, 8 + 20 * i) for i in range(count)]
+        return [f for _, _, offset, size, _ in slices for f in macho_facts(data[offset:offset + size])]
+    if struct.unpack_from("<I", data)[0] != _MH_MAGIC_64:
+        raise ValueError("not a 64-bit little-endian Mach-O file")
+    cputype, _, _, ncmds, _ = struct.unpack_from("<iiIII", data, 4)
+    offset, minos, dylibs, rpaths = 32, None, [], []
+    for _ in range(ncmds):
+        cmd, size = struct.unpack_from("<II", data, offset)
+        if cmd == _LC_BUILD_VERSION:
+            minos = _version(struct.unpack_from("<I", data, offset + 12)[0])
+        elif cmd == _LC_VERSION_MIN_MACOSX and minos is None:
+            minos = _version(struct.unpack_from("<I", data, offset + 8)[0])
+        elif cmd in (_LC_LOAD_DYLIB, _LC_LOAD_WEAK_DYLIB, _LC_REEXPORT_DYLIB):
+            name_at = struct.unpack_from("<I", data, offset + 8)[0]
+            dylibs.append(_cstring(data, offset + name_at, offset + size))
+        elif cmd == _LC_RPATH:
+            path_at = struct.unpack_from("<I", data, offset + 8)[0]
+            rpaths.append(_cstring(data, offset + path_at, offset + size))
+        offset += size
+    return [MachOFacts(arch=_CPU_TYPES.get(cputype & 0xFFFFFFFF, hex(cputype)), minos=minos,
+                       dylibs=tuple(dylibs), rpaths=tuple(rpaths))]
+
+
+def _wheel_tags(archive: zipfile.ZipFile, dist_info: str) -> list[str]:
+    wheel_file = HeaderParser().parsestr(archive.read(f"{dist_info}/WHEEL").decode())
+    return wheel_file.get_all("Tag") or []
+
+
+def inspect(wheel: Path) -> dict[str, Any]:
+    """Everything ``llama-wheels inspect`` reports, as plain data."""
+    if not wheel.is_file() or wheel.suffix != ".whl":
+        raise UserError(f"{wheel}: not a wheel file; pass a .whl that `llama-wheels build` wrote")
+    provenance = read_provenance(wheel)
+    libraries: list[dict[str, Any]] = []
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+            dist_infos = sorted({n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})
+            if len(dist_infos) != 1:
+                raise UserError(f"{wheel.name}: expected one .dist-info directory, found {len(dist_infos)}")
+            tags = _wheel_tags(archive, dist_infos[0])
+            isa = (archive.read("llama_cpp/lib/cpu-isa.txt").decode().strip()
+                   if "llama_cpp/lib/cpu-isa.txt" in names else None)
+            for name in sorted(n for n in names if _LIBRARY.search(n)):
+                data = archive.read(name)
+                if data.startswith(b"\x7fELF"):
+                    facts = elf_facts(name, data)
+                    glibc = ".".join(map(str, facts.glibc_max)) if facts.glibc_max > (0, 0) else None
+                    libraries.append({"path": name, "format": "ELF", "machine": facts.machine, "glibc": glibc,
+                                      "needed": list(facts.needed), "runpath": list(facts.runpath)})
+                else:
+                    try:
+                        slices = macho_facts(data)
+                    except (ValueError, struct.error):
+                        libraries.append({"path": name, "format": "unknown"})
+                        continue
+                    for s in slices:
+                        libraries.append({"path": name, "format": "Mach-O", **asdict(s)})
+    except zipfile.BadZipFile as exc:
+        raise UserError(f"{wheel}: unreadable as a zip archive ({exc})") from None
+    floors = [tuple(int(x) for x in lib["glibc"].split(".")) for lib in libraries if lib.get("glibc")]
+    minos = sorted({lib["minos"] for lib in libraries if lib.get("minos")},
+                   key=lambda v: tuple(int(x) for x in v.split(".")))
+    return {
+        "wheel": wheel.name,
+        "sha256": sha256_file(wheel),
+        "size": wheel.stat().st_size,
+        "tags": tags,
+        "requires_glibc": ".".join(map(str, max(floors))) if floors else None,
+        "macos_minos": minos[-1] if minos else None,
+        "cpu_variants": sorted(m[1] for n in names if (m := _VARIANT.search(n))),
+        "fixed_isa": isa or None,
+        "libraries": libraries,
+        "provenance": provenance,
+    }
+
+
+def _needs(lib: dict[str, Any]) -> str:
+    if lib["format"] == "ELF":
+        floor = f"GLIBC {lib['glibc']}" if lib["glibc"] else "no GLIBC versions"
+        return (f"{lib['machine'].removeprefix('EM_').lower()}, needs {floor}; "
+                f"NEEDED {', '.join(lib['needed']) or '-'}; RUNPATH {':'.join(lib['runpath']) or '-'}")
+    if lib["format"] == "Mach-O":
+        return (f"{lib['arch']}, minos {lib['minos'] or '?'}; links {', '.join(lib['dylibs']) or '-'}; "
+                f"rpath {':'.join(lib['rpaths']) or '-'}")
+    return "not ELF or Mach-O"
+
+
+def render(facts: dict[str, Any]) -> str:
+    """The human-readable report of ``inspect``."""
+    lines = [f"wheel     {facts['wheel']}", f"sha256    {facts['sha256']}",
+             f"size      {facts['size']} bytes", "tags      " + ", ".join(facts["tags"])]
+    if facts["requires_glibc"]:
+        lines.append(f"requires  GLIBC >= {facts['requires_glibc']} "
+                     "(highest symbol version any library needs)")
+    if facts["macos_minos"]:
+        lines.append(f"requires  macOS >= {facts['macos_minos']} (highest minos of any library)")
+    if facts["cpu_variants"]:
+        lines.append("cpu       runtime dispatch over " + ", ".join(facts["cpu_variants"]))
+    elif facts["fixed_isa"]:
+        lines.append(f"cpu       fixed ISA {facts['fixed_isa']} (llama_cpp/lib/cpu-isa.txt)")
+    lines.append(f"libraries ({len(facts['libraries'])})")
+    lines += [f"  {PurePosixPath(lib['path']).name:<28} {_needs(lib)}" for lib in facts["libraries"]]
+    record = facts["provenance"]
+    if record is None:
+        lines.append(f"provenance: none ({FILENAME} missing: not built by llama-wheels)")
+        return "\n".join(lines)
+    versions = record["toolchain"]["versions"]
+    lines += [
+        f"provenance ({FILENAME})",
+        f"  pin        {record['pin']['name']}: llama-cpp-python {record['pin']['llama_cpp_python']}, "
+        f"llama.cpp {record['pin']['llama_cpp_commit']}",
+        f"  sdist      {record['pin']['sdist']['filename']} sha256 {record['pin']['sdist']['sha256']}",
+        *(f"  patch      {p['name']} sha256 {p['sha256']}" for p in record["patches"]),
+        f"  target     {record['target']['name']} ({record['target']['platform']}, index "
+        f"{record['target']['index']})",
+        f"  compiler   zig {versions['zig']} ({versions['compiler']}) "
+        f"-target {record['toolchain']['zig_target']}",
+        "  tools      " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())
+                                     if k not in ("zig", "compiler")),
+        f"  built by   llama-wheels {record['llama_wheels']['version']} "
+        f"(stage code sha256 {record['llama_wheels']['stage_code_sha256'][:16]})",
+        f"  date       {record['build']['date']} (SOURCE_DATE_EPOCH {record['build']['source_date_epoch']}, "
+        f"from {record['build']['source_date_epoch_from']})",
+        "  config settings (scikit-build-core -C, exactly as passed; "
+        "paths of the build machine as placeholders)",
+        *(f"    {s}" for s in record["cmake"]["config_settings"]),
+        "  environment " + " ".join(f"{k}={v}" for k, v in sorted(record["cmake"]["environment"].items())),
+    ]
+    return "\n".join(lines)
+
+
+def to_json(facts: dict[str, Any]) -> str:
+    return json.dumps(facts, indent=2, sort_keys=True)

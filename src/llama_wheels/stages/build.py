@@ -1,0 +1,97 @@
+"""Stage ``build``: scikit-build-core, through the standard ``python -m build`` frontend.
+
+The CMake arguments are exactly the job's; the compiler is the zig toolchain; the CMake build tree
+is kept in the cache (keyed by job, toolchain and source tree) so a rebuild only recompiles what
+changed, and ccache makes even a fresh tree cheap. The wheel is written to a temp directory that the
+caller publishes; an interrupted or failed build leaves no wheel anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from llama_wheels.core import runner
+from llama_wheels.core.cache import Cache, hash_key, locked
+from llama_wheels.core.errors import BuildError
+from llama_wheels.plan import BuildJob
+from llama_wheels.stages.patching import PreparedSource, source_lock
+from llama_wheels.stages.toolchain import Toolchain, require_zig_can_build
+
+# Variables of the caller's environment that would silently change what gets built.
+_SCRUBBED = ("CMAKE_ARGS", "SKBUILD_CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CC", "CXX",
+             "CMAKE_TOOLCHAIN_FILE", "CMAKE_GENERATOR")
+STRIP = "-Wl,--strip-debug"
+
+
+def config_settings(job: BuildJob, source: PreparedSource, toolchain: Toolchain, build_dir: Path) -> list[str]:
+    """The scikit-build-core settings (``-C``) for ``job``: every CMake argument, nothing implicit."""
+    flags = [
+        *job.compiler_flags,
+        # No build paths in the binaries (reproducible wheels; see the provenance issue). ccache with
+        # CCACHE_BASEDIR hands the compiler paths relative to the build tree (`__FILE__` becomes
+        # ../../src/<key>/...), so the relative spelling is mapped too: same bytes with or without ccache.
+        f"-ffile-prefix-map={source.tree}=/src/llama-cpp-python",
+        f"-ffile-prefix-map={os.path.relpath(source.tree, build_dir)}=/src/llama-cpp-python",
+        f"-ffile-prefix-map={build_dir}=/build",
+    ]
+    defines = [*job.defines, ("CMAKE_TOOLCHAIN_FILE", str(toolchain.toolchain_file))]
+    defines += [("CMAKE_C_FLAGS", " ".join(flags)), ("CMAKE_CXX_FLAGS", " ".join(flags))]
+    # zig links its own libc++/libunwind, compiled with DWARF that names zig's install path and the
+    # directory of whichever build first filled zig's cache: strip it (zig strips .symtab too).
+    defines += [("CMAKE_SHARED_LINKER_FLAGS", STRIP), ("CMAKE_MODULE_LINKER_FLAGS", STRIP)]
+    if toolchain.launcher:
+        defines += [("CMAKE_C_COMPILER_LAUNCHER", toolchain.launcher),
+                    ("CMAKE_CXX_COMPILER_LAUNCHER", toolchain.launcher)]
+    return [f"build-dir={build_dir}", *(f"cmake.define.{name}={value}" for name, value in defines)]
+
+
+def build_dir_for(job: BuildJob, toolchain: Toolchain, cache: Cache) -> Path:
+    """One CMake build tree per target, pin and compiler: a changed patch or flag rebuilds incrementally."""
+    return cache.builds / f"{job.target.name}@{job.pin.name}-{hash_key([toolchain.identity], length=8)}"
+
+
+@contextmanager
+def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache,
+                *, source_date_epoch: int | None = None) -> Iterator[Path]:
+    """Build ``job``'s wheel; yields its path in a temp directory that is removed afterwards."""
+    require_zig_can_build(job)
+    job.check_against(source.cmake_options)
+    build_dir = build_dir_for(job, toolchain, cache)
+    out = Path(tempfile.mkdtemp(prefix="llama-wheels-build-"))
+    env: dict[str, str | None] = {name: None for name in _SCRUBBED if name in os.environ}
+    env |= toolchain.env
+    env |= {
+        "_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+        # Paths under the cache (source tree, build tree) hash as relative paths: jobs share ccache hits.
+        "CCACHE_BASEDIR": str(cache.root),
+        # llama.cpp's CMake asks git for a commit to embed (ggml_commit()): never one of an enclosing repo.
+        "GIT_CEILING_DIRECTORIES": str(source.tree.parent),
+    }
+    if source_date_epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
+    settings = config_settings(job, source, toolchain, build_dir)
+    try:
+        # One build per build tree at a time; the source tree must not be re-prepared underneath it.
+        with locked(build_dir.with_name(build_dir.name + ".lock")), \
+                locked(source_lock(cache, source.pin), shared=True):
+            if PreparedSource.load(source.tree).key != source.key:
+                raise BuildError(f"{job.name}: another llama-wheels run re-prepared {source.tree} with other "
+                                 "patches since this run prepared it; run again")
+            runner.run(
+                [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
+                 *(f"--config-setting={s}" for s in settings), source.tree],
+                env=env,
+            )
+        wheels = sorted(out.glob("*.whl"))
+        if len(wheels) != 1:
+            raise BuildError(f"{job.name}: expected one wheel from the build, found {len(wheels)} in {out}")
+        yield wheels[0]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

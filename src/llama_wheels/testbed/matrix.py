@@ -1,0 +1,304 @@
+"""``llama-wheels test``: every wheel on every emulated CPU, judged against what the CPU should get.
+
+For each (wheel, CPU) cell the wheel is imported under qemu (a fixed-ISA wheel on a CPU without its
+features must refuse with ImportError: verdict ``unsupported``; a signal is a ``crash``), then the
+wheel test suite (``wheel_tests/``) runs in the emulated Python with the Q4_0 layout this CPU must
+get. That expectation is derived, not tabulated: the CPU's features (build_config/cpus.toml, checked
+against qemu) and the wheel's build (its fixed ISA, or the CPU variants the pinned source declares)
+go through ggml's selection rules. Across CPUs, greedy tokens must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from llama_wheels.config.cpus import Cpu, Features
+from llama_wheels.core.cache import Cache, atomic_path
+from llama_wheels.core.errors import UserError
+from llama_wheels.core.runner import commands_stopped, current_log, telling_line
+from llama_wheels.testbed.qemu import Sysroot, install_wheel, run_python
+from llama_wheels.testbed.sysroot import ensure_sysroot
+
+# ggml's CMake names for the features a CPU variant is built with -> our feature names (cpus.toml).
+_CMAKE_FEATURES = {"DOTPROD": "dotprod", "FP16_VECTOR_ARITHMETIC": "fp16", "SVE": "sve",
+                   "MATMUL_INT8": "i8mm", "SVE2": "sve2", "SME": "sme"}
+_VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\(([\w.]+)((?:\s+[A-Z0-9_]+)*)\s*\)", re.MULTILINE)
+_FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
+
+_IMPORT_PROBE = """\
+import importlib.util, json
+try:
+    import llama_cpp
+except ImportError as exc:
+    print("IMPORT " + json.dumps({"error": str(exc)}))
+else:
+    if importlib.util.find_spec("llama_cpp.diagnostics") is None:  # a wheel without our patches
+        print("IMPORT " + json.dumps({"variant": None, "layout": None, "scores": {}, "fixed_isa": None}))
+    else:
+        from llama_cpp import diagnostics
+        info = diagnostics.collect()
+        print("IMPORT " + json.dumps({"variant": info["variant"], "layout": info["q4_0_repack_layout"],
+                                      "scores": info["variant_scores"], "fixed_isa": info["fixed_isa"]}))
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelBuild:
+    """What a wheel was built for, read from the wheel itself."""
+
+    path: Path
+    version: str
+    fixed_isa: str | None  # e.g. "armv8.2-a+dotprod"
+    variants: tuple[str, ...]  # CPU variant modules shipped (runtime dispatch)
+
+    @classmethod
+    def read(cls, wheel: Path) -> WheelBuild:
+        if not wheel.is_file() or wheel.suffix != ".whl":
+            raise UserError(f"{wheel}: not a wheel file; pass the .whl that `llama-wheels build` wrote")
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+            isa = archive.read("llama_cpp/lib/cpu-isa.txt").decode().strip() \
+                if "llama_cpp/lib/cpu-isa.txt" in names else None
+        variants = sorted(m[1] for n in names if (m := re.search(r"/libggml-cpu-([\w.]+)\.so$", n)))
+        return cls(path=wheel, version=wheel.name.split("-")[1], fixed_isa=isa or None,
+                   variants=tuple(variants))
+
+
+def declared_cmake_variants(source_tree: Path) -> dict[str, frozenset[str]]:
+    """Every CPU variant the pinned ggml can build (any architecture), with ggml's CMake names of the
+    features it is built with (``GGML_<name>``): e.g. ``zen4`` -> {SSE42, AVX, ..., AVX512_BF16}."""
+    text = (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
+    return {m[1]: frozenset(m[2].split()) for m in _VARIANT.finditer(text)}
+
+
+def declared_variants(source_tree: Path) -> dict[str, frozenset[str]]:
+    """Linux ARM CPU variants the pinned ggml declares, with the features each is built with."""
+    return {name: frozenset(_CMAKE_FEATURES[f] for f in features)
+            for name, features in declared_cmake_variants(source_tree).items() if name.startswith("armv")}
+
+
+def cpu_features(features: Features) -> frozenset[str]:
+    return frozenset(name for name in _FEATURE_NAMES if getattr(features, name))
+
+
+def q4_0_layout(features: frozenset[str], sve_bits: int) -> str:
+    """ggml's Q4_0 repack choice for code built with ``features`` on a CPU with ``sve_bits`` SVE.
+
+    ggml_repack_get_optimal_repack_type(): SVE + i8mm with 256-bit vectors -> 8x8; i8mm -> 4x8;
+    dotprod -> 4x4; else no repacking. (0.3.4's ggml_aarch64_get_optimal_repack_type: the same order.)
+    """
+    if {"sve", "i8mm"} <= features and sve_bits == 256:
+        return "q4_0_8x8"
+    if "i8mm" in features:
+        return "q4_0_4x8"
+    if "dotprod" in features:
+        return "q4_0_4x4"
+    return "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expectation:
+    supported: bool
+    variant: str | None
+    layout: str | None  # None: the wheel's build is not known well enough to say
+    missing: tuple[str, ...] = ()
+
+
+def expect(build: WheelBuild, cpu: Cpu, variants: Mapping[str, frozenset[str]]) -> Expectation:
+    have = cpu_features(cpu.features)
+    if build.variants:
+        runnable = [name for name in variants if name in build.variants and variants[name] <= have]
+        if not runnable:
+            return Expectation(supported=False, variant=None, layout=None)
+        best = max(runnable, key=lambda name: len(variants[name]))
+        return Expectation(supported=True, variant=best,
+                           layout=q4_0_layout(variants[best] & have, cpu.features.sve_bits))
+    if build.fixed_isa is not None:
+        wanted = frozenset(e for e in build.fixed_isa.split("+")[1:] if e in _FEATURE_NAMES)
+        missing = tuple(sorted(wanted - have))
+        if missing:
+            return Expectation(supported=False, variant=None, layout=None, missing=missing)
+        return Expectation(supported=True, variant=None, layout=q4_0_layout(wanted, cpu.features.sve_bits))
+    return Expectation(supported=True, variant=None, layout=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    wheel: str
+    cpu: str
+    verdict: str  # pass | fail | crash | unsupported | timeout
+    detail: str
+    variant: str | None = None
+    expected_variant: str | None = None
+    layout: str | None = None
+    expected_layout: str | None = None
+    repacked: int = 0
+    seconds: float = 0.0
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in ("pass", "unsupported")
+
+
+def _observed(result: Mapping[str, Any]) -> tuple[str | None, int, dict[str, list[int]]]:
+    """(Q4_0 layout of the plain q4_0 model, repacked tensors over all models, greedy tokens per model)."""
+    # wheel_tests/conftest.py records each model as {"probe": <wheel_probe result> | None, "failure": ...}
+    runs = {name: (m.get("probe") or {}).get("llama") for name, m in result.get("models", {}).items()}
+    tokens = {name: run["tokens"] for name, run in runs.items() if run}
+    repacked = sum(len(run["repacked"]) for run in runs.values() if run)
+    q4 = runs.get("q4_0") or {}
+    layouts = sorted(set(q4.get("repacked", {}).values()))
+    return (", ".join(layouts) or "none") if q4 else None, repacked, tokens
+
+
+def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: Expectation, sysroot: Sysroot,
+             root: Path, workdir: Path) -> Cell:
+    started = time.monotonic()
+    base = Cell(wheel=build.path.name, cpu=cpu.name, verdict="fail", detail="",
+                expected_variant=expectation.variant, expected_layout=expectation.layout)
+
+    imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=300)
+    lines = [line for line in imported.tail if line.startswith("IMPORT ")]
+    if imported.signal_name:
+        return replace(base, verdict="crash", detail=f"import died of {imported.signal_name}",
+                       seconds=time.monotonic() - started)
+    if not lines:
+        return replace(base, detail=f"import failed: {telling_line(imported.tail)}",
+                       seconds=time.monotonic() - started)
+    info = json.loads(lines[-1].removeprefix("IMPORT "))
+    if "error" in info:
+        refused = "lacks" in info["error"] and not expectation.supported
+        return replace(base, verdict="unsupported" if refused else "fail",
+                       detail=("unsupported CPU, refused at import: " if refused else "ImportError: ")
+                       + info["error"], seconds=time.monotonic() - started)
+    if not expectation.supported:
+        # Imported on a CPU it cannot run on: the suite below will show whether it crashes.
+        base = replace(base, detail=f"imported on a CPU lacking {', '.join(expectation.missing)}; ")
+    base = replace(base, variant=info["variant"])
+
+    result_file = workdir / f"{cpu.name}.json"
+    env = {"LLAMA_WHEELS_RESULT": str(result_file),
+           "LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py")}
+    if expectation.layout is not None:
+        env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.layout
+    suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
+                                      "--basetemp", str(workdir / f"tmp-{cpu.name}")],
+                       pythonpath=[site], env=env, cwd=workdir, timeout=900)
+    seconds = time.monotonic() - started
+    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    layout, repacked, tokens = _observed(result)
+    cell = replace(base, layout=layout, repacked=repacked, tokens=tokens, seconds=seconds)
+    if suite.signal_name:
+        return replace(cell, verdict="crash", detail=base.detail + f"died of {suite.signal_name}")
+    if suite.returncode != 0:
+        failed = [line for line in suite.tail if line.startswith(("FAILED", "ERROR"))]
+        return replace(cell, detail=base.detail + (failed[0] if failed else telling_line(suite.tail)))
+    if expectation.variant is not None and info["variant"] != expectation.variant:
+        return replace(cell, detail=f"loaded variant {info['variant']}, expected {expectation.variant}")
+    return replace(cell, verdict="pass", detail="")
+
+
+def check_consistency(cells: Sequence[Cell]) -> list[Cell]:
+    """Greedy tokens must be identical on every CPU that ran a wheel; mark the cells that differ."""
+    out = list(cells)
+    for wheel in {c.wheel for c in cells}:
+        ran = [c for c in cells if c.wheel == wheel and c.verdict == "pass"]
+        if not ran:
+            continue
+        reference = ran[0]
+        for cell in ran[1:]:
+            differing = [m for m in reference.tokens if cell.tokens.get(m) != reference.tokens[m]]
+            if differing:
+                out[out.index(cell)] = replace(cell, verdict="fail", detail=(
+                    f"greedy tokens differ from {reference.cpu} for {', '.join(differing)}"))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    cells: tuple[Cell, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cells)
+
+    def table(self) -> str:
+        head = f"{'wheel':<48} {'cpu':<12} {'verdict':<11} {'variant':<10} {'Q4_0 layout':<12} " \
+               f"{'expected':<10} {'repacked':>8} {'s':>6}  detail"
+        rows = [head, "-" * len(head)]
+        for c in self.cells:
+            rows.append(f"{c.wheel[:48]:<48} {c.cpu:<12} {c.verdict:<11} {c.variant or '-':<10} "
+                        f"{c.layout or '-':<12} {c.expected_layout or '-':<10} {c.repacked:>8} "
+                        f"{c.seconds:>6.1f}  {c.detail}")
+        rows.append(f"{sum(c.ok for c in self.cells)}/{len(self.cells)} cells ok in {self.seconds:.0f}s")
+        return "\n".join(rows)
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path, table_path = out_dir / "matrix.json", out_dir / "matrix.txt"
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps({"seconds": self.seconds, "ok": self.ok,
+                                       "cells": [asdict(c) for c in self.cells]}, indent=1))
+        with atomic_path(table_path) as tmp:
+            tmp.write_text(self.table() + "\n")
+        return json_path, table_path
+
+
+def wheel_labels(wheels: Sequence[Path]) -> dict[Path, str]:
+    """How the report names each wheel: its file name, or DIR/name where several share a file name
+    (builds of one release from different pins or targets are all called llama_cpp_python-X-py3-...)."""
+    names = [w.name for w in wheels]
+    return {w: w.name if names.count(w.name) == 1 else f"{w.parent.name}/{w.name}" for w in wheels}
+
+
+def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache,
+               variants_for: Mapping[str, Mapping[str, frozenset[str]]], jobs: int | None = None) -> Report:
+    """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps version -> variants."""
+    started = time.monotonic()
+    log = current_log()
+    sysroot = ensure_sysroot(cache)
+    builds = [WheelBuild.read(w) for w in wheels]
+    with tempfile.TemporaryDirectory(prefix="llama-wheels-matrix-") as scratch:
+        work = Path(scratch)
+        sites = {b.path: install_wheel(b.path, work / f"site-{i}") for i, b in enumerate(builds)}
+        tasks = []
+        for i, build in enumerate(builds):
+            for cpu in cpus:
+                expectation = expect(build, cpu, variants_for.get(build.version, {}))
+                workdir = work / f"cell-{i}-{cpu.name}"
+                workdir.mkdir()
+                tasks.append((build, cpu, expectation, workdir))
+
+        def one(task: tuple[WheelBuild, Cpu, Expectation, Path]) -> Cell:
+            build, cpu, expectation, workdir = task
+            log.progress(f"test     {build.path.name} on {cpu.name} ...")
+            cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir)
+            log.progress(f"test     {build.path.name} on {cpu.name}: {cell.verdict} ({cell.seconds:.0f}s) "
+                         f"{cell.detail}")
+            return cell
+
+        labels = wheel_labels([b.path for b in builds])
+        pool = ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2)
+        try:
+            cells = [replace(cell, wheel=labels[task[0].path])
+                     for task, cell in zip(tasks, pool.map(one, tasks), strict=True)]
+        except BaseException:
+            # Ctrl-C (or a failed cell): no cell starts any more, and the running ones are stopped.
+            pool.shutdown(wait=False, cancel_futures=True)
+            with commands_stopped():
+                pool.shutdown()
+            raise
+        pool.shutdown()
+    return Report(cells=tuple(check_consistency(cells)), seconds=time.monotonic() - started)
