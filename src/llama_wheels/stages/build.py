@@ -88,6 +88,7 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
                 [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
                  *(f"--config-setting={s}" for s in settings), source.tree],
                 env=env,
+                progress=f"build    {job.name}",
             )
         wheels = sorted(out.glob("*.whl"))
         if len(wheels) != 1:
