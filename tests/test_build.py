@@ -18,10 +18,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from llama_wheels.binaries.elf import inspect_wheel
+from llama_wheels.config import load
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
+from llama_wheels.plan import plan
+from llama_wheels.stages.build import build_dir_for
 from llama_wheels.stages.repair import check_wheel
+from llama_wheels.stages.toolchain import zig_toolchain
 from llama_wheels.testbed.verify import smoke_test
 
 from .conftest import REPO, cache_root_sharing, cli
@@ -70,6 +74,19 @@ def test_default_wheel_runs_a_tiny_model_under_qemu(default_wheel: Path, cache: 
     result = smoke_test(default_wheel, load_cpus(REPO)[cpu], cache)
     assert len(result.tokens) == 8
     assert result.variant == variant
+
+
+def test_the_default_build_compiles_only_what_ships(default_wheel: Path, cache: Cache) -> None:
+    """Patch 0005: llama.cpp's common library and cpp-httplib, which nothing in the wheel links, are not
+    compiled at all (they were a quarter of a cold build)."""
+    [job] = plan(load(REPO))
+    tree = build_dir_for(job, zig_toolchain(platform(job.platform), cache), cache)
+    ninja = tree / "build.ninja"
+    assert ninja.is_file(), f"{tree}: no build tree (was it removed by `llama-wheels clean`?); build again"
+    text = ninja.read_text()
+    assert "llama-common" not in text and "httplib" not in text
+    with zipfile.ZipFile(default_wheel) as archive:
+        assert not [n for n in archive.namelist() if "common" in PurePosixPath(n).name]
 
 
 def test_missing_qemu_is_reported_before_building(tmp_path: Path) -> None:
