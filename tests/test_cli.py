@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .conftest import cli
 from .wheelfactory import built_wheel
 
@@ -42,6 +44,7 @@ def test_malformed_toml(config_root: Path) -> None:
     assert "pins.toml: malformed TOML" in error_line(result)
 
 
+@pytest.mark.network
 def test_option_the_pinned_source_does_not_define(config_root: Path, tmp_path: Path) -> None:
     pins = config_root / "build_config/pins.toml"
     pins.write_text(pins.read_text().replace('openmp = "GGML_OPENMP"', 'openmp = "GGML_OPENMP_RUNTIME"', 1))
@@ -51,6 +54,7 @@ def test_option_the_pinned_source_does_not_define(config_root: Path, tmp_path: P
             in error_line(result))
 
 
+@pytest.mark.network
 def test_stale_patch_through_the_cli(config_root: Path, tmp_path: Path) -> None:
     patch = config_root / "patches/0.3.36/0003-use-extra-bufts-keyword.patch"
     patch.write_text(patch.read_text().replace("         kv_overrides: Optional", "         kv_overridez: Optional"))

@@ -162,6 +162,7 @@ def test_changelog_commit_must_match_the_pin(tmp_path: Path) -> None:
     assert list(cache.sources.iterdir()) == []
 
 
+@pytest.mark.network
 @pytest.mark.parametrize("pin_name", ["current", "legacy"])
 def test_real_pins_fetch_prepare_and_declare_their_options(pin_name: str, cache: Cache) -> None:
     """The committed pins: sdist hash, vendored commit and patch series match the real PyPI release."""
@@ -177,6 +178,7 @@ def test_real_pins_fetch_prepare_and_declare_their_options(pin_name: str, cache:
         assert "GGML_CPU_REPACK" not in source.cmake_options
 
 
+@pytest.mark.network
 def test_edited_patch_prepares_a_new_tree(tmp_path: Path, cache: Cache) -> None:
     config = load(REPO)
     pin = config.pin("current")

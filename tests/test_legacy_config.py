@@ -71,6 +71,7 @@ def prepared_legacy(cache: Cache) -> Path:
     return prepare(pin, fetch_sdist(pin, cache), config.patches_dir, cache).tree
 
 
+@pytest.mark.network
 def test_series_applies_and_fixes_what_it_says(prepared_legacy: Path) -> None:
     ggml_cpu = (prepared_legacy / "vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu.c").read_text()
     assert "hwcap && HWCAP_ASIMDDP" not in ggml_cpu and "hwcap & HWCAP_ASIMDDP" in ggml_cpu
@@ -88,6 +89,7 @@ def test_series_applies_and_fixes_what_it_says(prepared_legacy: Path) -> None:
     assert "cpu-isa.txt" in (prepared_legacy / "CMakeLists.txt").read_text()
 
 
+@pytest.mark.network
 def test_import_check_names_the_missing_feature(prepared_legacy: Path) -> None:
     """The package-side check of patch 0005, run here on x86 with hwcaps supplied by hand."""
     import importlib.util

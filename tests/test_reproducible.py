@@ -1,11 +1,12 @@
-"""Byte-reproducible wheels, and the finished-wheel cache, with real builds of the cheapest real target.
+"""Byte-reproducible wheels, and the finished-wheel cache, with real builds of a cheap shipped target.
 
-``linux-aarch64-armv8.0`` (fixed ISA, one CPU library) is built from two copies of the checkout, each
-with its own cache root: separate prepared source trees and CMake build trees at different paths. The
-first may use the shared ccache; the second compiles cold (CCACHE_DISABLE=1), so a ccache hit cannot hide
-a difference: every object of the second wheel was compiled in its own directory. Shared between the two
-(to keep the test affordable) are only the sdist download and zig's cache, which holds zig's own
-runtime libraries (libc++, libunwind, glibc stubs): part of the toolchain, not of the build.
+``linux-aarch64-armv8.2-dotprod`` (fixed ISA, one CPU library; the suite builds it anyway for the matrix's
+SIGILL cases, so the first build here is compiled from the shared ccache) is built from two copies of the
+checkout, each with its own cache root: separate prepared source trees and CMake build trees at different
+paths. The first may use the shared ccache; the second compiles cold (CCACHE_DISABLE=1), so a ccache hit
+cannot hide a difference: every object of the second wheel was compiled in its own directory. Shared
+between the two (to keep the test affordable) are only the sdist download and zig's cache, which holds
+zig's own runtime libraries (libc++, libunwind, glibc stubs): part of the toolchain, not of the build.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .conftest import REPO, cache_root_sharing
 
 pytestmark = pytest.mark.build
 
-TARGET = "linux-aarch64-armv8.0"
+TARGET = "linux-aarch64-armv8.2-dotprod"
 SHARED = ("sdists", "zig")
 
 

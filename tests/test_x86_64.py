@@ -23,6 +23,7 @@ from .conftest import REPO, build_target
 
 pytestmark = [
     pytest.mark.build,
+    pytest.mark.bench,
     pytest.mark.skipif(platform.machine() != "x86_64" or "avx2" not in cpuinfo().get("flags", "").split(),
                        reason="needs an x86_64 machine with AVX2 to run the x86_64 wheels natively"),
 ]
