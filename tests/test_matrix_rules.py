@@ -29,6 +29,7 @@ def variants(source_tree: Path) -> dict[str, frozenset[str]]:
     return declared_variants(source_tree)
 
 
+@pytest.mark.network
 def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[str]]) -> None:
     assert variants["armv8.0_1"] == frozenset()
     assert variants["armv8.2_2"] == {"dotprod", "fp16"}
@@ -41,6 +42,7 @@ def dispatch_wheel(variants: dict[str, frozenset[str]]) -> WheelBuild:
     return WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=tuple(variants))
 
 
+@pytest.mark.network
 @pytest.mark.parametrize(
     ("cpu", "variant", "layout"),
     [
@@ -78,6 +80,7 @@ def test_layout_rule_order() -> None:
     assert q4_0_layout(frozenset(), 0) == "none"
 
 
+@pytest.mark.network
 def test_fixed_isa_targets_compile_exactly_the_variant_they_name(source_tree: Path) -> None:
     """A target's ``variant`` (the exact-ISA wheel the dispatch benchmark compares with) is only true if
     it compiles that variant's features, no more and no fewer, as the pinned ggml declares them."""
