@@ -208,13 +208,18 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
         with:
           path: {RUNNER_CACHE}/sdists
           key: sdist-${{{{ matrix.sdist-sha256 }}}}
-      - name: Restore the compiler caches (keyed by pin + flags)
+      - name: Restore the compiler caches (the newest of this pin + flags, else of this target)
         uses: {a["cache"]}
         with:
           path: |
             {RUNNER_CACHE}/zig
             {RUNNER_CACHE}/ccache
-          key: compile-${{{{ matrix.target }}}}-${{{{ matrix.key }}}}
+          # A cache entry is never overwritten: a key per run saves what this run compiled, and the
+          # restore keys bring back the newest earlier one (after a patch edit: the target's last).
+          key: compile-${{{{ matrix.target }}}}-${{{{ matrix.key }}}}-${{{{ github.run_id }}}}
+          restore-keys: |
+            compile-${{{{ matrix.target }}}}-${{{{ matrix.key }}}}-
+            compile-${{{{ matrix.target }}}}-
 """ if caches else ""
     return f"""\
   wheel:
