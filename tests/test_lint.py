@@ -66,12 +66,26 @@ def test_the_layer_contract_fails_on_a_forbidden_import(tmp_path: Path, module: 
 _PRIVATE = re.compile(r"^\s*from (llama_wheels(?:\.\w+)*) import (.+)$", re.MULTILINE)
 
 
-def test_no_module_imports_another_modules_private_names() -> None:
-    """``_name`` is private to its module: another module that needs it needs a public name."""
+def private_imports(src: Path) -> list[str]:
+    """Every ``from llama_wheels.x import _name`` under ``src``: a module reaching into another's privates."""
     found = []
-    for path in sorted((REPO / "src").rglob("*.py")):
+    for path in sorted(src.rglob("*.py")):
         for match in _PRIVATE.finditer(path.read_text()):
             private = [n.strip() for n in match[2].strip("()").split(",") if n.strip().startswith("_")]
             if private:
-                found.append(f"{path.relative_to(REPO)}: from {match[1]} import {', '.join(private)}")
+                found.append(f"{path.relative_to(src)}: from {match[1]} import {', '.join(private)}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """``_name`` is private to its module: another module that needs it needs a public name."""
+    found = private_imports(REPO / "src")
     assert not found, "\n".join(found)
+
+
+def test_a_private_import_is_found(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    path = tmp_path / "src" / "llama_wheels" / "testbed" / "qemu.py"
+    path.write_text(path.read_text() + "\nfrom llama_wheels.core.runner import _log, current_log  # noqa\n")
+    assert private_imports(tmp_path / "src") == [
+        "llama_wheels/testbed/qemu.py: from llama_wheels.core.runner import _log"]
