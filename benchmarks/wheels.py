@@ -15,14 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from llama_wheels.binaries.wheel import LIB_DIR, cpu_variants, variant_of
 from llama_wheels.config import Config
 from llama_wheels.config.sysroot_spec import load_sysroot_spec
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import UserError
 from llama_wheels.pipeline import build_targets
-
-VARIANT_PREFIX = "libggml-cpu-"
 
 
 def build(config: Config, targets: Sequence[str], cache: Cache, dist: Path) -> dict[str, Path]:
@@ -65,17 +64,20 @@ def install(wheel: Path, dest: Path, config: Config, scratch: Path) -> Path:
 
 
 def lib_dir(site: Path) -> Path:
-    path = site / "llama_cpp" / "lib"
+    path = site / LIB_DIR
     if not (path / "libllama.so").is_file():
-        raise UserError(f"{site}: no llama_cpp/lib/libllama.so; is this an installed llama-cpp-python wheel?")
+        raise UserError(f"{site}: no {LIB_DIR}/libllama.so; is this an installed llama-cpp-python wheel?")
     return path
+
+
+def _lib_files(site: Path) -> dict[str, Path]:
+    """The files of ``site``'s ``llama_cpp/lib``, by their path in the package (as in the wheel)."""
+    return {p.relative_to(site).as_posix(): p for p in lib_dir(site).iterdir() if p.is_file()}
 
 
 def variants(site: Path) -> list[str]:
     """The CPU variants a runtime-dispatch install ships (libggml-cpu-<variant>.so), sorted by name."""
-    return sorted(
-        p.name[len(VARIANT_PREFIX) : -len(".so")] for p in lib_dir(site).glob(f"{VARIANT_PREFIX}*.so")
-    )
+    return cpu_variants(_lib_files(site))
 
 
 def single_variant_lib(site: Path, variant: str, dest: Path) -> Path:
@@ -84,9 +86,7 @@ def single_variant_lib(site: Path, variant: str, dest: Path) -> Path:
     if variant not in shipped:
         raise UserError(f"{site}: no CPU variant {variant!r} (it ships {', '.join(shipped) or 'none'})")
     with atomic_path(dest, directory=True) as tmp:
-        for path in lib_dir(site).iterdir():
-            if path.name.startswith(VARIANT_PREFIX) and path.name != f"{VARIANT_PREFIX}{variant}.so":
-                continue
-            if path.is_file():
+        for name, path in _lib_files(site).items():
+            if variant_of(name) in (None, variant):
                 shutil.copy2(path, tmp / path.name)  # copies, not symlinks: $ORIGIN must be this directory
     return dest

@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from packaging.utils import canonicalize_name
+
+from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.core.cache import remove, sha256_file
 from llama_wheels.core.errors import LlamaWheelsError, UserError
 from llama_wheels.stages.provenance import read_provenance
@@ -44,12 +47,6 @@ from llama_wheels.stages.provenance import read_provenance
 MARKER = ".llama-wheels-index"
 API_VERSION = "1.1"
 _FAMILY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
-
-
-def normalize(name: str) -> str:
-    """PEP 503 project name normalization."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,8 +70,8 @@ class IndexedWheel:
 
 
 def read_wheel(path: Path) -> IndexedWheel:
-    match = _WHEEL.match(path.name)
-    if match is None:
+    parsed = parse_wheel_name(path.name)
+    if parsed is None:
         raise UserError(f"{path.name}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl)")
     record = read_provenance(path)
     if record is None:
@@ -90,8 +87,8 @@ def read_wheel(path: Path) -> IndexedWheel:
             raise UserError(f"{path.name}: expected one .dist-info/METADATA, found {len(metas)}")
         metadata = archive.read(metas[0])
     headers = HeaderParser().parsestr(metadata.decode("utf-8"))
-    project, version = normalize(headers["Name"] or ""), headers["Version"] or ""
-    if normalize(match["name"]) != project or match["version"] != version:
+    project, version = canonicalize_name(headers["Name"] or ""), headers["Version"] or ""
+    if parsed.project != project or str(parsed.version) != version:
         raise UserError(f"{path.name}: file name does not match its METADATA ({headers['Name']} {version})")
     return IndexedWheel(path=path, family=family, project=project, version=version,
                         sha256=sha256_file(path), size=path.stat().st_size,
@@ -219,7 +216,7 @@ def check_tree(root: Path) -> None:
         if meta.get("pypi:repository-version") != API_VERSION or listed["meta"]["api-version"] != API_VERSION:
             raise LlamaWheelsError(f"{simple}: repository version is not {API_VERSION}")
         names = [text for _, text in links]
-        if names != [p["name"] for p in listed["projects"]] or any(normalize(n) != n for n in names):
+        if names != [p["name"] for p in listed["projects"]] or any(canonicalize_name(n) != n for n in names):
             raise LlamaWheelsError(f"{simple}: project list is not normalized or HTML and JSON differ")
         for attrs, name in links:
             if attrs.get("href") != f"{name}/":

@@ -18,12 +18,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from llama_wheels.binaries.elf import elf_facts
+from llama_wheels.binaries.wheel import CPU_ISA, cpu_variants, fixed_isa
 from llama_wheels.core.cache import sha256_file
 from llama_wheels.core.errors import UserError
 from llama_wheels.stages.provenance import FILENAME, read_provenance
 
 _LIBRARY = re.compile(r"\.(so(\.\d+)*|dylib)$")
-_VARIANT = re.compile(r"/libggml-cpu-([\w.]+)\.(so|dylib)$")
 _MH_MAGIC_64 = 0xFEEDFACF
 _FAT_MAGIC = 0xCAFEBABE
 _LC_LOAD_DYLIB, _LC_LOAD_WEAK_DYLIB, _LC_REEXPORT_DYLIB = 0xC, 0x80000018, 0x8000001F
@@ -93,8 +93,7 @@ def inspect(wheel: Path) -> dict[str, Any]:
             if len(dist_infos) != 1:
                 raise UserError(f"{wheel.name}: expected one .dist-info directory, found {len(dist_infos)}")
             tags = _wheel_tags(archive, dist_infos[0])
-            isa = (archive.read("llama_cpp/lib/cpu-isa.txt").decode().strip()
-                   if "llama_cpp/lib/cpu-isa.txt" in names else None)
+            isa = fixed_isa(archive)
             for name in sorted(n for n in names if _LIBRARY.search(n)):
                 data = archive.read(name)
                 if data.startswith(b"\x7fELF"):
@@ -122,8 +121,8 @@ def inspect(wheel: Path) -> dict[str, Any]:
         "tags": tags,
         "requires_glibc": ".".join(map(str, max(floors))) if floors else None,
         "macos_minos": minos[-1] if minos else None,
-        "cpu_variants": sorted(m[1] for n in names if (m := _VARIANT.search(n))),
-        "fixed_isa": isa or None,
+        "cpu_variants": cpu_variants(names),
+        "fixed_isa": isa,
         "libraries": libraries,
         "provenance": provenance,
     }
@@ -152,7 +151,7 @@ def render(facts: dict[str, Any]) -> str:
     if facts["cpu_variants"]:
         lines.append("cpu       runtime dispatch over " + ", ".join(facts["cpu_variants"]))
     elif facts["fixed_isa"]:
-        lines.append(f"cpu       fixed ISA {facts['fixed_isa']} (llama_cpp/lib/cpu-isa.txt)")
+        lines.append(f"cpu       fixed ISA {facts['fixed_isa']} ({CPU_ISA})")
     lines.append(f"libraries ({len(facts['libraries'])})")
     lines += [f"  {PurePosixPath(lib['path']).name:<28} {_needs(lib)}" for lib in facts["libraries"]]
     record = facts["provenance"]

@@ -34,6 +34,7 @@ from pathlib import Path
 from macholib import mach_o
 from macholib.MachO import MachO
 
+from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.platforms import Platform
 from llama_wheels.core.errors import RepairError
 
@@ -147,7 +148,8 @@ def _resolves_to_bundled(ref: str, lib: MachOFacts, bundled: set[str]) -> bool:
 def check_macos_wheel(wheel: Path, platform: Platform) -> list[MachOFacts]:
     """Raise RepairError unless every Mach-O in ``wheel`` is what ``platform`` promises; return the facts."""
     name = wheel.name
-    if not name.endswith(f"-{platform.wheel_platform}.whl"):
+    parsed = parse_wheel_name(name)
+    if parsed is None or parsed.platforms != {platform.wheel_platform}:
         raise RepairError(f"{name}: tag is not {platform.wheel_platform}")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import auditwheel
 
 from llama_wheels.binaries.elf import ElfFacts, WheelFacts, inspect_wheel
+from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.platforms import Platform
 from llama_wheels.core import runner
 from llama_wheels.core.errors import RepairError
@@ -57,7 +58,8 @@ def check_wheel(wheel: Path, platform: Platform) -> WheelFacts:
     if platform.cmake_system_name == "Darwin":
         return _macos_facts(wheel, platform)
     name = wheel.name
-    if platform.wheel_platform not in name:
+    parsed = parse_wheel_name(name)
+    if parsed is None or platform.wheel_platform not in parsed.platforms:
         raise RepairError(f"{name}: tag is not {platform.wheel_platform}")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()

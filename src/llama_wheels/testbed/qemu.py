@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.cpus import Cpu, Features
 from llama_wheels.core import runner
 from llama_wheels.core.cache import atomic_path
@@ -158,23 +158,18 @@ def measure_features(sysroot: Sysroot, cpu: Cpu) -> Features:
     )
 
 
-_WHEEL_NAME = re.compile(
-    r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>[^-]+)\.whl$"
-)
-
-
 def install_wheel(wheel: Path, dest: Path) -> Path:
     """Unpack aarch64 ``wheel`` into a fresh ``dest`` (replacing it atomically) for use on PYTHONPATH.
 
     Refuses anything that is not a glibc Linux aarch64 wheel, judged by its tag and by every ELF inside.
     """
-    match = _WHEEL_NAME.match(wheel.name)
-    if match is None or not wheel.is_file():
+    parsed = parse_wheel_name(wheel.name)
+    if parsed is None or not wheel.is_file():
         raise UserError(f"{wheel}: not a wheel file (NAME-VERSION-PY-ABI-PLATFORM.whl); pass the built .whl")
-    platforms = match["platform"].split(".")
+    platforms = sorted(parsed.platforms)
     if not all(p.endswith("_aarch64") and p.startswith(("linux_", "manylinux")) for p in platforms):
         raise UserError(
-            f"{wheel.name}: platform tag {match['platform']!r} is not glibc Linux aarch64; "
+            f"{wheel.name}: platform tag {'.'.join(platforms)!r} is not glibc Linux aarch64; "
             "the emulated test bed runs only linux/manylinux *_aarch64 wheels"
         )
     try:

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
-
+from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.sysroot_spec import LAYOUT, SysrootSpec, load_sysroot_spec
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, locked, publish_file, sha256_file
@@ -33,7 +32,6 @@ from llama_wheels.testbed.qemu import Sysroot, require_qemu, run_guest
 _SITE = "site-packages"
 _MANIFEST = "manifest.json"
 _URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+\.deb) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
-_WHEEL_FILE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-.+\.whl$")
 _APT_HINT = "the sysroot is built from Debian packages: run on Debian or Ubuntu with apt-get and dpkg"
 
 # Imports each module named on the command line; reports where each was found.
@@ -205,12 +203,12 @@ def _install_wheels(spec: SysrootSpec, site: Path, wheel_dir: Path) -> list[dict
         )
     files: dict[str, Path] = {}
     for wheel in sorted(wheel_dir.glob("*.whl")):
-        match = _WHEEL_FILE.match(wheel.name)
-        if match is None or spec.wheels.get(canonicalize_name(match["name"])) != match["version"]:
+        parsed = parse_wheel_name(wheel.name)
+        if parsed is None or spec.wheels.get(parsed.project) != str(parsed.version):
             raise ToolchainError(
                 f"pip download produced {wheel.name}, which is not one of the pins; check pip's config"
             )
-        files[canonicalize_name(match["name"])] = wheel
+        files[parsed.project] = wheel
     if missing := sorted(set(spec.wheels) - set(files)):
         raise ToolchainError(f"pip download did not produce wheels for {', '.join(missing)}")
     install = [

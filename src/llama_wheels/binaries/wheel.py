@@ -1,0 +1,64 @@
+"""What a wheel's file name and its ``llama_cpp/lib`` say, read in one place for every module.
+
+- The file name (PEP 427 ``NAME-VERSION[-BUILD]-PY-ABI-PLATFORM.whl``) is parsed by
+  ``packaging.utils.parse_wheel_filename``, which knows build tags, compressed tag sets
+  (``py2.py3``, ``manylinux_2_17_aarch64.manylinux2014_aarch64``) and PEP 503 name normalization.
+- The CPU code a llama-cpp-python wheel ships: one ``llama_cpp/lib/libggml-cpu-<variant>.so`` (``.dylib``
+  on macOS) per variant of a runtime-dispatch build (``GGML_CPU_ALL_VARIANTS``), or, for a build fixed to
+  one ISA, ``llama_cpp/lib/cpu-isa.txt`` naming the ``-march`` it was compiled for (patch 0005).
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from packaging.tags import Tag
+from packaging.utils import BuildTag, InvalidWheelFilename, NormalizedName, parse_wheel_filename
+from packaging.version import Version
+
+LIB_DIR = "llama_cpp/lib"
+CPU_ISA = f"{LIB_DIR}/cpu-isa.txt"
+_VARIANT = re.compile(rf"^{re.escape(LIB_DIR)}/libggml-cpu-([\w.]+)\.(?:so|dylib)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelName:
+    project: NormalizedName  # PEP 503 normalized: llama-cpp-python
+    version: Version
+    build: BuildTag  # () when the name has no build tag
+    tags: frozenset[Tag]
+
+    @property
+    def platforms(self) -> frozenset[str]:
+        """The platform tags, e.g. {"manylinux_2_17_aarch64", "manylinux2014_aarch64"}."""
+        return frozenset(tag.platform for tag in self.tags)
+
+
+def parse_wheel_name(filename: str) -> WheelName | None:
+    """The parts of a wheel file name; None when ``filename`` is not a valid one."""
+    try:
+        project, version, build, tags = parse_wheel_filename(filename)
+    except InvalidWheelFilename:
+        return None
+    return WheelName(project=project, version=version, build=build, tags=tags)
+
+
+def variant_of(path: str) -> str | None:
+    """The CPU variant whose library ``path`` (``llama_cpp/lib/libggml-cpu-<variant>.so``) is, else None."""
+    match = _VARIANT.match(path)
+    return match[1] if match else None
+
+
+def cpu_variants(paths: Iterable[str]) -> list[str]:
+    """The CPU variants among a wheel's (or an installed package's) paths, sorted by name."""
+    return sorted(v for p in paths if (v := variant_of(p)) is not None)
+
+
+def fixed_isa(archive: zipfile.ZipFile) -> str | None:
+    """What ``llama_cpp/lib/cpu-isa.txt`` of the wheel ``archive`` names; None if it has none (or it is empty)."""
+    if CPU_ISA not in archive.namelist():
+        return None
+    return archive.read(CPU_ISA).decode().strip() or None
