@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from llama_wheels.release.inspection import inspect, macho_facts, render
+from llama_wheels.binaries.macho import macho_facts
+from llama_wheels.release.inspection import inspect, render
 
 from .wheelfactory import built_wheel
 
@@ -29,12 +30,13 @@ def macho(minos: tuple[int, int, int] = (11, 0, 0)) -> bytes:
 
 
 def test_macho_facts() -> None:
-    [facts] = macho_facts(macho((11, 0, 0)))
-    assert facts.arch == "arm64"
-    assert facts.minos == "11.0"
+    facts = macho_facts("libx.dylib", macho((11, 0, 0)))
+    assert facts.archs == ("ARM64",)
+    assert facts.minos == ("11.0",)
     assert facts.dylibs == ("@rpath/libggml-base.dylib", "/usr/lib/libSystem.B.dylib")
     assert facts.rpaths == ("@loader_path",)
-    assert macho_facts(macho((14, 2, 1)))[0].minos == "14.2.1"
+    assert macho_facts("libx.dylib", macho((14, 2, 1))).minos == ("14.2.1",)
+    assert macho_facts("libx.dylib", macho((12, 3, 10))).minos == ("12.3.10",)  # not 12.3.1
 
 
 def test_inspect_a_linux_wheel(tmp_path: Path) -> None:
@@ -62,3 +64,16 @@ def test_inspect_a_macos_wheel(tmp_path: Path) -> None:
     assert "requires  macOS >= 12.3 (highest minos of any library)" in render(facts)
     links = "links @rpath/libggml-base.dylib, /usr/lib/libSystem.B.dylib; rpath @loader_path"
     assert f"arm64, minos 11.0; {links}" in render(facts)
+    assert facts["libraries"][0] == {
+        "path": "llama_cpp/lib/libggml-base.dylib", "format": "Mach-O", "arch": "arm64", "minos": "11.0",
+        "dylibs": ["@rpath/libggml-base.dylib", "/usr/lib/libSystem.B.dylib"], "rpaths": ["@loader_path"]}
+
+
+def test_inspect_reports_what_is_neither_elf_nor_a_readable_macho(tmp_path: Path) -> None:
+    broken = macho()[:40]  # a Mach-O header whose load commands are cut off
+    libs = {"libggml-base.dylib": broken, "libllama.dylib": b"not a library", "libggml.dylib": macho()}
+    wheel = built_wheel(tmp_path, libs=libs, name="llama_cpp_python-0.3.36-py3-none-macosx_11_0_arm64.whl")
+    facts = inspect(wheel)
+    assert [(lib["path"].rsplit("/")[-1], lib["format"]) for lib in facts["libraries"]] == [
+        ("libggml-base.dylib", "unknown"), ("libggml.dylib", "Mach-O"), ("libllama.dylib", "unknown")]
+    assert "libllama.dylib               not ELF or Mach-O" in render(facts)

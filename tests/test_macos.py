@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from llama_wheels.binaries.macho import macho_facts, wheel_machos
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import RepairError
-from llama_wheels.stages.macos import check_macos_wheel, describe, macho_facts, wheel_machos
+from llama_wheels.stages.macos import check_macos_wheel, describe
 from llama_wheels.stages.provenance import read_provenance
 from llama_wheels.stages.toolchain import zig_toolchain
 

@@ -10,74 +10,38 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import zipfile
-from dataclasses import asdict, dataclass
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from llama_wheels.binaries.elf import elf_facts
+from llama_wheels.binaries.macho import UNKNOWN_MINOS, is_macho, macho_facts
 from llama_wheels.binaries.wheel import CPU_ISA, cpu_variants, fixed_isa
 from llama_wheels.core.cache import sha256_file
-from llama_wheels.core.errors import UserError
+from llama_wheels.core.errors import RepairError, UserError
 from llama_wheels.stages.provenance import FILENAME, read_provenance
 
 _LIBRARY = re.compile(r"\.(so(\.\d+)*|dylib)$")
-_MH_MAGIC_64 = 0xFEEDFACF
-_FAT_MAGIC = 0xCAFEBABE
-_LC_LOAD_DYLIB, _LC_LOAD_WEAK_DYLIB, _LC_REEXPORT_DYLIB = 0xC, 0x80000018, 0x8000001F
-_LC_RPATH, _LC_VERSION_MIN_MACOSX, _LC_BUILD_VERSION = 0x8000001C, 0x24, 0x32
-_CPU_TYPES = {0x0100000C: "arm64", 0x01000007: "x86_64"}
-
-
-@dataclass(frozen=True, kw_only=True)
-class MachOFacts:
-    arch: str
-    minos: str | None
-    dylibs: tuple[str, ...]
-    rpaths: tuple[str, ...]
-
-
-def _version(packed: int) -> str:
-    return f"{packed >> 16}.{(packed >> 8) & 0xFF}.{packed & 0xFF}".removesuffix(".0")
-
-
-def _cstring(data: bytes, start: int, end: int) -> str:
-    return data[start:end].split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-def macho_facts(data: bytes) -> list[MachOFacts]:
-    """Architecture, minimum OS, linked dylibs and rpaths of each slice of a Mach-O file."""
-    magic = struct.unpack_from(">I", data)[0]
-    if magic == _FAT_MAGIC:
-        count = struct.unpack_from(">I", data, 4)[0]
-        slices = [struct.unpack_from(">iiIII", data, 8 + 20 * i) for i in range(count)]
-        return [f for _, _, offset, size, _ in slices for f in macho_facts(data[offset:offset + size])]
-    if struct.unpack_from("<I", data)[0] != _MH_MAGIC_64:
-        raise ValueError("not a 64-bit little-endian Mach-O file")
-    cputype, _, _, ncmds, _ = struct.unpack_from("<iiIII", data, 4)
-    offset, minos, dylibs, rpaths = 32, None, [], []
-    for _ in range(ncmds):
-        cmd, size = struct.unpack_from("<II", data, offset)
-        if cmd == _LC_BUILD_VERSION:
-            minos = _version(struct.unpack_from("<I", data, offset + 12)[0])
-        elif cmd == _LC_VERSION_MIN_MACOSX and minos is None:
-            minos = _version(struct.unpack_from("<I", data, offset + 8)[0])
-        elif cmd in (_LC_LOAD_DYLIB, _LC_LOAD_WEAK_DYLIB, _LC_REEXPORT_DYLIB):
-            name_at = struct.unpack_from("<I", data, offset + 8)[0]
-            dylibs.append(_cstring(data, offset + name_at, offset + size))
-        elif cmd == _LC_RPATH:
-            path_at = struct.unpack_from("<I", data, offset + 8)[0]
-            rpaths.append(_cstring(data, offset + path_at, offset + size))
-        offset += size
-    return [MachOFacts(arch=_CPU_TYPES.get(cputype & 0xFFFFFFFF, hex(cputype)), minos=minos,
-                       dylibs=tuple(dylibs), rpaths=tuple(rpaths))]
 
 
 def _wheel_tags(archive: zipfile.ZipFile, dist_info: str) -> list[str]:
     wheel_file = HeaderParser().parsestr(archive.read(f"{dist_info}/WHEEL").decode())
     return wheel_file.get_all("Tag") or []
+
+
+def _macho_slices(name: str, data: bytes) -> list[dict[str, Any]]:
+    """One entry per architecture slice of the Mach-O file ``name``; format "unknown" if it is none."""
+    try:
+        facts = macho_facts(name, data) if is_macho(data) else None
+    except RepairError:
+        facts = None
+    if facts is None:
+        return [{"path": name, "format": "unknown"}]
+    return [{"path": name, "format": "Mach-O", "arch": arch.lower(),
+             "minos": None if minos == UNKNOWN_MINOS else minos, "dylibs": list(facts.dylibs),
+             "rpaths": list(facts.rpaths)}
+            for arch, minos in zip(facts.archs, facts.minos, strict=True)]
 
 
 def inspect(wheel: Path) -> dict[str, Any]:
@@ -102,13 +66,7 @@ def inspect(wheel: Path) -> dict[str, Any]:
                     libraries.append({"path": name, "format": "ELF", "machine": facts.machine, "glibc": glibc,
                                       "needed": list(facts.needed), "runpath": list(facts.runpath)})
                 else:
-                    try:
-                        slices = macho_facts(data)
-                    except (ValueError, struct.error):
-                        libraries.append({"path": name, "format": "unknown"})
-                        continue
-                    for s in slices:
-                        libraries.append({"path": name, "format": "Mach-O", **asdict(s)})
+                    libraries += _macho_slices(name, data)
     except zipfile.BadZipFile as exc:
         raise UserError(f"{wheel}: unreadable as a zip archive ({exc})") from None
     floors = [tuple(int(x) for x in lib["glibc"].split(".")) for lib in libraries if lib.get("glibc")]

@@ -2,7 +2,7 @@
 
 delocate (the macOS repair tool) only runs on macOS, and a wheel cross built here with zig cannot be
 loaded here either. What the loader will do is decided by the Mach-O headers, which ``macholib`` reads
-anywhere. For every Mach-O file in the wheel (found by magic number, not by file name):
+anywhere (binaries/macho.py). For every Mach-O file in the wheel (found by magic number, not by file name):
 
 - its architecture is arm64 only (no x86_64 slice, not a fat file with other slices);
 - its minimum macOS (``LC_BUILD_VERSION``/``LC_VERSION_MIN_MACOSX`` minos) is the platform's deployment
@@ -24,109 +24,18 @@ On macOS, ``repair.repair_wheel`` runs ``delocate-wheel`` first and these checks
 from __future__ import annotations
 
 import posixpath
-import re
-import struct
-import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from macholib import mach_o
-from macholib.MachO import MachO
-
+from llama_wheels.binaries.macho import MachOFacts, wheel_machos
 from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.platforms import Platform
 from llama_wheels.core.errors import RepairError
 
-_MAGICS = {
-    struct.pack("<I", m) for m in (mach_o.MH_MAGIC, mach_o.MH_MAGIC_64)
-} | {struct.pack(">I", m)
-     for m in (mach_o.MH_MAGIC, mach_o.MH_MAGIC_64, mach_o.FAT_MAGIC, mach_o.FAT_MAGIC_64)}
 _SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/")
-_LOADS = {
-    mach_o.LC_LOAD_DYLIB,
-    mach_o.LC_LOAD_WEAK_DYLIB,
-    mach_o.LC_REEXPORT_DYLIB,
-    mach_o.LC_LAZY_LOAD_DYLIB,
-    mach_o.LC_LOAD_UPWARD_DYLIB,
-}
 _PACKAGE_DIRS = ("llama_cpp/",)
 # What llama_cpp's ctypes loader opens by absolute path (llama_cpp.py, _ggml.py): the rest follows via @rpath.
 LOADED_BY_PATH = ("llama_cpp/lib/libllama.dylib", "llama_cpp/lib/libggml.dylib")
-# Directories only a build machine has: homes (macOS runners build in /Users/runner), temp, Homebrew.
-_BUILD_PATH = re.compile(rb"(?<![\w.~/-])(?:/Users|/home|/root|/tmp|/private/(?:var|tmp)|/var/folders"
-                         rb"|/opt/homebrew|/usr/local)/[\x21-\x7e]*")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MachOFacts:
-    path: str  # inside the wheel
-    filetype: str  # per mach_o.MH_FILETYPE_SHORTNAMES: "dylib", "bundle", "execute", ...
-    archs: tuple[str, ...]  # e.g. ("ARM64",)
-    minos: tuple[str, ...]  # per slice, e.g. ("11.0",)
-    install_name: str | None
-    dylibs: tuple[str, ...]  # what it loads, as written in the load commands
-    rpaths: tuple[str, ...]
-    dyld_environment: tuple[str, ...] = ()  # LC_DYLD_ENVIRONMENT (only meaningful in executables)
-    build_paths: tuple[str, ...] = ()  # strings in the file that name a build machine's directories
-
-
-def _version(packed: int) -> str:
-    major, minor, patch = packed >> 16, (packed >> 8) & 0xFF, packed & 0xFF
-    return f"{major}.{minor}" + (f".{patch}" if patch else "")
-
-
-def _string(cmd: object, load: object, data: bytes, field: str) -> str:
-    offset = getattr(cmd, field) - load.__class__._size_ - cmd.__class__._size_  # type: ignore[attr-defined]
-    return data[offset:data.index(b"\x00", offset)].decode()
-
-
-def macho_facts(name: str, file: Path) -> MachOFacts:
-    """Architecture, minimum OS, install name, loaded libraries and rpaths of one Mach-O file."""
-    try:
-        macho = MachO(str(file), allow_unknown_load_commands=True)
-    except (ValueError, struct.error) as exc:
-        raise RepairError(f"{name}: not a readable Mach-O file ({exc})") from None
-    archs, minos, dylibs, rpaths, environment = [], [], [], [], []
-    install_name = None
-    filetypes = set()
-    for header in macho.headers:
-        archs.append(mach_o.CPU_TYPE_NAMES.get(header.header.cputype, hex(header.header.cputype)))
-        filetypes.add(mach_o.MH_FILETYPE_SHORTNAMES.get(header.header.filetype, hex(header.header.filetype)))
-        found = None
-        for load, cmd, data in header.commands:
-            if load.cmd == mach_o.LC_BUILD_VERSION or load.cmd == mach_o.LC_VERSION_MIN_MACOSX:
-                found = _version(cmd.minos if load.cmd == mach_o.LC_BUILD_VERSION else cmd.version)
-            elif load.cmd == mach_o.LC_ID_DYLIB:
-                install_name = _string(cmd, load, data, "name")
-            elif load.cmd in _LOADS:
-                dylibs.append(_string(cmd, load, data, "name"))
-            elif load.cmd == mach_o.LC_RPATH:
-                rpaths.append(_string(cmd, load, data, "path"))
-            elif load.cmd == mach_o.LC_DYLD_ENVIRONMENT:
-                environment.append(_string(cmd, load, data, "name"))
-        minos.append(found or "unknown")
-    build_paths = dict.fromkeys(m.decode() for m in _BUILD_PATH.findall(file.read_bytes()))
-    return MachOFacts(path=name, filetype="+".join(sorted(filetypes)), archs=tuple(archs),
-                      minos=tuple(minos), install_name=install_name, dylibs=tuple(dict.fromkeys(dylibs)),
-                      rpaths=tuple(dict.fromkeys(rpaths)), dyld_environment=tuple(environment),
-                      build_paths=tuple(build_paths))
-
-
-def wheel_machos(wheel: Path) -> list[MachOFacts]:
-    """Facts of every Mach-O file in ``wheel`` (by magic number)."""
-    facts = []
-    with zipfile.ZipFile(wheel) as archive, tempfile.TemporaryDirectory(prefix="llama-wheels-macho-") as tmp:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
-            with archive.open(info) as fh:
-                if fh.read(4) not in _MAGICS:
-                    continue
-            target = Path(tmp) / "file"
-            target.write_bytes(archive.read(info))
-            facts.append(macho_facts(info.filename, target))
-    return facts
 
 
 def _resolves_to_bundled(ref: str, lib: MachOFacts, bundled: set[str]) -> bool:
