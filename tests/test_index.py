@@ -7,11 +7,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
+from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, DigestMismatchError, PyPISimple
 
-from llama_wheels.core.errors import UserError
+from llama_wheels.core.errors import LlamaWheelsError, UserError
 from llama_wheels.release import index as index_module
 from llama_wheels.release.index import build_index, check_tree, parse_links
 
@@ -97,6 +105,115 @@ def test_pip_installs_from_the_index_and_checks_the_hash(dist: Path, tmp_path: P
               "llama-cpp-python==0.3.36")
     assert bad.returncode != 0
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in bad.stdout + bad.stderr
+
+
+_PEP691 = "application/vnd.pypi.simple.v1+json"
+
+
+@contextmanager
+def served(root: Path) -> Iterator[str]:
+    """``root`` over HTTP on loopback, as a static host serves it, with the content negotiation of PEP 691:
+    a directory is its index.json to a client that asks for JSON, else its index.html."""
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def translate_path(self, path: str) -> str:
+            local = super().translate_path(path)
+            if os.path.isdir(local) and _PEP691 in self.headers.get("Accept", ""):
+                return os.path.join(local, "index.json")
+            return local
+
+        def guess_type(self, path: str | os.PathLike[str]) -> str:
+            return _PEP691 if os.fspath(path).endswith("index.json") else super().guess_type(path)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: the test output is the assertions
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextmanager
+def client(url: str, accept: str) -> Iterator[PyPISimple]:
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment for a loopback server
+    with session, PyPISimple(url, session=session, accept=accept) as simple:
+        yield simple
+
+
+def wheel_metadata(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return archive.read(name)
+
+
+@pytest.mark.parametrize("accept", [ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY], ids=["html", "pep691-json"])
+def test_a_real_client_reads_every_page(dist: Path, tmp_path: Path, accept: str) -> None:
+    """pypi-simple, a client that is not ours, reads the pages; what it finds is what the wheels hold."""
+    out = tmp_path / "site"
+    build_index(dist, out)
+    built = {"cpu": dist / "default" / NAME, "armv8.2-dotprod": dist / "dotprod" / NAME}
+    with served(out) as url:
+        for family, wheel in built.items():
+            with client(f"{url}/{family}/simple/", accept) as simple:
+                index = simple.get_index_page()
+                assert index.projects == ["llama-cpp-python"]
+                assert index.repository_version == "1.1"
+                page = simple.get_project_page("llama-cpp-python")
+                assert page.repository_version == "1.1"
+                [pkg] = page.packages
+                metadata = wheel_metadata(wheel)
+                assert (pkg.filename, pkg.project, pkg.version, pkg.package_type) == (
+                    NAME, "llama_cpp_python", "0.3.36", "wheel")
+                assert pkg.url == f"{url}/{family}/simple/llama-cpp-python/{NAME}"
+                assert pkg.digests == {"sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()}
+                assert pkg.requires_python == ">=3.8"
+                assert pkg.has_metadata
+                assert pkg.metadata_digests == {"sha256": hashlib.sha256(metadata).hexdigest()}
+                assert not pkg.is_yanked and not pkg.has_sig
+                if accept == ACCEPT_JSON_ONLY:  # only PEP 691 carries these
+                    assert pkg.size == wheel.stat().st_size
+                    assert page.versions == ["0.3.36"]
+                # both verify the digests of the page against what they download
+                simple.download_package(pkg, tmp_path / "got" / family / NAME)
+                assert (tmp_path / "got" / family / NAME).read_bytes() == wheel.read_bytes()
+                assert simple.get_package_metadata(pkg).encode() == metadata
+
+
+def _other_digest(text: str, digest: str) -> str:
+    assert digest in text
+    return text.replace(digest, hashlib.sha256(b"another file").hexdigest())
+
+
+@pytest.mark.parametrize("accept", [ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY], ids=["html", "pep691-json"])
+@pytest.mark.parametrize("what", ["wheel", "metadata"])
+def test_a_page_with_a_wrong_digest_is_caught(dist: Path, tmp_path: Path, accept: str, what: str) -> None:
+    out = tmp_path / "site"
+    build_index(dist, out)
+    project = out / "cpu" / "simple" / "llama-cpp-python"
+    target = project / (NAME if what == "wheel" else f"{NAME}.metadata")
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    page = project / ("index.html" if accept == ACCEPT_HTML_ONLY else "index.json")
+    page.write_text(_other_digest(page.read_text(), digest))
+    with served(out) as url, client(f"{url}/cpu/simple/", accept) as simple:
+        [pkg] = simple.get_project_page("llama-cpp-python").packages
+        with pytest.raises(DigestMismatchError):
+            if what == "wheel":
+                simple.download_package(pkg, tmp_path / "got" / NAME)
+            else:
+                simple.get_package_metadata(pkg)
+    assert not (tmp_path / "got" / NAME).exists()
+    with pytest.raises(LlamaWheelsError, match="does not"):  # our own check of the tree sees it too
+        check_tree(out)
 
 
 def test_a_failed_run_leaves_the_previous_index_intact(dist: Path, tmp_path: Path,

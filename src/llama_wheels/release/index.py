@@ -237,9 +237,12 @@ def _check_project(page: Path, project: str) -> None:
             raise LlamaWheelsError(f"{page}/index.html: link {attrs.get('href')} ({text}) is malformed")
         if not target.is_file() or sha256_file(target) != digest or entry["hashes"]["sha256"] != digest:
             raise LlamaWheelsError(f"{page}: {text} is missing or does not have sha256 {digest}")
-        metadata = page / f"{text}.metadata"
-        if f"sha256={hashlib.sha256(metadata.read_bytes()).hexdigest()}" != attrs.get("data-core-metadata"):
-            raise LlamaWheelsError(f"{page}: {text}.metadata does not match data-core-metadata")
+        metadata = hashlib.sha256((page / f"{text}.metadata").read_bytes()).hexdigest()
+        declared = {attrs.get("data-core-metadata"), attrs.get("data-dist-info-metadata"),
+                    *(f"sha256={entry[key]['sha256']}" for key in ("core-metadata", "dist-info-metadata"))}
+        if declared != {f"sha256={metadata}"}:
+            raise LlamaWheelsError(f"{page}: {text}.metadata does not match the core-metadata digests of the "
+                                   "HTML and JSON pages")
 
 
 def _exchange(a: Path, b: Path) -> bool:
