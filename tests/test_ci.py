@@ -169,17 +169,18 @@ def test_least_privilege_and_no_expressions_in_run(path: Path) -> None:
 
 
 def test_release_attests_every_wheel_and_publishes_the_index() -> None:
-    """tag -> wheels -> index (read-only) + attestations (nothing else can mint an OIDC token) -> release
-    (the only job that writes the repository) -> Pages."""
+    """tag -> wheels -> index (read-only) + attestations (nothing else can mint an OIDC token) + the emulated
+    matrix -> release (the only job that writes the repository, with the matrix report) -> Pages."""
     text = (REPO / workflows.RELEASE).read_text()
     data = workflow(REPO / workflows.RELEASE)
     assert data.get("on", data.get(True)) == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads `on` as true
     jobs = data["jobs"]
     assert {name: job.get("needs") for name, job in jobs.items()} == {
-        "wheel": None, "index": "wheel", "attest": "wheel", "release": ["index", "attest"],
-        "pages": "release"}
+        "wheel": None, "matrix": "wheel", "index": "wheel", "attest": "wheel",
+        "release": ["index", "attest", "matrix"], "pages": "release"}
     assert {name: job["permissions"] for name, job in jobs.items()} == {
         "wheel": {"contents": "read"},
+        "matrix": {"contents": "read"},
         "index": {"contents": "read"},
         "attest": {"id-token": "write", "attestations": "write"},
         "release": {"contents": "write"},
@@ -196,11 +197,28 @@ def test_release_attests_every_wheel_and_publishes_the_index() -> None:
     assert not steps("attest", "run") and not steps("pages", "run")
     [attest] = [s for s in jobs["attest"]["steps"] if "attest-build-provenance@" in s.get("uses", "")]
     assert attest["with"]["subject-path"] == "dist/*/*.whl"
-    for job in ("index", "attest", "release"):
-        [download] = [s for s in jobs[job]["steps"] if "download-artifact@" in s.get("uses", "")]
-        assert download["with"] == {"pattern": "wheel-*", "path": "dist"}
-    assert any("gh release create" in run for run in steps("release", "run"))
+    downloads = {job: [s["with"] for s in jobs[job]["steps"] if "download-artifact@" in s.get("uses", "")]
+                 for job in ("index", "attest", "release")}
+    wheels = {"pattern": "wheel-*", "path": "dist"}
+    report = {"name": "matrix-report", "path": workflows.MATRIX_REPORT}
+    assert downloads == {"index": [wheels], "attest": [wheels], "release": [wheels, report]}
+    [publish] = [run for run in steps("release", "run") if "gh release create" in run]
+    assert f"{workflows.MATRIX_REPORT}/matrix.json {workflows.MATRIX_REPORT}/matrix.txt assets/" in publish
     assert "actions/cache@" not in text  # a release never restores a cache another ref wrote
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_linux_wheel_runs_the_emulated_matrix(path: Path) -> None:
+    """The matrix job tests each Linux aarch64 target's artifact with `llama-wheels test`, after the wheels,
+    in the Debian the sysroot is made of, and keeps the report even when a cell fails."""
+    config = load(REPO)
+    job = workflow(path)["jobs"]["matrix"]
+    assert job["needs"] == "wheel" and job["container"] == workflows.MATRIX_IMAGE
+    [test] = [s["run"] for s in job["steps"] if "llama-wheels test" in s.get("run", "")]
+    linux = sorted(n for n, t in config.targets.items() if t.publish and t.platform == "linux-aarch64")
+    assert linux and sorted(re.findall(r"dist/wheel-([\w.-]+)/\*\.whl", test)) == linux
+    [upload] = [s for s in job["steps"] if "upload-artifact@" in s.get("uses", "")]
+    assert upload["if"] == "always()" and upload["with"]["name"] == "matrix-report"
 
 
 # -------------------------------------------------------------------- offline workflow checkers

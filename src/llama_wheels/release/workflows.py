@@ -38,6 +38,10 @@ RUNNER_CACHE = "/tmp/llama-wheels-cache"
 # py3-none: the package loads its libraries with ctypes, so one CPython builds the wheel for all.
 PYTHON = "3.11"
 CPYTHON = "cp" + PYTHON.replace(".", "")
+# The emulated matrix job runs in Debian 12: the test bed's arm64 sysroot is made of Debian 12 packages
+# (build_config/sysroot.toml), fetched by the same apt as on a developer's machine.
+MATRIX_IMAGE = "debian:12.12"
+MATRIX_REPORT = "reports/matrix"
 
 
 def build_dir(project: Path) -> Path:
@@ -262,6 +266,48 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
 """
 
 
+def emulated_jobs(config: Config) -> list[BuildJob]:
+    """The CI jobs whose wheels the emulated matrix runs: every Linux aarch64 wheel."""
+    return [job for job in ci_jobs(config)
+            if platform(job.platform).cmake_system_name == "Linux" and platform(job.platform).elf_machine
+            == "EM_AARCH64"]
+
+
+def _matrix_job(config: Config) -> str:
+    """After every wheel is built: each Linux aarch64 wheel on every emulated CPU class (``llama-wheels
+    test``, the same command and oracle as locally); the report is kept even when a cell fails."""
+    a = ACTIONS
+    wheels = " ".join(f"dist/wheel-{job.target.name}/*.whl" for job in emulated_jobs(config))
+    return f"""\
+  matrix:
+    name: emulated CPU matrix of the Linux wheels
+    needs: wheel
+    runs-on: ubuntu-24.04
+    container: {MATRIX_IMAGE}
+    permissions:
+      contents: read
+    timeout-minutes: 90
+    steps:
+      - uses: {a["checkout"]}
+        with:
+          persist-credentials: false
+      - uses: {a["download-artifact"]}
+        with:
+          pattern: wheel-*
+          path: dist
+      - name: Install the test bed (Debian packages, the pinned tools)
+        run: scripts/bootstrap.sh
+      - name: Every Linux wheel on every emulated CPU class
+        run: .venv/bin/llama-wheels test {wheels} --out {MATRIX_REPORT}
+      - uses: {a["upload-artifact"]}
+        if: always()
+        with:
+          name: matrix-report
+          path: {MATRIX_REPORT}
+          if-no-files-found: error
+"""
+
+
 def _header(config: Config, what: str) -> str:
     jobs = ci_jobs(config)
     return f"""\
@@ -284,7 +330,8 @@ env:
 def workflow_yaml(config: Config) -> str:
     """``.github/workflows/wheels.yml``: every target's wheel on each push and pull request (with caches)."""
     return f"""\
-{_header(config, "Every target's wheel, built, repaired and tested natively. Releases: release.yml.")}\
+{_header(config, "Every target's wheel, built, repaired and tested natively; the Linux wheels on every "
+                 "emulated CPU class. Releases: release.yml.")}\
 name: wheels
 
 on:
@@ -299,11 +346,13 @@ concurrency:
   cancel-in-progress: true
 
 jobs:
-{_wheel_job(config, caches=True)}"""
+{_wheel_job(config, caches=True)}
+{_matrix_job(config)}"""
 
 
 def release_yaml(config: Config) -> str:
-    """``.github/workflows/release.yml``: on a v* tag, every wheel built cold, indexed, attested, released.
+    """``.github/workflows/release.yml``: on a v* tag, every wheel built cold, indexed, attested, proven on
+    every emulated CPU class, released (with the matrix report).
 
     One job per power: the index is built with a read-only token, only the attest job can mint an OIDC
     token (and runs no code of ours or of PyPI's), only the release job can write the repository, only the
@@ -317,7 +366,8 @@ def release_yaml(config: Config) -> str:
           pattern: wheel-*
           path: dist
 """
-    what = "Tag v*: every wheel built cold (no cache reaches a release), indexed, attested, released."
+    what = ("Tag v*: every wheel built cold (no cache reaches a release), indexed, attested, proven on every "
+            "emulated CPU class, released.")
     return f"""\
 {_header(config, what)}\
 name: release
@@ -333,6 +383,7 @@ concurrency:
 
 jobs:
 {_wheel_job(config, caches=False)}
+{_matrix_job(config)}
   index:
     name: PEP 503 index of every wheel
     needs: wheel
@@ -370,13 +421,17 @@ jobs:
 
   release:
     name: GitHub release
-    needs: [index, attest]
+    needs: [index, attest, matrix]
     runs-on: ubuntu-24.04
     permissions:
       contents: write  # create the release and upload its wheels
     steps:
 {download}\
-      - name: GitHub release with every wheel (asset name = target + wheel name)
+      - uses: {a["download-artifact"]}
+        with:
+          name: matrix-report
+          path: {MATRIX_REPORT}
+      - name: GitHub release with every wheel (asset name = target + wheel name) and the matrix report
         env:
           GH_TOKEN: ${{{{ github.token }}}}
           GH_REPO: ${{{{ github.repository }}}}
@@ -389,7 +444,8 @@ jobs:
               cp "$wheel" "assets/${{target#wheel-}}--$(basename "$wheel")"
             done
           done
-          gh release create "$TAG" --verify-tag --title "$TAG" --generate-notes assets/*.whl
+          cp {MATRIX_REPORT}/matrix.json {MATRIX_REPORT}/matrix.txt assets/
+          gh release create "$TAG" --verify-tag --title "$TAG" --generate-notes assets/*
 
   pages:
     name: index to GitHub Pages
