@@ -12,7 +12,9 @@ from llama_wheels.config.toml import Table, read_toml
 from llama_wheels.core.errors import ConfigError
 
 _QEMU_CPU = re.compile(r"^[a-z0-9][a-z0-9-]*(,[a-z0-9-]+=[a-z0-9]+)*$")
-_FEATURE_KEYS = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme", "sve_bits")
+# The features each CPU declares (as testbed/hostcpu.py names them), and its SVE vector length.
+FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
+_FEATURE_KEYS = (*FEATURE_NAMES, "sve_bits")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,6 @@ return code: ``Outcome.signal_name == "SIGILL"``.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -19,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels.binaries.wheel import parse_wheel_name
-from llama_wheels.config.cpus import Cpu, Features
+from llama_wheels.config.cpus import FEATURE_NAMES, Cpu, Features
 from llama_wheels.core import runner
 from llama_wheels.core.cache import atomic_path
 from llama_wheels.core.errors import CommandFailed, UserError
+from llama_wheels.testbed import hostcpu
 
 QEMU = "qemu-aarch64-static"
 QEMU_HINT = "install qemu-user-static: apt-get install qemu-user-static"
@@ -30,23 +30,6 @@ QEMU_HINT = "install qemu-user-static: apt-get install qemu-user-static"
 _ENV_PASSTHROUGH = ("HOME", "TMPDIR")
 _EM_AARCH64 = 183
 
-# Reads what the guest kernel interface (qemu-user) reports. AT_HWCAP=16, AT_HWCAP2=26, PR_SVE_GET_VL=51.
-_PROBE = """\
-import ctypes, json
-libc = ctypes.CDLL(None, use_errno=True)
-libc.getauxval.restype = ctypes.c_ulong
-libc.getauxval.argtypes = [ctypes.c_ulong]
-hwcap, hwcap2 = libc.getauxval(16), libc.getauxval(26)
-vl = libc.prctl(51, 0, 0, 0, 0)
-print("HWCAPS " + json.dumps({"hwcap": hwcap, "hwcap2": hwcap2, "sve_vl": vl}))
-"""
-_HWCAP_FPHP = 1 << 9
-_HWCAP_ASIMDHP = 1 << 10
-_HWCAP_ASIMDDP = 1 << 20
-_HWCAP_SVE = 1 << 22
-_HWCAP2_SVE2 = 1 << 1
-_HWCAP2_I8MM = 1 << 13
-_HWCAP2_SME = 1 << 23
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,27 +118,18 @@ def run_python(
 
 
 def measure_features(sysroot: Sysroot, cpu: Cpu) -> Features:
-    """The features the guest really sees on ``cpu`` (hwcaps, SVE vector length), to check cpus.toml."""
-    outcome = run_python(sysroot, cpu, ["-c", _PROBE], timeout=120)
-    lines = [line for line in outcome.tail if line.startswith("HWCAPS ")]
+    """The features the guest really sees on ``cpu``, read by ``hostcpu.py`` (the module the wheel suite
+    ships, so the test bed and a native run read a CPU the same way), to check cpus.toml."""
+    outcome = run_python(sysroot, cpu, [os.fspath(Path(hostcpu.__file__))], timeout=120)
+    lines = [line for line in outcome.output.splitlines() if line.startswith("HOSTCPU ")]
     if outcome.returncode != 0 or not lines:
         how = outcome.signal_name or f"exit {outcome.returncode}"
         raise CommandFailed(
-            f"hwcap probe on {cpu.name} ({how}); last output: {' | '.join(outcome.tail[-3:])}",
+            f"CPU feature probe on {cpu.name} ({how}); last output: {' | '.join(outcome.tail[-3:])}",
             tail=outcome.tail,
         )
-    data = json.loads(lines[-1].removeprefix("HWCAPS "))
-    hwcap, hwcap2, vl = int(data["hwcap"]), int(data["hwcap2"]), int(data["sve_vl"])
-    sve = bool(hwcap & _HWCAP_SVE)
-    return Features(
-        dotprod=bool(hwcap & _HWCAP_ASIMDDP),
-        fp16=bool(hwcap & _HWCAP_ASIMDHP) and bool(hwcap & _HWCAP_FPHP),
-        i8mm=bool(hwcap2 & _HWCAP2_I8MM),
-        sve=sve,
-        sve2=bool(hwcap2 & _HWCAP2_SVE2),
-        sme=bool(hwcap2 & _HWCAP2_SME),
-        sve_bits=(vl & 0xFFFF) * 8 if sve and vl > 0 else 0,
-    )
+    host = hostcpu.HostCpu.from_json(lines[-1].removeprefix("HOSTCPU "))
+    return Features(**{name: name in host.features for name in FEATURE_NAMES}, sve_bits=host.sve_bits)
 
 
 def install_wheel(wheel: Path, dest: Path) -> Path:
