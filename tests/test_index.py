@@ -269,7 +269,8 @@ def test_cli_index_and_inspect(dist: Path, tmp_path: Path) -> None:
     result = run("index", str(dist), str(tmp_path / "site"))
     assert result.returncode == 0, result.stderr
     url = (tmp_path / "site/cpu/simple").as_uri()
-    assert f"cpu: 1 wheel(s) -> pip install --index-url {url}" in result.stdout
+    assert (f"cpu: 1 wheel(s) -> pip install llama-cpp-python --only-binary llama-cpp-python "
+            f"--extra-index-url {url}") in result.stdout
     shown = run("inspect", str(dist / "default" / NAME))
     assert shown.returncode == 0, shown.stderr
     assert "target     linux-aarch64 (linux-aarch64, index cpu)" in shown.stdout
@@ -280,3 +281,23 @@ def test_cli_index_and_inspect(dist: Path, tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1] == (
         f"llama-wheels: error: {empty}: holds no .whl files; build some first (llama-wheels build)")
+
+
+@pytest.mark.network
+def test_the_printed_install_command_resolves_the_dependencies_from_pypi(dist: Path, tmp_path: Path) -> None:
+    """What `index` tells users to run gets our wheel from our index and its dependencies from PyPI; the
+    --index-url form it used to print cannot, since our index serves only llama-cpp-python."""
+    build_index(dist, tmp_path / "site")
+    url = (tmp_path / "site" / "cpu" / "simple").as_uri()
+    target = ["--dry-run", "--ignore-installed", "--report", "-", "--quiet", "--platform", "manylinux2014_aarch64",
+              "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:",
+              "--target", str(tmp_path / "t")]
+    hinted = index_module.install_command(url, ["llama-cpp-python"]).split()
+    assert hinted[:2] == ["pip", "install"]
+    ok = pip(*hinted[1:], *target)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = {item["metadata"]["name"]: item["download_info"]["url"] for item in json.loads(ok.stdout)["install"]}
+    assert report["llama_cpp_python"] == f"{url}/llama-cpp-python/{NAME}"
+    assert {"numpy", "jinja2", "diskcache"} <= {name.lower() for name in report}
+    only_ours = pip("install", "llama-cpp-python", "--index-url", url, *target)
+    assert only_ours.returncode != 0 and "No matching distribution found for typing-extensions" in only_ours.stderr

@@ -11,7 +11,10 @@ from llama_wheels.stages.provenance import SCHEMA, Provenance
 
 NAME = "llama_cpp_python-0.3.36-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
 DIST_INFO = "llama_cpp_python-0.3.36.dist-info"
-METADATA = b"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36\nRequires-Python: >=3.8\n\n"
+# llama-cpp-python 0.3.36's own core metadata (its dependencies are what pip must get from PyPI)
+METADATA = (b"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36\nRequires-Python: >=3.8\n"
+            b"Requires-Dist: typing-extensions>=4.5.0\nRequires-Dist: numpy>=1.20.0\n"
+            b"Requires-Dist: diskcache>=5.6.1\nRequires-Dist: jinja2>=2.11.3\n\n")
 WHEEL = (b"Wheel-Version: 1.0\nGenerator: scikit-build-core 1.1.2\nRoot-Is-Purelib: false\n"
          b"Tag: py3-none-manylinux_2_17_aarch64\nTag: py3-none-manylinux2014_aarch64\n\n")
 EPOCH = 1764000000

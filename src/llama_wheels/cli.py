@@ -119,14 +119,13 @@ def cmd_inspect(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_index(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.release.index import build_index
+    from llama_wheels.release.index import build_index, install_command
 
     out = args.out.resolve()
     families = build_index(args.dist.resolve(), out)
     for family, wheels in families.items():
         url = (out / family / "simple").as_uri()
-        print(f"{family}: {len(wheels)} wheel(s) -> pip install --index-url {url} "
-              + " ".join(sorted({w.project for w in wheels})))
+        print(f"{family}: {len(wheels)} wheel(s) -> {install_command(url, sorted({w.project for w in wheels}))}")
     return 0
 
 

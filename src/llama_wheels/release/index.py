@@ -8,7 +8,7 @@ Each wheel's family is the ``index`` of the target it was built for, read from i
     OUT/<family>/simple/<project>/<wheel>       the wheel itself
     OUT/<family>/simple/<project>/<wheel>.metadata   its core metadata (PEP 658/714)
 
-which is what ``pip install --index-url file:///.../OUT/cpu/simple`` (or an https URL of the same tree)
+which is what ``pip install --extra-index-url file:///.../OUT/cpu/simple`` (or an https URL of the same tree)
 expects. ``index.json`` is the PEP 691 form of the page beside it, for a server that maps
 ``Accept: application/vnd.pypi.simple.v1+json`` onto it; pip on a static tree reads ``index.html``.
 
@@ -30,6 +30,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from html.parser import HTMLParser
@@ -165,8 +166,9 @@ def write_tree(root: Path, wheels: list[IndexedWheel]) -> dict[str, list[Indexed
                 "versions": sorted({w.version for w in files}),
                 "files": [_file_json(w) for w in files],
             }))
-    landing = [f'<a href="{f}/simple/">{f}</a>: pip install --index-url &lt;this URL&gt;/{f}/simple '
-               f"{' '.join(sorted({w.project for w in m}))}<br>" for f, m in families.items()]
+    landing = [f'<a href="{f}/simple/">{f}</a>: '
+               + html.escape(install_command(f"<this URL>/{f}/simple", sorted({w.project for w in m}))) + "<br>"
+               for f, m in families.items()]
     (root / "index.html").write_text(_page("llama-wheels package indexes, one per variant family", landing))
     (root / MARKER).write_text(json.dumps({f: [w.filename for w in m] for f, m in families.items()},
                                           indent=2, sort_keys=True) + "\n")
@@ -266,6 +268,14 @@ def _replace_dir(new: Path, out: Path) -> None:
         os.rename(out, old)
         os.rename(new, out)
         remove(old)
+
+
+def install_command(url: str, projects: Sequence[str]) -> str:
+    """How a user installs ``projects`` from the index at ``url``. An extra index, not the only one: it
+    serves only our wheels, so their dependencies (numpy, jinja2, diskcache ...) come from PyPI; and
+    binary-only, else pip may prefer building PyPI's sdist (or a newer one) over our wheel."""
+    names = " ".join(projects)
+    return f"pip install {names} --only-binary {','.join(projects)} --extra-index-url {url}"
 
 
 def build_index(dist: Path, out: Path) -> dict[str, list[IndexedWheel]]:
