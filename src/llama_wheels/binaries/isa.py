@@ -190,7 +190,7 @@ def elf_code(path: str, data: bytes) -> CodeObject:
     symbols: set[tuple[int, int, str]] = set()
     for table in (s for s in elf.iter_sections() if isinstance(s, SymbolTableSection)):
         symbols |= {(sym["st_value"], sym["st_size"], sym.name) for sym in table.iter_symbols()
-                    if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"]}
+                    if sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] != "SHN_UNDEF"}
     return CodeObject(path=path, machine=elf["e_machine"], sections=sections, symbols=tuple(sorted(symbols)))
 
 
