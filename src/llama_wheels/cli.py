@@ -53,12 +53,13 @@ def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
 def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
     from llama_wheels.pipeline import build_targets
+    from llama_wheels.testbed.audit import IsaAuditor
     from llama_wheels.testbed.verify import SMOKE_CPU, SmokeVerifier
 
     config = _config(args)
     verifier = None if args.no_verify else SmokeVerifier(load_cpus(config.root)[SMOKE_CPU], cache)
     built = build_targets(config, args.targets, args.pin, dist=args.dist.resolve(), cache=cache,
-                          verifier=verifier)
+                          verifier=verifier, auditor=IsaAuditor())
     for item in built:
         glibc = ".".join(map(str, item.facts.glibc_max))
         print(f"{item.wheel}  ({item.facts.size / 1e6:.1f} MB, {len(item.facts.libraries)} libraries, "
@@ -224,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download (sha256-checked) and prepare (patch) the pinned source")
     with_targets(p)
     p.set_defaults(func=cmd_fetch)
-    p = sub.add_parser("build", help="fetch, prepare, build, repair and verify wheels into dist/")
+    p = sub.add_parser("build", help="fetch, prepare, build, repair, verify and ISA-audit wheels into dist/")
     with_targets(p)
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where finished wheels go (default: dist/)")
     p.add_argument("--no-verify", action="store_true", help="skip the emulated smoke test")

@@ -4,6 +4,7 @@ wheel, the CPU variants the pinned ggml declares. Serves ``llama-wheels audit`` 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def wheel_platform(wheel: Path) -> Platform:
     if name is None:
         raise UserError(f"{wheel}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl); pass a built wheel")
     found = [platform(p) for p in PLATFORMS if platform(p).wheel_platform in name.platforms]
-    if not found or found[0].isa_baseline is None:
+    if not found:
         raise UserError(f"{wheel.name}: platform {', '.join(sorted(name.platforms))} has no ISA baseline in "
                         "config/platforms.py; the audit reads linux-aarch64 and macos-arm64 wheels")
     return found[0]
@@ -42,27 +43,28 @@ def wheel_platform(wheel: Path) -> Platform:
 
 def audit(wheel: Path, config: Config, cache: Cache) -> WheelAudit:
     """Audit ``wheel``; a dispatch wheel's variants come from its pin's prepared source (fetched if need be)."""
-    target = wheel_platform(wheel)
+    return _audit(wheel, wheel_platform(wheel), lambda: pinned_variants(wheel, config, cache)[1])
+
+
+def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, frozenset[str]]]) -> WheelAudit:
+    """Audit ``wheel`` of ``target`` (which has an ISA baseline); ``declared`` is asked only for a dispatch wheel."""
+    if target.isa_baseline is None:
+        raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
     with zipfile.ZipFile(wheel) as archive:
         dispatch = bool(cpu_variants(archive.namelist()))
-    variants = pinned_variants(wheel, config, cache)[1] if dispatch else None
-    assert target.isa_baseline is not None
-    return audit_wheel(wheel, baseline=target.isa_baseline, variants=variants)
+    return audit_wheel(wheel, baseline=target.isa_baseline, variants=declared() if dispatch else None)
 
 
 @dataclass(frozen=True)
 class IsaAuditor:
-    """``build``'s audit stage (``pipeline.WheelAudit``): the finished wheel against its pinned source."""
+    """``build``'s audit stage (``pipeline.Auditor``): the finished wheel against its pinned source."""
 
     def audit(self, wheel: Path, source_tree: Path, platform_name: str) -> str:
         target = platform(platform_name)
         if target.isa_baseline is None:
-            return f"ISA audit skipped: {platform_name} code is not AArch64"
-        with zipfile.ZipFile(wheel) as archive:
-            dispatch = bool(cpu_variants(archive.namelist()))
-        report = audit_wheel(wheel, baseline=target.isa_baseline,
-                             variants=declared_variants(source_tree) if dispatch else None)
+            return f"skipped: {platform_name} code is not AArch64"
+        report = _audit(wheel, target, lambda: declared_variants(source_tree))
         report.check()
         features = sorted({f for lib in report.libraries for f, _ in lib.features})
-        return (f"ISA audit: {len(report.libraries)} libraries within their ISA ({', '.join(features)} where "
-                f"allowed), {report.seconds:.1f}s")
+        return (f"{report.wheel}: {len(report.libraries)} libraries within their ISA (uses {', '.join(features)} "
+                f"where allowed), {report.seconds:.1f}s")
