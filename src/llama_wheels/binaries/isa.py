@@ -23,7 +23,8 @@ import re
 import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import capstone
 import numpy as np
@@ -123,6 +124,7 @@ class _Decoder:
         self._cs.detail = True
         self._cs.skipdata = True
         self._known: dict[int, Instruction] = {}
+        self._group_names: dict[int, str] = {}
 
     def decode(self, words: Iterable[int]) -> dict[int, Instruction]:
         """The instruction of every word in ``words`` (little-endian AArch64 encodings)."""
@@ -142,7 +144,9 @@ class _Decoder:
         text = f"{insn.mnemonic} {insn.op_str}".strip()
         features = set()
         for group in insn.groups:
-            name = insn.group_name(group) or ""
+            name = self._group_names.get(group)
+            if name is None:
+                name = self._group_names[group] = self._cs.group_name(group) or ""
             if name.startswith("Has") and name not in _BASELINE_PREDICATES:
                 features.add(_PREDICATES.get(name, name.removeprefix("Has").lower()))
         if _SME_SYSREG.search(text):
@@ -174,7 +178,20 @@ class CodeObject:
     path: str
     machine: str  # pyelftools' e_machine (EM_AARCH64), or for Mach-O the audited slices' CPU type (ARM64)
     sections: tuple[CodeSection, ...]
-    symbols: tuple[tuple[int, int, str], ...]  # (address, size, name) of functions, sorted
+    data: bytes = field(repr=False)  # the file
+
+    @cached_property
+    def symbols(self) -> tuple[tuple[int, int, str], ...]:
+        """(address, size, name) of every defined function symbol (``.symtab`` and ``.dynsym``), sorted; read
+        only when asked (thousands of dynamic symbols; the audit needs them for a violation only)."""
+        if not self.data.startswith(b"\x7fELF"):
+            return ()
+        symbols: set[tuple[int, int, str]] = set()
+        for table in ELFFile(io.BytesIO(self.data)).iter_sections():
+            if isinstance(table, SymbolTableSection):
+                symbols |= {(sym["st_value"], sym["st_size"], sym.name) for sym in table.iter_symbols()
+                            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] != "SHN_UNDEF"}
+        return tuple(sorted(symbols))
 
 
 def _section(name: str, address: int, offset: int, data: bytes) -> CodeSection:
@@ -183,15 +200,11 @@ def _section(name: str, address: int, offset: int, data: bytes) -> CodeSection:
 
 
 def elf_code(path: str, data: bytes) -> CodeObject:
-    """The executable sections and function symbols (``.symtab``, else ``.dynsym``) of an ELF file."""
+    """The executable sections of an ELF file (and, on demand, its function symbols)."""
     elf = ELFFile(io.BytesIO(data))
     sections = tuple(_section(s.name, s["sh_addr"], s["sh_offset"], s.data()) for s in elf.iter_sections()
                      if s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and s["sh_type"] != "SHT_NOBITS")
-    symbols: set[tuple[int, int, str]] = set()
-    for table in (s for s in elf.iter_sections() if isinstance(s, SymbolTableSection)):
-        symbols |= {(sym["st_value"], sym["st_size"], sym.name) for sym in table.iter_symbols()
-                    if sym["st_info"]["type"] == "STT_FUNC" and sym["st_shndx"] != "SHN_UNDEF"}
-    return CodeObject(path=path, machine=elf["e_machine"], sections=sections, symbols=tuple(sorted(symbols)))
+    return CodeObject(path=path, machine=elf["e_machine"], sections=sections, data=data)
 
 
 _CODE_FLAGS = 0x80000000 | 0x400  # S_ATTR_PURE_INSTRUCTIONS | S_ATTR_SOME_INSTRUCTIONS
@@ -215,7 +228,7 @@ def macho_code(path: str, data: bytes, *, file: str) -> CodeObject:
                     name = f"{segment},{section}"
                     sections.append(_section(name, sect.addr, start, data[start:start + sect.size]))
     machine = "ARM64" if "ARM64" in archs else "+".join(archs)
-    return CodeObject(path=path, machine=machine, sections=tuple(sections), symbols=())
+    return CodeObject(path=path, machine=machine, sections=tuple(sections), data=data)
 
 
 @dataclass(frozen=True, kw_only=True)
