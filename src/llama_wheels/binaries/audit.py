@@ -38,10 +38,12 @@ class Violation:
     features: tuple[str, ...]  # the ones not allowed
     symbol: str | None
 
-    def line(self) -> str:
+    def site(self) -> str:
         where = f" in {self.symbol}" if self.symbol else ""
-        return (f"{self.library}: `{self.instruction}` needs {'+'.join(self.features)} at {self.address:#x} "
-                f"({self.section}, file offset {self.offset:#x}){where}")
+        return f"`{self.instruction}` at {self.address:#x} ({self.section}, file offset {self.offset:#x}){where}"
+
+    def line(self) -> str:
+        return f"{self.library}: {'+'.join(self.features)}: {self.site()}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +68,7 @@ class WheelAudit:
     def violations(self) -> tuple[Violation, ...]:
         return tuple(v for lib in self.libraries for v in lib.violations)
 
-    def render(self, *, limit: int = 20) -> str:
+    def render(self, *, limit: int = 3) -> str:
         lines = [f"{self.wheel}: {len(self.libraries)} code objects, "
                  f"{sum(lib.instructions for lib in self.libraries)} instructions, {self.seconds:.1f}s"]
         for lib in self.libraries:
@@ -78,11 +80,20 @@ class WheelAudit:
             if lib.implied_only:
                 lines.append(f"      note: uses {', '.join(lib.implied_only)}, implied by its architecture level "
                              "but not among the features ggml declares (and scores) for it")
-        for violation in self.violations[:limit]:
-            lines.append(f"  not ok: {violation.line()}")
-        if len(self.violations) > limit:
-            lines.append(f"  ... and {len(self.violations) - limit} more (--json lists them all)")
+        for (library, feature), found in self.by_feature().items():
+            lines.append(f"  not ok: {library}: {len(found)} instructions need {feature}, e.g.")
+            lines += [f"      {v.site()}" for v in found[:limit]]
+        if self.violations:
+            lines.append("  (--json lists every one)")
         return "\n".join(lines)
+
+    def by_feature(self) -> dict[tuple[str, str], list[Violation]]:
+        """The violations per (library, feature not allowed), in the order of the libraries and features."""
+        groups: dict[tuple[str, str], list[Violation]] = {}
+        for violation in self.violations:
+            for feature in violation.features:
+                groups.setdefault((violation.library, feature), []).append(violation)
+        return dict(sorted(groups.items()))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -90,9 +101,10 @@ class WheelAudit:
     def check(self) -> None:
         """VerifyError naming the first offending instruction, if any."""
         if self.violations:
-            bad = {v.library for v in self.violations}
+            parts = [f"{library}: {len(found)} need {feature}, e.g. {found[0].site()}"
+                     for (library, feature), found in self.by_feature().items()]
             raise VerifyError(f"ISA audit of {self.wheel}: {len(self.violations)} instructions beyond what their "
-                              f"library may use ({', '.join(sorted(bad))}); first: {self.violations[0].line()}")
+                              f"library may use: {'; '.join(parts)}")
 
 
 def _code_objects(archive: zipfile.ZipFile) -> list[isa.CodeObject]:
