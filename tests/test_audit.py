@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from llama_wheels.core.errors import VerifyError
 from llama_wheels.testbed.audit import IsaAuditor, pinned_variants
 
 from .conftest import REPO, cli
+from .test_isa import zig_env
+from .test_macos import wheel_of
 
 LIB = "llama_cpp/lib"
 
@@ -104,3 +108,51 @@ def test_an_unknown_variant_is_bad_input(default_wheel: Path, tmp_path: Path, ca
     assert result.returncode == 2, result.stdout[-3000:]
     [line] = result.stderr.splitlines()
     assert "libggml-cpu-armv7.7_1.so is CPU variant 'armv7.7_1'" in line and "declared: armv8.0_1" in line
+
+
+def test_a_macos_core_library_beyond_the_apple_baseline_fails(tmp_path: Path) -> None:
+    """Mach-O: libggml-base.dylib may use the Apple M1 baseline (armv8.4-a+fp16: sdot, fp16, lse), not i8mm."""
+    def wheel_with(lines: list[str], out: Path) -> Path:
+        source = tmp_path / f"{out.name}.s"
+        source.write_text(".text\n.globl _f\n_f:\n" + "".join(f"  {x}\n" for x in lines) + "  ret\n")
+        dylib = tmp_path / f"{out.name}.dylib"
+        subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-macos.11.0", "-mcpu=apple_m2",
+                        "-shared", "-o", str(dylib), str(source)], check=True, capture_output=True, env=zig_env(),
+                       timeout=600)
+        out.mkdir()
+        return wheel_of(out, {f"{LIB}/libggml-base.dylib": dylib})
+
+    base = ["sdot v0.4s, v1.16b, v2.16b", "fadd h0, h1, h2", "ldadd w0, w1, [x2]", "ldapr w0, [x1]"]
+    ok = wheel_with(base, tmp_path / "ok")
+    result = cli("audit", str(ok))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "libggml-base.dylib [baseline armv8.4-a+fp16]: ok; uses dotprod 1, fp16 1, lse 1, rcpc 1" in result.stdout
+    bad = wheel_with([*base, "smmla v0.4s, v1.16b, v2.16b"], tmp_path / "bad")
+    result = cli("audit", str(bad))
+    assert result.returncode == 1
+    assert re.search(r"libggml-base\.dylib: 1 need i8mm, e\.g\. `smmla v0\.4s, v1\.16b, v2\.16b` at 0x[0-9a-f]+ "
+                     r"\(__TEXT,__text, file offset 0x[0-9a-f]+\)", result.stderr), result.stderr
+
+
+@pytest.mark.build
+def test_a_fixed_isa_wheel_beyond_its_isa_fails(default_wheel: Path, tmp_path: Path) -> None:
+    """A fixed-ISA wheel is held to cpu-isa.txt: armv8.2_2's code (dotprod + fp16) as libggml-cpu.so passes as
+    armv8.2-a+dotprod+fp16 and fails as armv8.2-a+dotprod (fp16 is optional in armv8.2-a, not implied)."""
+    def fixed(isa_name: str, out: Path) -> Path:
+        out.mkdir()
+        copy = out / default_wheel.name
+        with zipfile.ZipFile(default_wheel) as src, zipfile.ZipFile(copy, "w") as dst:
+            for info in src.infolist():
+                if "/libggml-cpu-" not in info.filename:
+                    dst.writestr(info.filename, src.read(info))
+            dst.writestr(f"{LIB}/libggml-cpu.so", src.read(f"{LIB}/libggml-cpu-armv8.2_2.so"))
+            dst.writestr(f"{LIB}/cpu-isa.txt", isa_name + "\n")
+        return copy
+
+    result = cli("audit", str(fixed("armv8.2-a+dotprod+fp16", tmp_path / "ok")))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "libggml-cpu.so [fixed ISA armv8.2-a+dotprod+fp16]: ok; uses dotprod 891, fp16 361" in result.stdout
+    result = cli("audit", str(fixed("armv8.2-a+dotprod", tmp_path / "bad")))
+    assert result.returncode == 1
+    assert re.search(r"llama_cpp/lib/libggml-cpu\.so: 361 need fp16, e\.g\. `f\w+ [^`]*h\d", result.stderr), \
+        result.stderr

@@ -128,3 +128,11 @@ def test_runtime_guarded_table_is_the_pinned_zig_runtime(tmp_path: Path) -> None
             [site] = [s for s in isa.sites_needing(code, frozenset(isa._PREDICATES.values()) | {"sme"})
                       if s.index == index and s.section == ".text"]
             assert isa.guarded_by_runtime(code, site) == function
+
+
+def test_a_word_capstone_cannot_decode_is_never_allowed(tmp_path: Path) -> None:
+    """An encoding newer than the disassembler (or data in a code section) fails the audit: it is not baseline."""
+    code = assemble(tmp_path, ["add x0, x1, x2", ".inst 0xffffffff"])
+    audit = audit_library(code, "everything", isa.isa_features("armv9.3-a+sme"))
+    [violation] = audit.violations
+    assert violation.features == (isa.UNDECODED,) and violation.instruction == ".inst 0xffffffff"
