@@ -309,39 +309,30 @@ _LIBUNWIND_MTE_VG = (_LIBUNWIND_VG + "; tags the stack with `stg` only for frame
                      "augmentation, which only MTE-enabled code has")
 _LIBUNWIND_ZA = ("libunwind's __arm_za_disable (SME lazy save, assembly): called only when Registers_arm64 found "
                  "SME at run time (getauxval(AT_HWCAP2) & HWCAP2_SME, `_misc_registers.__has_sme`)")
-RUNTIME_GUARDED: tuple[GuardedFunction, ...] = (
-    GuardedFunction(
-        name="_ZN9libunwind12UnwindCursorINS_17LocalAddressSpaceENS_15Registers_arm64EE6getRegEi",
-        length=64, mnemonics_sha256="4bb8b01dddf169f40b170bb36f73a08ac0b739706bc8e2c1d0c80355dd63dc34",
-        sites=((43, 'cntd x0'),),
-        guard=_LIBUNWIND_VG),
-    GuardedFunction(
-        name="_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE13stepWithDwarfERS1_RKmmRS2_Rbb",
-        length=265, mnemonics_sha256="1dc6553a423490893a0fa9b0d82dc9f2a1dfa341149bc8058cbfeb00b5723f28",
-        sites=((45, 'stg x8, [x8]'), (138, 'cntd x0')),
-        guard=_LIBUNWIND_MTE_VG),
-    GuardedFunction(
-        name="_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE6getCFAERS1_RKNS_10CFI_ParserIS1_E10PrologInfoERKS2_",
-        length=67, mnemonics_sha256="cba95e0db320f792a98332bb7f57ce6d07176bd90c82acb0366c61ee5763ad46",
-        sites=((37, 'cntd x0'),),
-        guard=_LIBUNWIND_VG),
-    GuardedFunction(
-        name="_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE16getSavedRegisterERS1_RKS2_mRKNS_10CFI_ParserIS1_E16RegisterLocationE",
-        length=105, mnemonics_sha256="d5f407fc83de06a9b466083c0a45eb55b5685e3c68ea9ca360211557f06cd24e",
-        sites=((68, 'cntd x0'),),
-        guard=_LIBUNWIND_VG),
-    GuardedFunction(
-        name="_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE18evaluateExpressionEmRS1_RKS2_m",
-        length=536, mnemonics_sha256="6551d488293f0be78176e0764a30d29c44046c30156ef239bbed45938af5a29b",
-        sites=((105, 'cntd x0'), (419, 'cntd x0'), (441, 'cntd x0')),
-        guard=_LIBUNWIND_VG),
-    GuardedFunction(
-        name="__libunwind_Registers_arm64_za_disable",
-        length=20, mnemonics_sha256="0cd682508d27465dd16381c58875a2fd8033d5e05a2e2f3a180e886c8bfd1e31",
-        sites=((0, 'mrs x16, TPIDR2_EL0'), (11, 'str za[w15, 0], [x16]'), (12, 'addsvl x16, x16, #1'),
-               (16, 'msr TPIDR2_EL0, xzr'), (17, 'smstop za')),
-        guard=_LIBUNWIND_ZA),
+# (symbol, instructions, sha256 of the mnemonics, why it is guarded, (index, text) of each instruction beyond armv8-a)
+_GUARDED_ROWS: tuple[tuple[str, int, str, str, tuple[tuple[int, str], ...]], ...] = (
+    ("_ZN9libunwind12UnwindCursorINS_17LocalAddressSpaceENS_15Registers_arm64EE6getRegEi",
+     64, "4bb8b01dddf169f40b170bb36f73a08ac0b739706bc8e2c1d0c80355dd63dc34", _LIBUNWIND_VG,
+     ((43, "cntd x0"),)),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE13stepWithDwarfERS1_RKmmRS2_Rbb",
+     265, "1dc6553a423490893a0fa9b0d82dc9f2a1dfa341149bc8058cbfeb00b5723f28", _LIBUNWIND_MTE_VG,
+     ((45, "stg x8, [x8]"), (138, "cntd x0"))),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE6getCFAERS1_RKNS_10CFI_ParserIS1_E10PrologInfoERKS2_",
+     67, "cba95e0db320f792a98332bb7f57ce6d07176bd90c82acb0366c61ee5763ad46", _LIBUNWIND_VG,
+     ((37, "cntd x0"),)),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE16getSavedRegisterERS1_RKS2_mRKNS_10CFI_ParserIS1_E16RegisterLocationE",
+     105, "d5f407fc83de06a9b466083c0a45eb55b5685e3c68ea9ca360211557f06cd24e", _LIBUNWIND_VG,
+     ((68, "cntd x0"),)),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE18evaluateExpressionEmRS1_RKS2_m",
+     536, "6551d488293f0be78176e0764a30d29c44046c30156ef239bbed45938af5a29b", _LIBUNWIND_VG,
+     ((105, "cntd x0"), (419, "cntd x0"), (441, "cntd x0"))),
+    ("__libunwind_Registers_arm64_za_disable",
+     20, "0cd682508d27465dd16381c58875a2fd8033d5e05a2e2f3a180e886c8bfd1e31", _LIBUNWIND_ZA,
+     ((0, "mrs x16, TPIDR2_EL0"), (11, "str za[w15, 0], [x16]"), (12, "addsvl x16, x16, #1"),
+      (16, "msr TPIDR2_EL0, xzr"), (17, "smstop za"))),
 )
+RUNTIME_GUARDED = tuple(GuardedFunction(name=name, length=length, mnemonics_sha256=digest, guard=guard, sites=sites)
+                        for name, length, digest, guard, sites in _GUARDED_ROWS)
 
 
 def functions_beyond_baseline(code: CodeObject) -> list[GuardedFunction]:
