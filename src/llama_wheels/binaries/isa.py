@@ -66,13 +66,19 @@ _LEVEL_ADDS: tuple[tuple[str, frozenset[str]], ...] = (
     ("8.8", frozenset({"mops"})),
 )
 _V9_BASE = {"9.0": "8.5", "9.1": "8.6", "9.2": "8.7", "9.3": "8.8"}
-ISA_ARCH_LEVEL_FEATURES: dict[str, frozenset[str]] = {}
-_acc: frozenset[str] = frozenset()
-for _level, _adds in _LEVEL_ADDS:
-    _acc = _acc | _adds
-    ISA_ARCH_LEVEL_FEATURES[_level] = _acc
-for _level, _base in _V9_BASE.items():
-    ISA_ARCH_LEVEL_FEATURES[_level] = ISA_ARCH_LEVEL_FEATURES[_base] | {"sve", "sve2", "fp16"}
+
+
+def _levels() -> dict[str, frozenset[str]]:
+    levels: dict[str, frozenset[str]] = {}
+    features: frozenset[str] = frozenset()
+    for level, adds in _LEVEL_ADDS:
+        features = levels[level] = features | adds
+    for level, base in _V9_BASE.items():
+        levels[level] = levels[base] | {"sve", "sve2", "fp16"}  # SVE2 requires FEAT_FP16
+    return levels
+
+
+ISA_ARCH_LEVEL_FEATURES = _levels()  # "8.2" -> the features armv8.2-a implies
 # -march extension tokens (GCC/LLVM spelling) -> the features they allow, with what each implies.
 _EXTENSIONS = {
     "fp16": {"fp16"}, "fp16fml": {"fp16", "fp16fml"}, "sve": {"sve", "fp16"}, "sve2": {"sve", "sve2", "fp16"},
