@@ -221,6 +221,16 @@ def test_every_linux_wheel_runs_the_emulated_matrix(path: Path) -> None:
     assert upload["if"] == "always()" and upload["with"]["name"] == "matrix-report"
 
 
+@pytest.mark.parametrize("path", [workflows.WORKFLOW, workflows.RELEASE])
+def test_every_wheel_is_isa_audited_before_it_is_uploaded(path: Path) -> None:
+    """CI and the release run `llama-wheels audit` on every wheel cibuildwheel produced, before the upload."""
+    steps = workflow(REPO / path)["jobs"]["wheel"]["steps"]
+    kinds = [step.get("run", step.get("uses", "")).split("@")[0] for step in steps]
+    build, upload = kinds.index("pypa/cibuildwheel"), kinds.index("actions/upload-artifact")
+    assert kinds[build + 1:upload] == ["llama-wheels audit wheelhouse/*.whl"]
+    assert steps[upload]["with"]["path"] == "wheelhouse/*.whl"
+
+
 # -------------------------------------------------------------------- offline workflow checkers
 
 

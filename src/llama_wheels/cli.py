@@ -53,12 +53,13 @@ def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
 def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
     from llama_wheels.pipeline import build_targets
+    from llama_wheels.testbed.audit import IsaAuditor
     from llama_wheels.testbed.verify import SMOKE_CPU, SmokeVerifier
 
     config = _config(args)
     verifier = None if args.no_verify else SmokeVerifier(load_cpus(config.root)[SMOKE_CPU], cache)
     built = build_targets(config, args.targets, args.pin, dist=args.dist.resolve(), cache=cache,
-                          verifier=verifier)
+                          verifier=verifier, auditor=IsaAuditor())
     for item in built:
         glibc = ".".join(map(str, item.facts.glibc_max))
         print(f"{item.wheel}  ({item.facts.size / 1e6:.1f} MB, {len(item.facts.libraries)} libraries, "
@@ -79,27 +80,38 @@ def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
-    from llama_wheels.stages.fetch import fetch_sdist
-    from llama_wheels.stages.patching import prepare
-    from llama_wheels.testbed.matrix import WheelBuild, declared_variants, run_matrix
+    from llama_wheels.testbed.audit import pinned_variants
+    from llama_wheels.testbed.matrix import run_matrix
 
     config = _config(args)
     cpus = load_cpus(config.root)
     chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
-    variants_for = {}
-    for wheel in args.wheels:
-        version = WheelBuild.read(wheel).version
-        pins = [p for p in config.pins.values() if p.version == version]
-        if not pins:
-            raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
-        source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
-        variants_for[version] = declared_variants(source.tree)
+    variants_for = dict(pinned_variants(wheel, config, cache) for wheel in args.wheels)
     report = run_matrix([w.resolve() for w in args.wheels], chosen, root=config.root, cache=cache,
                         variants_for=variants_for, jobs=args.jobs)
     json_path, table_path = report.write(args.out.resolve())
     print(report.table())
     print(f"report: {json_path} and {table_path}")
     return 0 if report.ok else 1
+
+
+def cmd_audit(args: argparse.Namespace, cache: Cache) -> int:
+    import json
+
+    from llama_wheels.testbed.audit import audit
+
+    config = _config(args)
+    reports = [audit(wheel.resolve(), config, cache) for wheel in args.wheels]
+    if args.json:
+        print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2))
+    else:
+        print("\n".join(r.render() for r in reports))
+    failed = [r for r in reports if r.violations]
+    for report in failed[1:]:
+        print(f"llama-wheels: error: ISA audit of {report.wheel} failed", file=sys.stderr)
+    if failed:
+        failed[0].check()
+    return 0
 
 
 def _unknown_cpu(name: str, cpus: dict[str, Any]) -> Any:
@@ -212,7 +224,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="download (sha256-checked) and prepare (patch) the pinned source")
     with_targets(p)
     p.set_defaults(func=cmd_fetch)
-    p = sub.add_parser("build", help="fetch, prepare, build, repair and verify wheels into dist/")
+    p = sub.add_parser("build", help="fetch, prepare, build, repair, verify and ISA-audit wheels into dist/")
     with_targets(p)
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where finished wheels go (default: dist/)")
     p.add_argument("--no-verify", action="store_true", help="skip the emulated smoke test")
@@ -228,6 +240,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
     p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_test)
+    p = sub.add_parser("audit", help="static ISA audit: every instruction of every library within what it may use")
+    p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
+    p.add_argument("--json", action="store_true", help="machine-readable output (every offending instruction)")
+    p.set_defaults(func=cmd_audit)
     p = sub.add_parser("inspect", help="a wheel's provenance, tags, libraries, CPU variants, GLIBC/minos")
     p.add_argument("wheel", type=Path, metavar="WHEEL")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -275,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command in ("plan", "inspect", "convert-model") or (
+    quiet = args.command in ("plan", "inspect", "convert-model", "audit") or (
         args.command == "ci" and args.ci_command in ("generate", "check"))
     log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
     runner.set_log(log)

@@ -21,6 +21,9 @@ class Platform:
     # Switches that, turned on, need the platform SDK (Apple frameworks), which zig does not ship:
     # such a job is built with the platform's own compiler on its CI runner, not cross built with zig.
     sdk_switches: tuple[str, ...] = ()
+    # The -march every library that is not a CPU variant (nor of a fixed-ISA wheel) may use: what every CPU
+    # the platform's wheels install on has (``llama-wheels audit``). None: the audit does not read its code.
+    isa_baseline: str | None = None
 
 
 _REGISTRY = {
@@ -35,6 +38,7 @@ _REGISTRY = {
             wheel_platform="manylinux_2_17_aarch64",
             elf_machine="EM_AARCH64",
             glibc_max=(2, 17),
+            isa_baseline="armv8-a",
         ),
         Platform(
             name="linux-x86_64",
@@ -57,6 +61,9 @@ _REGISTRY = {
             glibc_max=None,
             deployment_target="11.0",
             sdk_switches=("metal", "accelerate", "blas"),
+            # Apple M1 (the oldest arm64 Mac): LLVM's apple-m1, zig's default CPU for aarch64-macos, is
+            # armv8.4-a (LSE, RCPC, dotprod) with FP16; its SHA3/FP16FML are not listed until code uses them.
+            isa_baseline="armv8.4-a+fp16",
         ),
     )
 }

@@ -1,4 +1,4 @@
-"""The stages chained: fetch -> prepare -> build -> repair -> finalize -> verify -> dist/.
+"""The stages chained: fetch -> prepare -> build -> repair -> finalize -> verify -> audit -> dist/.
 
 Each stage is its own module and can be called alone; this module only sequences them per job,
 reports progress, and publishes a finished wheel into dist/ as the very last step (atomically), so
@@ -54,6 +54,15 @@ class Verifier(Protocol):
 
     def verify(self, wheel: Path) -> str:
         """Raise VerifyError unless ``wheel`` passes; return the one-line summary of what it showed."""
+        ...
+
+
+class Auditor(Protocol):
+    """The audit stage: a static check of a finished wheel's code (``testbed.audit.IsaAuditor``: every
+    instruction within its library's ISA), run on every wheel before it reaches dist/, cached or not."""
+
+    def audit(self, wheel: Path, source_tree: Path, platform_name: str) -> str:
+        """Raise (VerifyError) unless ``wheel``, built from ``source_tree``, passes; return its summary line."""
         ...
 
 
@@ -169,6 +178,7 @@ def build_targets(
     dist: Path,
     cache: Cache,
     verifier: Verifier | None = None,
+    auditor: Auditor | None = None,
 ) -> list[Built]:
     log = current_log()
     jobs = plan(config, targets, pin)
@@ -187,6 +197,9 @@ def build_targets(
         elif verifier is not None:
             log.progress(f"verify   skipped: {job.platform} wheels have no emulated test bed (run them "
                          "natively; benchmarks/run.py installs and runs the x86_64 ones)")
+        if auditor is not None:
+            with log.stage("audit", entry.wheel.name):
+                log.progress(f"audit    {auditor.audit(entry.wheel, sources[job.name].tree, job.platform)}")
         final = publish_file(entry.wheel, dist)
         facts = check_wheel(final, target_platform)
         log.progress(f"wrote    {final} ({facts.size / 1e6:.1f} MB, sha256 {entry.sha256})")

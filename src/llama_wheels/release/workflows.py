@@ -258,6 +258,8 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
           package-dir: {PACKAGE_DIR}
           output-dir: wheelhouse
           config-file: {CIBW_CONFIG}
+      - name: Audit the ISA of every binary of the wheel (each instruction within its library's ISA)
+        run: llama-wheels audit wheelhouse/*.whl
       - uses: {a["upload-artifact"]}
         with:
           name: wheel-${{{{ matrix.target }}}}

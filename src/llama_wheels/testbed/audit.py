@@ -1,0 +1,70 @@
+"""The static ISA audit (binaries/audit.py) given what it needs: the platform's baseline and, for a dispatch
+wheel, the CPU variants the pinned ggml declares. Serves ``llama-wheels audit`` and ``build``'s audit stage."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llama_wheels.binaries.audit import WheelAudit, audit_wheel
+from llama_wheels.binaries.wheel import cpu_variants, parse_wheel_name
+from llama_wheels.config import Config
+from llama_wheels.config.platforms import PLATFORMS, Platform, platform
+from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import ConfigError, UserError
+from llama_wheels.stages.fetch import fetch_sdist
+from llama_wheels.stages.patching import prepare
+from llama_wheels.testbed.matrix import WheelBuild, declared_variants
+
+
+def pinned_variants(wheel: Path, config: Config, cache: Cache) -> tuple[str, dict[str, frozenset[str]]]:
+    """The llama-cpp-python version of ``wheel`` and the CPU variants its pin's ggml declares."""
+    version = WheelBuild.read(wheel).version
+    pins = [p for p in config.pins.values() if p.version == version]
+    if not pins:
+        raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
+    source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
+    return version, declared_variants(source.tree)
+
+
+def wheel_platform(wheel: Path) -> Platform:
+    """The platform (config/platforms.py) whose wheel tag ``wheel``'s name carries."""
+    name = parse_wheel_name(wheel.name)
+    if name is None:
+        raise UserError(f"{wheel}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl); pass a built wheel")
+    found = [platform(p) for p in PLATFORMS if platform(p).wheel_platform in name.platforms]
+    if not found:
+        raise UserError(f"{wheel.name}: platform {', '.join(sorted(name.platforms))} has no ISA baseline in "
+                        "config/platforms.py; the audit reads linux-aarch64 and macos-arm64 wheels")
+    return found[0]
+
+
+def audit(wheel: Path, config: Config, cache: Cache) -> WheelAudit:
+    """Audit ``wheel``; a dispatch wheel's variants come from its pin's prepared source (fetched if need be)."""
+    return _audit(wheel, wheel_platform(wheel), lambda: pinned_variants(wheel, config, cache)[1])
+
+
+def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, frozenset[str]]]) -> WheelAudit:
+    """Audit ``wheel`` of ``target`` (which has an ISA baseline); ``declared`` is asked only for a dispatch wheel."""
+    if target.isa_baseline is None:
+        raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
+    with zipfile.ZipFile(wheel) as archive:
+        dispatch = bool(cpu_variants(archive.namelist()))
+    return audit_wheel(wheel, baseline=target.isa_baseline, variants=declared() if dispatch else None)
+
+
+@dataclass(frozen=True)
+class IsaAuditor:
+    """``build``'s audit stage (``pipeline.Auditor``): the finished wheel against its pinned source."""
+
+    def audit(self, wheel: Path, source_tree: Path, platform_name: str) -> str:
+        target = platform(platform_name)
+        if target.isa_baseline is None:
+            return f"skipped: {platform_name} code is not AArch64"
+        report = _audit(wheel, target, lambda: declared_variants(source_tree))
+        report.check()
+        features = sorted({f for lib in report.libraries for f, _ in lib.features})
+        return (f"{report.wheel}: {len(report.libraries)} libraries within their ISA (uses {', '.join(features)} "
+                f"where allowed), {report.seconds:.1f}s")
