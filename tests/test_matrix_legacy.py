@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.config.cpus import load_cpus
-from llama_wheels.testbed.matrix import WheelBuild, _observed, expect, wheel_labels
+from llama_wheels.testbed.matrix import WheelBuild, _observed, expect, score_mismatch, wheel_labels
 
 from .conftest import REPO
 
@@ -85,3 +85,18 @@ def test_observed_reads_the_suites_result_format() -> None:
 def test_the_wheel_suite_derives_every_weight_from_the_q4_0_layout(
         ggml_type: str, ne1: int, expect: str, generation: str, machine: str, layout: str | None) -> None:
     assert wheel_probe.expected_repack(ggml_type, ne1, expect, generation, machine) == layout
+
+
+def test_the_scores_a_wheel_reports_are_checked_against_the_oracles() -> None:
+    """The IMPORT probe reads each variant library's own ggml_backend_score; they must be the oracle's."""
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=("armv8.0_1", "armv8.2_2"))
+    variants = {"armv8.0_1": frozenset(), "armv8.2_2": frozenset({"dotprod", "fp16"})}
+    e = expect(wheel, load_cpus(REPO)["neoverse-n1"], variants)
+    assert score_mismatch({"armv8.0_1": 1, "armv8.2_2": 7}, e) == ""
+    # A variant that runs although the oracle says it cannot, or one missing from the report: named.
+    assert score_mismatch({"armv8.0_1": 1, "armv8.2_2": 0}, e) == (
+        "variant scores differ from ggml's rule: armv8.2_2 0 (oracle 7)")
+    assert score_mismatch({"armv8.0_1": 1}, e) == "variant scores differ from ggml's rule: armv8.2_2 absent (oracle 7)"
+    # A fixed-ISA or unpatched wheel reports none and expects none.
+    legacy = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8.2-a+dotprod", variants=())
+    assert score_mismatch({}, expect(legacy, load_cpus(REPO)["neoverse-n1"], {})) == ""

@@ -139,6 +139,7 @@ def facts() -> Iterator[dict[str, Any]]:
         "python": sys.version.split()[0],
         "expect_layout": wheel_probe.expect_layout(),
         "models_source": load_models_module()[1],
+        "oracle_source": wheel_probe.standalone("oracle")[1],
         "models": {},
     }
     yield data
