@@ -90,7 +90,8 @@ def run_smoke(site: Path, cpu: Cpu, cache: Cache, *, label: str, model: Path | N
         outcome = run_python(sysroot, cpu, ["-c", _SMOKE, str(model)], pythonpath=[site], timeout=600)
     if outcome.signal_name:
         raise VerifyError(f"{label} died of {outcome.signal_name} on {cpu.name} ({cpu.description})")
-    lines = [line for line in outcome.tail if line.startswith("SMOKE ")]
+    # The whole output, not its tail: with verbose=True ggml may log more once the script has printed.
+    lines = [line for line in outcome.output.splitlines() if line.startswith("SMOKE ")]
     if outcome.returncode != 0 or not lines:
         raise VerifyError(f"{label} failed on {cpu.name}: {telling_line(outcome.tail)}")
     data = json.loads(lines[-1].removeprefix("SMOKE "))
