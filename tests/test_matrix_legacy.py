@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.config.cpus import load_cpus
-from llama_wheels.testbed.matrix import WheelBuild, _observed, expect, wheel_labels
+from llama_wheels.testbed.matrix import WheelBuild, _observed, expect, score_mismatch, wheel_labels
 
 from .conftest import REPO
 
@@ -36,7 +36,7 @@ def test_patched_legacy_wheel_expectations(cpu: str, supported: bool, layout: st
     """The patched wheel records -march in cpu-isa.txt: enough to derive every CPU's outcome."""
     wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8.2-a+dotprod", variants=())
     e = expect(wheel, load_cpus(REPO)[cpu], {})
-    assert (e.supported, e.layout, e.variant) == (supported, layout, None)
+    assert (e.supported, e.q4_0_layout, e.variant) == (supported, layout, None)
     assert e.missing == (() if supported else ("dotprod",))
 
 
@@ -44,13 +44,13 @@ def test_stock_wheel_has_no_expectation() -> None:
     """Without cpu-isa.txt nothing says what the wheel was built for: run it and see (SIGILL on a53)."""
     wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa=None, variants=())
     e = expect(wheel, load_cpus(REPO)["cortex-a53"], {})
-    assert (e.supported, e.layout) == (True, None)
+    assert (e.supported, e.q4_0_layout) == (True, None)
 
 
 def test_armv8_0_legacy_wheel_repacks_nothing() -> None:
     wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8-a", variants=())
     for cpu in load_cpus(REPO).values():
-        assert expect(wheel, cpu, {}).layout == "none"
+        assert expect(wheel, cpu, {}).q4_0_layout == "none"
 
 
 def test_wheels_sharing_a_file_name_get_distinct_labels() -> None:
@@ -68,22 +68,35 @@ def test_observed_reads_the_suites_result_format() -> None:
     assert _observed({"models": {}}) == (None, 0, {})
 
 
-def test_repack_generation_from_system_info() -> None:
-    assert wheel_probe.repack_generation("NEON = 1 | AARCH64_REPACK = 1 | ") == "aarch64"
-    assert wheel_probe.repack_generation("CPU : NEON = 1 | REPACK = 1 | ") == "repack"
-    assert wheel_probe.repack_generation("NEON = 1 | ") is None
-
-
 @pytest.mark.parametrize(
-    ("ggml_type", "ne1", "expect", "generation", "layout"),
+    ("ggml_type", "ne1", "expect", "generation", "machine", "layout"),
     [
-        ("Q8_0", 64, "q4_0_4x4", "repack", "q8_0_4x4"),  # 0.3.36 repacks Q8_0 on ARM
-        ("Q8_0", 64, "q4_0_4x4", "aarch64", None),  # 0.3.4 never does
-        ("Q4_0", 64, "q4_0_4x4", "aarch64", "q4_0_4x4"),
-        ("Q4_0", 12, "q4_0_8x8", "aarch64", "q4_0_4x8"),  # 8-row layout falls back to the i8mm 4-row one
-        ("Q4_0", 262, "q4_0_4x4", "aarch64", None),
+        ("Q8_0", 64, "q4_0_4x4", "repack", "aarch64", "q8_0_4x4"),  # 0.3.36 repacks Q8_0 on ARM
+        ("Q8_0", 64, "q4_0_8x8", "repack", "aarch64", "q8_0_4x8"),  # 8x8 means i8mm: Q8_0's i8mm layout
+        ("Q8_0", 64, "q4_0_4x4", "aarch64", "aarch64", None),  # 0.3.4 never does
+        ("Q8_0", 64, "q4_0_8x8", "repack", "x86_64", None),  # x86 never does
+        ("Q4_0", 64, "q4_0_4x4", "aarch64", "aarch64", "q4_0_4x4"),
+        ("Q4_0", 12, "q4_0_8x8", "aarch64", "arm64", "q4_0_4x8"),  # 8-row layout falls back to the i8mm 4-row one
+        ("Q4_0", 12, "q4_0_8x8", "repack", "x86_64", None),  # x86 has no 4-row one
+        ("Q4_0", 262, "q4_0_4x4", "aarch64", "aarch64", None),
+        ("F16", 64, "q4_0_8x8", "repack", "aarch64", None),
     ],
 )
-def test_expected_repack_per_generation(ggml_type: str, ne1: int, expect: str, generation: str,
-                                        layout: str | None) -> None:
-    assert wheel_probe.expected_repack(ggml_type, ne1, expect, "aarch64", generation) == layout
+def test_the_wheel_suite_derives_every_weight_from_the_q4_0_layout(
+        ggml_type: str, ne1: int, expect: str, generation: str, machine: str, layout: str | None) -> None:
+    assert wheel_probe.expected_repack(ggml_type, ne1, expect, generation, machine) == layout
+
+
+def test_the_scores_a_wheel_reports_are_checked_against_the_oracles() -> None:
+    """The IMPORT probe reads each variant library's own ggml_backend_score; they must be the oracle's."""
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=("armv8.0_1", "armv8.2_2"))
+    variants = {"armv8.0_1": frozenset(), "armv8.2_2": frozenset({"dotprod", "fp16"})}
+    e = expect(wheel, load_cpus(REPO)["neoverse-n1"], variants)
+    assert score_mismatch({"armv8.0_1": 1, "armv8.2_2": 7}, e) == ""
+    # A variant that runs although the oracle says it cannot, or one missing from the report: named.
+    assert score_mismatch({"armv8.0_1": 1, "armv8.2_2": 0}, e) == (
+        "variant scores differ from ggml's rule: armv8.2_2 0 (oracle 7)")
+    assert score_mismatch({"armv8.0_1": 1}, e) == "variant scores differ from ggml's rule: armv8.2_2 absent (oracle 7)"
+    # A fixed-ISA or unpatched wheel reports none and expects none.
+    legacy = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8.2-a+dotprod", variants=())
+    assert score_mismatch({}, expect(legacy, load_cpus(REPO)["neoverse-n1"], {})) == ""

@@ -9,12 +9,15 @@ import pytest
 from llama_wheels.config import load
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
+from llama_wheels.core.errors import UserError
 from llama_wheels.plan import plan
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
-from llama_wheels.testbed.matrix import WheelBuild, declared_cmake_variants, declared_variants, expect, q4_0_layout
+from llama_wheels.testbed import oracle
+from llama_wheels.testbed.matrix import WheelBuild, declared_variants, expect, ggml_cmake
 
 from .conftest import REPO
+from .test_oracle import PINNED_CMAKE
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,8 @@ def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[s
     assert variants["armv9.2_2"] == {"dotprod", "fp16", "sve", "i8mm", "sve2", "sme"}
     assert len(variants) == 8
     assert not any(name.startswith("android") for name in variants)
+    # The fast tier's copy of the declarations (tests/test_oracle.py) is the pin's.
+    assert variants == oracle.declared_arm_variants(PINNED_CMAKE)
 
 
 def dispatch_wheel(variants: dict[str, frozenset[str]]) -> WheelBuild:
@@ -60,7 +65,7 @@ def test_dispatch_expectations_follow_from_features(
 ) -> None:
     cpus = load_cpus(REPO)
     expectation = expect(dispatch_wheel(variants), cpus[cpu], variants)
-    assert (expectation.supported, expectation.variant, expectation.layout) == (True, variant, layout)
+    assert (expectation.supported, expectation.variant, expectation.q4_0_layout) == (True, variant, layout)
 
 
 def test_fixed_isa_wheel_is_unsupported_without_its_features() -> None:
@@ -69,15 +74,15 @@ def test_fixed_isa_wheel_is_unsupported_without_its_features() -> None:
     assert expect(wheel, cpus["cortex-a53"], {}).missing == ("dotprod",)
     assert not expect(wheel, cpus["a64fx"], {}).supported
     on_n1 = expect(wheel, cpus["neoverse-n1"], {})
-    assert on_n1.supported and on_n1.layout == "q4_0_4x4"
-    assert expect(wheel, cpus["max"], {}).layout == "q4_0_4x4"  # built without i8mm: dotprod kernel
+    assert on_n1.supported and on_n1.q4_0_layout == "q4_0_4x4"
+    assert expect(wheel, cpus["max"], {}).q4_0_layout == "q4_0_4x4"  # built without i8mm: dotprod kernel
 
 
-def test_layout_rule_order() -> None:
-    assert q4_0_layout(frozenset({"dotprod", "i8mm", "sve"}), 256) == "q4_0_8x8"
-    assert q4_0_layout(frozenset({"dotprod", "i8mm", "sve"}), 512) == "q4_0_4x8"
-    assert q4_0_layout(frozenset({"dotprod", "sve"}), 256) == "q4_0_4x4"
-    assert q4_0_layout(frozenset(), 0) == "none"
+def test_a_wheel_the_oracle_cannot_judge_is_a_user_error() -> None:
+    """A dispatch wheel checked against no declared variants (wrong pin, unreadable source): one line."""
+    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=("armv8.0_1",))
+    with pytest.raises(UserError, match=r"^w.whl on neoverse-n1: the pinned source declares no CPU variant"):
+        expect(wheel, load_cpus(REPO)["neoverse-n1"], {})
 
 
 @pytest.mark.network
@@ -85,24 +90,24 @@ def test_fixed_isa_targets_compile_exactly_the_variant_they_name(source_tree: Pa
     """A target's ``variant`` (the exact-ISA wheel the dispatch benchmark compares with) is only true if
     it compiles that variant's features, no more and no fewer, as the pinned ggml declares them."""
     config = load(REPO)
-    declared = declared_cmake_variants(source_tree)
+    declared = {name: frozenset(tokens)
+                for name, (tokens, _) in oracle.declared_cmake_variants(ggml_cmake(source_tree)).items()}
     assert declared["zen4"] == {"SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2", "AVX512", "AVX512_VBMI",
                                 "AVX512_VNNI", "AVX512_BF16"}
     feature_names = frozenset().union(*declared.values())
-    arm_names = {"dotprod": "DOTPROD", "fp16": "FP16_VECTOR_ARITHMETIC", "i8mm": "MATMUL_INT8", "sve": "SVE",
-                 "sve2": "SVE2", "sme": "SME"}
     checked = []
     for target in (t for t in config.targets.values() if t.variant):
         [job] = plan(config, [target.name])
         assert target.variant in declared, f"{target.name}: ggml declares no CPU variant {target.variant!r}"
         if "arm_arch" in target.switches:
-            arch, *extensions = str(target.switches["arm_arch"]).split("+")
-            level = arch.removesuffix("-a")  # armv8-a -> armv8.0, armv8.2-a -> armv8.2 (as in "armv8.2_1")
+            isa = str(target.switches["arm_arch"])
+            level = isa.split("+")[0].removesuffix("-a")  # armv8-a -> armv8.0, armv8.2-a -> armv8.2 ("armv8.2_1")
             assert target.variant.split("_")[0] == (level if "." in level else f"{level}.0"), target.name
-            compiled = {arm_names[e] for e in extensions}
+            assert oracle.isa_features(isa) == oracle.cmake_features(target.variant, declared[target.variant]), \
+                target.name
         else:
             compiled = {name.removeprefix("GGML_") for name, value in job.defines
                         if value == "ON" and name.removeprefix("GGML_") in feature_names}
-        assert compiled == declared[target.variant], target.name
+            assert compiled == declared[target.variant], target.name
         checked.append(target.name)
     assert {"linux-x86_64-haswell", "linux-x86_64-zen4", "linux-aarch64-armv8.2-dotprod"} <= set(checked)

@@ -9,7 +9,6 @@ tensor must then be byte-identical to the Q4_0 file's. Finally the converted mod
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
 from llama_wheels.gguf_tools import convert, oldquant
 from llama_wheels.testbed import models
-from llama_wheels.testbed.qemu import install_wheel, run_python
-from llama_wheels.testbed.sysroot import ensure_sysroot
+from llama_wheels.testbed.qemu import install_wheel
+from llama_wheels.testbed.verify import run_smoke
 
 from .conftest import REPO, cli
 
@@ -64,24 +63,6 @@ def test_real_old_file_converts_to_the_q4_0_file(quantized: dict[str, Path], tmp
     assert out.read_bytes() == quantized["Q4_0"].read_bytes()
 
 
-_RUN = """\
-import ctypes, json, re, sys
-import llama_cpp
-from llama_cpp import Llama
-lines = []
-cb = llama_cpp.llama_log_callback(lambda level, text, data: lines.append(text.decode(errors="replace")))
-llama_cpp.llama_log_set(cb, ctypes.c_void_p(0))
-llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, seed=0, verbose=True)
-tokens = []
-for token in llm.generate([1, 100, 101, 102], top_k=1, temp=0.0):
-    tokens.append(int(token))
-    if len(tokens) == 8:
-        break
-repacked = dict(re.findall(r"repack tensor (\\S+) with (\\w+)", "".join(lines)))
-print("RUN " + json.dumps({"tokens": tokens, "repacked": repacked}))
-"""
-
-
 @pytest.mark.emulated
 def test_converted_model_loads_and_repacks_on_the_current_wheel(
     quantized: dict[str, Path], default_wheel: Path, cache: Cache, tmp_path: Path
@@ -90,17 +71,12 @@ def test_converted_model_loads_and_repacks_on_the_current_wheel(
     and generates exactly what llama-quantize's own Q4_0 file generates."""
     converted = tmp_path / "converted.gguf"
     convert.convert_model(quantized["Q4_0_8_8"], converted)
-    sysroot = ensure_sysroot(cache)
     cpu = load_cpus(REPO)["neoverse-n1"]
     with tempfile.TemporaryDirectory(prefix="llama-wheels-oldquant-") as scratch:
         site = install_wheel(default_wheel, Path(scratch) / "site")
-        runs = {}
-        for name, model in (("converted", converted), ("q4_0", quantized["Q4_0"])):
-            outcome = run_python(sysroot, cpu, ["-c", _RUN, str(model)], pythonpath=[site], timeout=600)
-            lines = [line for line in outcome.tail if line.startswith("RUN ")]
-            assert outcome.returncode == 0 and lines, "\n".join(outcome.tail)
-            runs[name] = json.loads(lines[-1].removeprefix("RUN "))
-    assert runs["converted"] == runs["q4_0"]
-    repacked = runs["converted"]["repacked"]
+        runs = {name: run_smoke(site, cpu, cache, label=name, model=model)
+                for name, model in (("converted", converted), ("q4_0", quantized["Q4_0"]))}
+    assert (runs["converted"].tokens, runs["converted"].repacked) == (runs["q4_0"].tokens, runs["q4_0"].repacked)
+    repacked = runs["converted"].repacked
     assert repacked and set(repacked.values()) == {"q4_0_4x4"}, repacked
     assert "blk.0.attn_q.weight" in repacked

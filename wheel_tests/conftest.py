@@ -1,12 +1,15 @@
 """Fixtures for the wheel suite: tiny models, one isolated probe run per model, the result file.
 
 This suite tests an *installed* llama-cpp-python (``import llama_cpp``); it never imports the
-``llama_wheels`` package except its standalone ``models`` module, found in this order:
+``llama_wheels`` package except its standalone modules ``models`` (the tiny models) and ``oracle`` (ggml's
+variant and repack rules), each found in this order (``wheel_probe.standalone``):
 
-1. the file named by ``LLAMA_WHEELS_MODELS_PY`` (e.g. a copy in an emulated Python's tree);
-2. ``llama_wheels.testbed.models`` if ``llama_wheels`` is importable;
-3. ``models.py`` copied next to these tests (how cibuildwheel / qemu runs ship it);
-4. ``../src/llama_wheels/testbed/models.py`` when run from a checkout of this repository.
+1. the file named by ``LLAMA_WHEELS_MODELS_PY`` / ``LLAMA_WHEELS_ORACLE_PY`` (the emulated matrix points
+   them at the checkout's copies);
+2. ``llama_wheels.testbed.models`` / ``.oracle`` if ``llama_wheels`` is importable;
+3. ``models.py`` / ``oracle.py`` copied next to these tests;
+4. ``../src/llama_wheels/testbed/models.py`` / ``oracle.py`` when run from a checkout of this repository
+   (how cibuildwheel runs it).
 
 Environment:
 
@@ -25,8 +28,6 @@ Environment:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import os
 import platform
@@ -49,46 +50,17 @@ if str(HERE) not in sys.path:  # --import-mode=importlib does not add it
 import wheel_probe  # noqa: E402
 
 
-def _import_path(path: Path) -> ModuleType:
-    name = "llama_wheels_models_standalone"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import models module from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@functools.cache
 def load_models_module() -> tuple[ModuleType, str]:
-    """The standalone models module and where it came from (see the module docstring)."""
-    env = os.environ.get("LLAMA_WHEELS_MODELS_PY")
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            raise FileNotFoundError(f"LLAMA_WHEELS_MODELS_PY={env} is not a file")
-        return _import_path(path), str(path)
-    try:
-        from llama_wheels.testbed import models
-
-        return models, "llama_wheels.testbed.models"
-    except ImportError:
-        pass
-    for candidate in (HERE / "models.py", HERE.parent / "src" / "llama_wheels" / "testbed" / "models.py"):
-        if candidate.is_file():
-            return _import_path(candidate), str(candidate)
-    raise FileNotFoundError(
-        "models module not found: set LLAMA_WHEELS_MODELS_PY, install llama_wheels, "
-        "or copy models.py next to the wheel tests"
-    )
+    """The standalone models module and where it came from (``wheel_probe.standalone``)."""
+    return wheel_probe.standalone("models")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Fail the session once, clearly, on a bad environment instead of erroring every test."""
     try:
-        wheel_probe.expect_layout()
         load_models_module()
+        wheel_probe.oracle()
+        wheel_probe.expect_layout()
     except (ValueError, ImportError, OSError) as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -167,6 +139,7 @@ def facts() -> Iterator[dict[str, Any]]:
         "python": sys.version.split()[0],
         "expect_layout": wheel_probe.expect_layout(),
         "models_source": load_models_module()[1],
+        "oracle_source": wheel_probe.standalone("oracle")[1],
         "models": {},
     }
     yield data

@@ -48,7 +48,7 @@ def test_import_and_system_info(facts: dict[str, Any]) -> None:
     facts["llama_cpp_version"] = getattr(llama_cpp, "__version__", "unknown")
     facts["system_info"] = info
     facts["llama_accepts_use_extra_bufts"] = wheel_probe.llama_accepts_use_extra_bufts()
-    facts["repack_generation"] = wheel_probe.repack_generation(info)
+    facts["repack_generation"] = wheel_probe.oracle().repack_generation(info)
     # 0.3.36 says REPACK = 1; 0.3.4 (GGML_CPU_AARCH64) says AARCH64_REPACK = 1.
     assert facts["repack_generation"], f"system info lacks 'REPACK = 1' / 'AARCH64_REPACK = 1': {info!r}"
 
@@ -72,7 +72,7 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
     repacked: dict[str, str] = result["llama"]["repacked"]
     weights = _weights(models_module, name)
     weight_type = models_module.SPECS[name].weight_type
-    generation = wheel_probe.repack_generation(result["system_info"]) or "repack"
+    generation = wheel_probe.oracle().repack_generation(result["system_info"]) or "repack"
 
     unknown = sorted(set(repacked) - set(weights))
     assert not unknown, f"repacked tensors not in the model: {unknown}"
@@ -80,16 +80,16 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
         t = weights[tname]
         assert t.is_matmul_weight, f"{tname} ({t.ggml_type}, {t.ne1} rows) is no MUL_MAT weight, yet repacked"
         assert layout.startswith(t.ggml_type.lower() + "_"), f"{tname} ({t.ggml_type}) repacked as {layout}"
-        assert t.ne1 % wheel_probe.layout_rows(layout) == 0, f"{tname}: {t.ne1} rows cannot be {layout}"
-    # No Q4_0/Q8_0 layout interleaves fewer than 4 rows: such weights must stay in the plain CPU buffer.
-    odd = sorted(n for n, t in weights.items() if t.is_matmul_weight and t.ne1 % 4 and n in repacked)
-    assert not odd, f"weights with a row count not a multiple of 4 were repacked: {odd}"
-    if weight_type == "F16":
-        assert repacked == {}, "F16 weights must never be repacked"
-    if weight_type == "Q8_0" and _machine().lower() not in wheel_probe.ARM_MACHINES:
-        assert repacked == {}, "Q8_0 weights are never repacked on x86"
-    if weight_type == "Q8_0" and generation == "aarch64":
-        assert repacked == {}, "ggml-cpu-aarch64.cpp (0.3.4) never repacks Q8_0"
+        assert t.ne1 % wheel_probe.oracle().layout_rows(layout) == 0, f"{tname}: {t.ne1} rows cannot be {layout}"
+    # Whatever this CPU offers, ggml's rules (the oracle) allow each weight only some layouts: none for F16,
+    # for Q8_0 on x86 or in 0.3.4, or for a row count no layout interleaves.
+    possible = {
+        n: {wheel_probe.expected_repack(t.ggml_type, t.ne1, q4_0, generation) for q4_0 in wheel_probe.q4_0_layouts()}
+        for n, t in weights.items()
+        if t.is_matmul_weight
+    }
+    for tname, layout in repacked.items():
+        assert layout in possible[tname], f"{tname}: {layout} is not one ggml's rules allow ({possible[tname]})"
     if weight_type == "Q4_0":
         eight = {layout for tname, layout in repacked.items() if weights[tname].ne1 % 8 == 0}
         assert len(eight) <= 1, f"one CPU chose several layouts for the same shapes: {sorted(eight)}"
@@ -98,7 +98,7 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
     if expect is None:
         return
     predicted = {
-        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, _machine(), generation)
+        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, generation)
         for n, t in weights.items()
         if t.is_matmul_weight
     }

@@ -1,7 +1,8 @@
 """Run one GGUF model through an installed llama-cpp-python and report what happened, as JSON.
 
 Standalone on purpose (stdlib + numpy + llama_cpp, imported lazily): it runs natively, in cibuildwheel's
-test environment and in an emulated aarch64 Python, and never imports ``llama_wheels``.
+test environment and in an emulated aarch64 Python, and never needs the ``llama_wheels`` package: of it,
+only the standalone modules ``models.py`` and ``oracle.py`` are imported, by file path (``standalone``).
 
 The tests run it as a child process, ``python wheel_probe.py MODEL OUT_JSON``, so that a crash in
 llama.cpp (SIGILL from a wrong ISA, GGML_ASSERT in a repack) fails one model instead of killing pytest.
@@ -19,15 +20,19 @@ level regardless of verbosity.
 from __future__ import annotations
 
 import ctypes
+import functools
+import importlib
+import importlib.util
 import inspect
 import json
 import os
-import re
+import platform
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 # Prompt as token ids (valid for every vocabulary of at least 262 tokens: BOS, bytes, word pieces).
@@ -40,79 +45,82 @@ N_CTX = 64
 # while with F32 all seven emulated CPUs agree to the token. The suite tests repacking and the matmul
 # kernels across CPUs, so it keeps F16 attention rounding out of the comparison.
 KV_TYPE_F32 = 0
+HERE = Path(__file__).resolve().parent
 
-REPACK_LINE = re.compile(r"repack: repack tensor (?P<name>\S+) with (?P<layout>\w+?_\d+x\d+)\b")
-
-
-def repacked_tensors(log_text: str) -> dict[str, str]:
-    """Map tensor name -> repack layout (e.g. ``q4_0_8x8``) from llama.cpp log text."""
-    found: dict[str, str] = {}
-    for m in REPACK_LINE.finditer(log_text):
-        name, layout = m["name"], m["layout"]
-        if found.setdefault(name, layout) != layout:
-            raise ValueError(f"tensor {name} repacked as both {found[name]} and {layout}")
-    return found
+STANDALONE = ("models", "oracle")
 
 
-def layout_rows(layout: str) -> int:
-    """Rows interleaved by a layout: ``q4_0_8x8`` -> 8, ``q4_0_4x8`` -> 4 (ggml prints NB_COLS first)."""
-    m = re.fullmatch(r"\w+?_(\d+)x(\d+)", layout)
-    if not m:
-        raise ValueError(f"not a repack layout: {layout!r}")
-    return int(m[1])
+@functools.cache
+def standalone(name: str) -> tuple[ModuleType, str]:
+    """llama_wheels' standalone module ``name`` (``models``: the tiny GGUF models; ``oracle``: ggml's
+    variant and repack rules) and where it came from, found in this order:
+
+    1. the file named by ``LLAMA_WHEELS_<NAME>_PY`` (e.g. the checkout's copy, for an emulated Python);
+    2. ``llama_wheels.testbed.<name>`` if ``llama_wheels`` is importable;
+    3. ``<name>.py`` copied next to these tests;
+    4. ``../src/llama_wheels/testbed/<name>.py`` when run from a checkout of this repository (cibuildwheel).
+    """
+    if name not in STANDALONE:
+        raise ValueError(f"{name!r} is no standalone llama_wheels module; one of {', '.join(STANDALONE)}")
+    variable = f"LLAMA_WHEELS_{name.upper()}_PY"
+    env = os.environ.get(variable)
+    if env:
+        if not Path(env).is_file():
+            raise FileNotFoundError(f"{variable}={env} is not a file")
+        return _import_path(name, Path(env)), env
+    try:
+        return importlib.import_module(f"llama_wheels.testbed.{name}"), f"llama_wheels.testbed.{name}"
+    except ImportError:
+        pass
+    for candidate in (HERE / f"{name}.py", HERE.parent / "src" / "llama_wheels" / "testbed" / f"{name}.py"):
+        if candidate.is_file():
+            return _import_path(name, candidate), str(candidate)
+    raise FileNotFoundError(f"{name} module not found: set {variable}, install llama_wheels, "
+                            f"or copy {name}.py next to the wheel tests")
 
 
-ARM_MACHINES = ("aarch64", "arm64")
-EXPECT_LAYOUTS = ("q4_0_4x4", "q4_0_4x8", "q4_0_8x8", "none")
+def _import_path(name: str, path: Path) -> ModuleType:
+    module_name = f"llama_wheels_{name}_standalone"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the {name} module from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def oracle() -> Any:
+    """The oracle module (``llama_wheels/testbed/oracle.py``): ggml's variant and repack rules."""
+    return standalone("oracle")[0]
+
+
+def q4_0_layouts() -> tuple[str, ...]:
+    """The Q4_0 layouts a CPU of this machine's architecture can get (``"none"`` included)."""
+    layouts: tuple[str, ...] = oracle().q4_0_layouts(oracle().machine_arch(platform.machine()))
+    return layouts
 
 
 def expect_layout() -> str | None:
     """``$LLAMA_WHEELS_EXPECT_LAYOUT``: the Q4_0 layout this CPU must get, or None when unset."""
     value = os.environ.get("LLAMA_WHEELS_EXPECT_LAYOUT") or None
-    if value is not None and value not in EXPECT_LAYOUTS:
-        raise ValueError(f"LLAMA_WHEELS_EXPECT_LAYOUT={value!r} is not one of {', '.join(EXPECT_LAYOUTS)}")
+    known = q4_0_layouts()
+    if value is not None and value not in known:
+        raise ValueError(f"LLAMA_WHEELS_EXPECT_LAYOUT={value!r} is not one of {', '.join(known)} "
+                         f"on {platform.machine()}")
     return value
 
 
-def repack_generation(system_info: str) -> str | None:
-    """Which ggml repack code the wheel has, from its system info: ``"repack"`` (ggml-cpu/repack.cpp, e.g.
-    0.3.36: key ``REPACK``), ``"aarch64"`` (ggml-cpu-aarch64.cpp of 0.3.4: key ``AARCH64_REPACK``, Q4_0 and
-    IQ4_NL only, never Q8_0), or None when it was built without repacking."""
-    if re.search(r"\bAARCH64_REPACK = 1\b", system_info):
-        return "aarch64"
-    if re.search(r"\bREPACK = 1\b", system_info):
-        return "repack"
-    return None
-
-
-def expected_repack(
-    ggml_type: str, ne1: int, expect: str, machine: str, generation: str = "repack"
-) -> str | None:
-    """Layout ggml 0.3.36 gives a MUL_MAT weight on a CPU whose Q4_0 layout is ``expect``, or None.
-
-    Mirrors ``ggml_repack_get_optimal_repack_type`` (ggml-cpu/repack.cpp) for Q4_0, Q8_0 and F16 with
-    x86 (AVX2 -> q4_0_8x8) and ARM (SVE-256+i8mm -> q4_0_8x8, NEON+i8mm -> q4_0_4x8, NEON+dotprod ->
-    q4_0_4x4). A weight whose row count ``ne1`` the layout cannot interleave falls through to the next
-    rule and finally stays unrepacked in the plain CPU buffer. On ARM, Q8_0 is repacked too (q8_0_4x8 with
-    i8mm, q8_0_4x4 with dotprod); on x86 it never is. F16 never is. ``generation="aarch64"`` (0.3.4's
-    ``ggml_aarch64_get_optimal_repack_type``): the same Q4_0 rules, and Q8_0 is never repacked.
-    """
-    if expect == "none" or ggml_type not in ("Q4_0", "Q8_0"):
-        return None
-    if generation == "aarch64" and ggml_type == "Q8_0":
-        return None
-    arm = machine.lower() in ARM_MACHINES
-    if ggml_type == "Q8_0":
-        if not arm:
-            return None
-        layout = "q8_0_4x4" if expect == "q4_0_4x4" else "q8_0_4x8"
-        return layout if ne1 % 4 == 0 else None
-    if expect == "q4_0_8x8":
-        if ne1 % 8 == 0:
-            return "q4_0_8x8"
-        # The SVE-256 rule requires i8mm, so on ARM the NEON+i8mm rule catches 4-row multiples next.
-        return "q4_0_4x8" if arm and ne1 % 4 == 0 else None
-    return expect if ne1 % 4 == 0 else None
+def expected_repack(ggml_type: str, ne1: int, expect: str, generation: str, machine: str | None = None) -> str | None:
+    """The layout a MUL_MAT weight must get on ``machine`` (default: this one) when its Q4_0 layout is
+    ``expect``: the oracle's rules applied to the weakest code that gives ``expect``
+    (``oracle.code_for_q4_0_layout``)."""
+    rules = oracle()
+    arch = rules.machine_arch(machine or platform.machine())
+    code, sve_bits = rules.code_for_q4_0_layout(expect, arch)
+    layout: str | None = rules.repack_layout(ggml_type, ne1, code=code, sve_bits=sve_bits, arch=arch,
+                                             generation=generation)
+    return layout
 
 
 class LogCapture:
@@ -184,7 +192,7 @@ def run_llama(model: Path, log: LogCapture, **extra: Any) -> Run:
         type_v=KV_TYPE_F32,
         **extra,
     )
-    repacked = repacked_tensors(log.since(mark))
+    repacked: dict[str, str] = oracle().repacked_tensors(log.since(mark))
     try:
 
         def step(tok: int) -> Any:
@@ -233,7 +241,7 @@ def run_lowlevel(model: Path, log: LogCapture, use_extra_bufts: bool) -> Run:
     lmodel = _api("llama_model_load_from_file", "llama_load_model_from_file")(str(model).encode(), mparams)
     if not lmodel:
         raise RuntimeError(f"llama_model_load_from_file failed for {model}")
-    repacked = repacked_tensors(log.since(mark))
+    repacked: dict[str, str] = oracle().repacked_tensors(log.since(mark))
     ctx = None
     try:
         cparams = lc.llama_context_default_params()

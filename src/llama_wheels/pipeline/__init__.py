@@ -47,13 +47,15 @@ class Verifier(Protocol):
 
     @property
     def where(self) -> str:
-        """What it runs on, as the finished-wheel store records it (e.g. the emulated CPU's name)."""
+        """What it runs on and judges by, as the finished-wheel store records it (e.g. the emulated CPU's
+        name and the rules' version): a wheel passed under another ``where`` is verified again."""
         ...
 
     def preflight(self) -> None: ...
 
-    def verify(self, wheel: Path) -> str:
-        """Raise VerifyError unless ``wheel`` passes; return the one-line summary of what it showed."""
+    def verify(self, wheel: Path, source_tree: Path) -> str:
+        """Raise VerifyError unless ``wheel`` (built from the prepared ``source_tree``) passes; return the
+        one-line summary of what it showed."""
         ...
 
 
@@ -120,13 +122,13 @@ def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
     return source
 
 
-def _verify(entry: Entry, key: str, verifier: Verifier, cache: Cache) -> None:
+def _verify(entry: Entry, key: str, source: PreparedSource, verifier: Verifier, cache: Cache) -> None:
     log = current_log()
     if verifier.where in entry.verified_on:
         log.progress(f"verify   {entry.wheel.name} already passed on {verifier.where} (cached)")
         return
     with log.stage("verify", f"{entry.wheel.name} on {verifier.where}"):
-        summary = verifier.verify(entry.wheel)
+        summary = verifier.verify(entry.wheel, source.tree)
     log.progress(f"verify   {summary}")
     WheelStore(cache).mark_verified(key, entry, verifier.where)
 
@@ -193,7 +195,7 @@ def build_targets(
         toolchain = zig_toolchain(target_platform, cache)
         entry, key, hit = finished_wheel(job, sources[job.name], toolchain, target_platform, config, cache)
         if verifier is not None and job.platform in verifier.platforms:
-            _verify(entry, key, verifier, cache)
+            _verify(entry, key, sources[job.name], verifier, cache)
         elif verifier is not None:
             log.progress(f"verify   skipped: {job.platform} wheels have no emulated test bed (run them "
                          "natively; benchmarks/run.py installs and runs the x86_64 ones)")

@@ -5,7 +5,8 @@ features must refuse with ImportError: verdict ``unsupported``; a signal is a ``
 wheel test suite (``wheel_tests/``) runs in the emulated Python with the Q4_0 layout this CPU must
 get. That expectation is derived, not tabulated: the CPU's features (build_config/cpus.toml, checked
 against qemu) and the wheel's build (its fixed ISA, or the CPU variants the pinned source declares)
-go through ggml's selection rules. Across CPUs, greedy tokens must be identical.
+go through ggml's selection rules (``testbed.oracle``, the module every judge shares). The variant
+scores the wheel itself reports must be the oracle's. Across CPUs, greedy tokens must be identical.
 """
 
 from __future__ import annotations
@@ -22,18 +23,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llama_wheels.config.cpus import Cpu, Features
+from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import UserError
 from llama_wheels.core.runner import commands_stopped, current_log, telling_line
+from llama_wheels.testbed import oracle
 from llama_wheels.testbed.qemu import Sysroot, install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
-
-# ggml's CMake names for the features a CPU variant is built with -> our feature names (cpus.toml).
-_CMAKE_FEATURES = {"DOTPROD": "dotprod", "FP16_VECTOR_ARITHMETIC": "fp16", "SVE": "sve",
-                   "MATMUL_INT8": "i8mm", "SVE2": "sve2", "SME": "sme"}
-_VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\(([\w.]+)((?:\s+[A-Z0-9_]+)*)\s*\)", re.MULTILINE)
-_FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
 
 _IMPORT_PROBE = """\
 import importlib.util, json
@@ -73,63 +69,40 @@ class WheelBuild:
         return cls(path=wheel, version=wheel.name.split("-")[1], fixed_isa=isa or None,
                    variants=tuple(variants))
 
-
-def declared_cmake_variants(source_tree: Path) -> dict[str, frozenset[str]]:
-    """Every CPU variant the pinned ggml can build (any architecture), with ggml's CMake names of the
-    features it is built with (``GGML_<name>``): e.g. ``zen4`` -> {SSE42, AVX, ..., AVX512_BF16}."""
-    text = (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
-    return {m[1]: frozenset(m[2].split()) for m in _VARIANT.finditer(text)}
+    @property
+    def build(self) -> oracle.Build:
+        return oracle.Build(variants=self.variants, fixed_isa=self.fixed_isa)
 
 
 def declared_variants(source_tree: Path) -> dict[str, frozenset[str]]:
     """Linux ARM CPU variants the pinned ggml declares, with the features each is built with."""
-    return {name: frozenset(_CMAKE_FEATURES[f] for f in features)
-            for name, features in declared_cmake_variants(source_tree).items() if name.startswith("armv")}
+    try:
+        return oracle.declared_arm_variants(ggml_cmake(source_tree))
+    except oracle.OracleError as exc:
+        raise UserError(f"{source_tree}: {exc}") from None
 
 
-def cpu_features(features: Features) -> frozenset[str]:
-    return frozenset(name for name in _FEATURE_NAMES if getattr(features, name))
+def ggml_cmake(source_tree: Path) -> str:
+    """The pinned ggml's ``ggml/src/CMakeLists.txt``, where its CPU variants are declared."""
+    return (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
 
 
-def q4_0_layout(features: frozenset[str], sve_bits: int) -> str:
-    """ggml's Q4_0 repack choice for code built with ``features`` on a CPU with ``sve_bits`` SVE.
-
-    ggml_repack_get_optimal_repack_type(): SVE + i8mm with 256-bit vectors -> 8x8; i8mm -> 4x8;
-    dotprod -> 4x4; else no repacking. (0.3.4's ggml_aarch64_get_optimal_repack_type: the same order.)
-    """
-    if {"sve", "i8mm"} <= features and sve_bits == 256:
-        return "q4_0_8x8"
-    if "i8mm" in features:
-        return "q4_0_4x8"
-    if "dotprod" in features:
-        return "q4_0_4x4"
-    return "none"
+def oracle_cpu(cpu: Cpu) -> oracle.Cpu:
+    return oracle.Cpu.from_flags(asdict(cpu.features))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Expectation:
-    supported: bool
-    variant: str | None
-    layout: str | None  # None: the wheel's build is not known well enough to say
-    missing: tuple[str, ...] = ()
+def expect(build: WheelBuild, cpu: Cpu, variants: Mapping[str, frozenset[str]]) -> oracle.Expectation:
+    """What ``build`` must show on ``cpu`` (its shipped variants or fixed ISA through ``oracle.expect``)."""
+    return expectation_for(build.build, cpu, variants, label=build.path.name)
 
 
-def expect(build: WheelBuild, cpu: Cpu, variants: Mapping[str, frozenset[str]]) -> Expectation:
-    have = cpu_features(cpu.features)
-    if build.variants:
-        runnable = [name for name in variants if name in build.variants and variants[name] <= have]
-        if not runnable:
-            return Expectation(supported=False, variant=None, layout=None)
-        best = max(runnable, key=lambda name: len(variants[name]))
-        return Expectation(supported=True, variant=best,
-                           layout=q4_0_layout(variants[best] & have, cpu.features.sve_bits))
-    if build.fixed_isa is not None:
-        wanted = frozenset(e for e in build.fixed_isa.split("+")[1:] if e in _FEATURE_NAMES)
-        missing = tuple(sorted(wanted - have))
-        if missing:
-            return Expectation(supported=False, variant=None, layout=None, missing=missing)
-        return Expectation(supported=True, variant=None, layout=q4_0_layout(wanted, cpu.features.sve_bits))
-    return Expectation(supported=True, variant=None, layout=None)
+def expectation_for(build: oracle.Build, cpu: Cpu, variants: Mapping[str, frozenset[str]], *,
+                    label: str) -> oracle.Expectation:
+    """``oracle.expect`` for a configured CPU; a wheel it cannot judge is a UserError naming ``label``."""
+    try:
+        return oracle.expect(build, oracle_cpu(cpu), variants)
+    except oracle.OracleError as exc:
+        raise UserError(f"{label} on {cpu.name}: {exc}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,11 +135,22 @@ def _observed(result: Mapping[str, Any]) -> tuple[str | None, int, dict[str, lis
     return (", ".join(layouts) or "none") if q4 else None, repacked, tokens
 
 
-def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: Expectation, sysroot: Sysroot,
+def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation) -> str:
+    """"" when the wheel's own variant scores (``ggml_backend_score`` of each variant library, as the
+    import probe reads them) are the oracle's, else what differs."""
+    if dict(observed) == dict(expectation.scores):
+        return ""
+    names = sorted(set(observed) | set(expectation.scores))
+    differ = [f"{n} {observed.get(n, 'absent')} (oracle {expectation.scores.get(n, 'absent')})"
+              for n in names if observed.get(n) != expectation.scores.get(n)]
+    return "variant scores differ from ggml's rule: " + ", ".join(differ)
+
+
+def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, sysroot: Sysroot,
              root: Path, workdir: Path) -> Cell:
     started = time.monotonic()
     base = Cell(wheel=build.path.name, cpu=cpu.name, verdict="fail", detail="",
-                expected_variant=expectation.variant, expected_layout=expectation.layout)
+                expected_variant=expectation.variant, expected_layout=expectation.q4_0_layout)
 
     imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=300)
     lines = [line for line in imported.tail if line.startswith("IMPORT ")]
@@ -186,12 +170,17 @@ def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: Expectation, 
         # Imported on a CPU it cannot run on: the suite below will show whether it crashes.
         base = replace(base, detail=f"imported on a CPU lacking {', '.join(expectation.missing)}; ")
     base = replace(base, variant=info["variant"])
+    mismatch = score_mismatch(info["scores"], expectation)
+    if mismatch:
+        return replace(base, detail=mismatch, seconds=time.monotonic() - started)
 
     result_file = workdir / f"{cpu.name}.json"
+    # The wheel suite imports the standalone models and oracle modules by file path (wheel_probe.standalone).
     env = {"LLAMA_WHEELS_RESULT": str(result_file),
-           "LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py")}
-    if expectation.layout is not None:
-        env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.layout
+           "LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py"),
+           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/testbed/oracle.py")}
+    if expectation.q4_0_layout is not None:
+        env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
                                       "--basetemp", str(workdir / f"tmp-{cpu.name}")],
                        pythonpath=[site], env=env, cwd=workdir, timeout=900)
@@ -281,7 +270,7 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
                 workdir.mkdir()
                 tasks.append((build, cpu, expectation, workdir))
 
-        def one(task: tuple[WheelBuild, Cpu, Expectation, Path]) -> Cell:
+        def one(task: tuple[WheelBuild, Cpu, oracle.Expectation, Path]) -> Cell:
             build, cpu, expectation, workdir = task
             log.progress(f"test     {build.path.name} on {cpu.name} ...")
             cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir)

@@ -1,0 +1,396 @@
+"""The oracle: which CPU variant ggml loads on a CPU, and which repack layout each weight then gets.
+
+One module for every judge: the emulated matrix (``testbed.matrix``), the smoke test of ``llama-wheels
+build`` (``testbed.verify``) and the wheel test suite (``wheel_tests/``). Standard library only, and it
+imports nothing of ``llama_wheels``: the wheel suite ships it and imports it by file path, exactly like
+``models.py`` (see ``wheel_tests/wheel_probe.py: standalone``).
+
+The rules are ggml's, read from the pinned source (llama-cpp-python 0.3.36, vendor/llama.cpp/ggml/src):
+
+- ``CMakeLists.txt``: ``ggml_add_cpu_backend_variant(NAME TOKEN...)`` declares each CPU variant with the
+  features it is compiled with, per architecture and operating system (``if()`` blocks).
+- ``ggml-cpu/arch/arm/cpu-feats.cpp``: a variant's score on a CPU is 0 when the CPU lacks one of its
+  features, else 1 + 2 dotprod + 4 fp16 + 8 sve + 16 i8mm + 32 sve2 + 64 sme; the loader takes the highest.
+- ``ggml-cpu/repack.cpp`` ``ggml_repack_get_optimal_repack_type``: per weight type an ordered list of
+  layouts, each needing compiled features (ARM's are compile-time: ``__ARM_FEATURE_*``), for SVE a vector
+  length, and a row count ``ne1`` divisible by the rows it interleaves; the first that fits wins.
+  0.3.4's ``ggml-cpu-aarch64.cpp`` (generation ``"aarch64"``) has the same Q4_0 rules and never repacks Q8_0.
+
+Errors are ``OracleError`` with a one-line message naming what could not be judged and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+# The ARM features ggml's variants are built with and scored on (build_config/cpus.toml has one key each).
+ARM_FEATURES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
+# cpu-feats.cpp: score = 1 + the weight of every feature the variant is built with (0 if the CPU lacks one).
+SCORE_BASE = 1
+SCORE_WEIGHTS: Mapping[str, int] = {"dotprod": 2, "fp16": 4, "sve": 8, "i8mm": 16, "sve2": 32, "sme": 64}
+# ggml's CMake tokens (ggml_add_cpu_backend_variant arguments, GGML_INTERNAL_<token>) -> the features they
+# compile in. NOSVE (apple_m4) only takes SVE out of -march: it adds nothing and ggml does not score it.
+CMAKE_FEATURES: Mapping[str, frozenset[str]] = {
+    "DOTPROD": frozenset({"dotprod"}),
+    "FP16_VECTOR_ARITHMETIC": frozenset({"fp16"}),
+    "SVE": frozenset({"sve"}),
+    "MATMUL_INT8": frozenset({"i8mm"}),
+    "SVE2": frozenset({"sve2"}),
+    "SME": frozenset({"sme"}),
+    "NOSVE": frozenset(),
+}
+# Extensions that bring others with them (GCC and LLVM alike): SVE2 needs SVE, SVE needs FP16.
+EXTENSION_IMPLIES: Mapping[str, frozenset[str]] = {"sve2": frozenset({"sve", "fp16"}), "sve": frozenset({"fp16"})}
+# Architecture levels -> the features they make mandatory (of those ggml uses), each level inheriting the
+# ones before it: armv8.4-a FEAT_DotProd; armv8.6-a FEAT_I8MM, FEAT_BF16; armv9.0-a (= armv8.5-a + SVE2)
+# FEAT_SVE, FEAT_SVE2 (and FP16 through SVE); armv9.N-a includes armv8.(N+5)-a.
+_V8_STEPS: Mapping[int, frozenset[str]] = {4: frozenset({"dotprod"}), 6: frozenset({"i8mm", "bf16"})}
+_V8_MAX, _V9_MAX = 9, 5
+_ARCH = re.compile(r"armv(?P<major>8|9)(?:\.(?P<minor>\d))?-a")
+
+ARM_MACHINES = ("aarch64", "arm64")
+X86_MACHINES = ("x86_64", "amd64")
+
+# ggml logs each repacked tensor at DEBUG: "repack: repack tensor <name> with <type>_<NB_COLS>x<INTER_SIZE>".
+REPACK_LINE = re.compile(r"repack: repack tensor (?P<name>\S+) with (?P<layout>\w+?_\d+x\d+)\b")
+_LAYOUT = re.compile(r"\w+?_(?P<rows>\d+)x(?P<inter>\d+)")
+_VARIANT_CALL = re.compile(r"[ \t]*ggml_add_cpu_backend_variant\([ \t]*([\w.]+)((?:[ \t]+\w+)*)[ \t]*\)")
+_BLOCK = re.compile(r"[ \t]*(if|elseif|else|endif)[ \t]*\((.*)$")  # the condition may go on over lines
+
+
+class OracleError(ValueError):
+    """The oracle cannot judge: an input it does not know. The message names it and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CPU variants: declaration, features, score, choice
+
+
+def cmake_features(variant: str, tokens: Iterable[str]) -> frozenset[str]:
+    """The features a variant declared with ggml's CMake ``tokens`` is compiled with."""
+    out: set[str] = set()
+    for token in tokens:
+        if token not in CMAKE_FEATURES:
+            raise OracleError(f"CPU variant {variant}: unknown ggml CMake feature {token!r}; add it to "
+                              "CMAKE_FEATURES in llama_wheels/testbed/oracle.py (see ggml-cpu/CMakeLists.txt)")
+        out |= CMAKE_FEATURES[token]
+    return frozenset(out)
+
+
+def declared_cmake_variants(cmake_text: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Every ``ggml_add_cpu_backend_variant`` of ggml/src/CMakeLists.txt: name -> (its CMake tokens, the
+    conditions of the ``if()``/``elseif()`` blocks it sits in, outermost first; ``else()`` as ``"else"``)."""
+    found: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    stack: list[str] = []
+    for number, line in enumerate(cmake_text.splitlines(), 1):
+        call = _VARIANT_CALL.match(line)
+        if call is not None:
+            found[call[1]] = (tuple(call[2].split()), tuple(stack))
+            continue
+        block = _BLOCK.match(line)
+        if block is None:
+            continue
+        keyword, condition = block[1], " ".join(block[2].split("#")[0].strip().removesuffix(")").split())
+        if keyword == "if":
+            stack.append(condition)
+        elif not stack:
+            raise OracleError(f"ggml/src/CMakeLists.txt line {number}: {keyword}() without if(); "
+                              "is this ggml's CMakeLists.txt?")
+        elif keyword == "endif":
+            stack.pop()
+        else:
+            stack[-1] = condition if keyword == "elseif" else "else"
+    return found
+
+
+def declared_arm_variants(cmake_text: str, system: str = "Linux") -> dict[str, frozenset[str]]:
+    """The ARM CPU variants ggml builds for ``system`` (CMAKE_SYSTEM_NAME), with their features: those
+    declared inside ``GGML_SYSTEM_ARCH STREQUAL "ARM"`` and ``CMAKE_SYSTEM_NAME MATCHES "<system>"``."""
+    arm = 'GGML_SYSTEM_ARCH STREQUAL "ARM"'
+    wanted = f'CMAKE_SYSTEM_NAME MATCHES "{system}"'
+    return {name: cmake_features(name, tokens)
+            for name, (tokens, conditions) in declared_cmake_variants(cmake_text).items()
+            if arm in conditions and wanted in conditions}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cpu:
+    """A CPU as the oracle sees it: the ARM features it has, of those it knows about, and its SVE length."""
+
+    features: frozenset[str]
+    sve_bits: int = 0
+    known: frozenset[str] = frozenset(ARM_FEATURES)  # the features this description says yes or no about
+
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, object]) -> Cpu:
+        """From ``{"dotprod": True, ..., "sve_bits": 256}`` (build_config/cpus.toml's keys)."""
+        absent = [name for name in (*ARM_FEATURES, "sve_bits") if name not in flags]
+        if absent:
+            raise OracleError(f"CPU description lacks {', '.join(absent)}; give every one of "
+                              f"{', '.join(ARM_FEATURES)} and sve_bits")
+        bits = flags["sve_bits"]
+        if not isinstance(bits, int):
+            raise OracleError(f"CPU description: sve_bits {bits!r} is not an integer")
+        known = frozenset(name for name in flags if name != "sve_bits")
+        return cls(features=frozenset(name for name in known if flags[name]), sve_bits=bits, known=known)
+
+    def lacks(self, needed: Collection[str]) -> tuple[str, ...]:
+        """The features of ``needed`` this CPU is known not to have."""
+        return tuple(sorted((frozenset(needed) & self.known) - self.features))
+
+
+def score(features: frozenset[str], cpu: Cpu) -> int:
+    """ggml's score of a variant built with ``features`` on ``cpu`` (cpu-feats.cpp): 0 = cannot run there."""
+    unknown = sorted(features - frozenset(SCORE_WEIGHTS))
+    if unknown:
+        raise OracleError(f"ggml scores no ARM feature {', '.join(unknown)}; known: {', '.join(SCORE_WEIGHTS)}")
+    if not features <= cpu.features:
+        return 0
+    return SCORE_BASE + sum(SCORE_WEIGHTS[name] for name in features)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """The variant ggml loads (None: no shipped variant can run) and every shipped variant's score."""
+
+    variant: str | None
+    scores: Mapping[str, int]
+
+
+def choose_variant(shipped: Collection[str], declared: Mapping[str, frozenset[str]], cpu: Cpu) -> Choice:
+    """The shipped variant with the highest score on ``cpu`` among those the pinned source declares."""
+    if not declared:
+        raise OracleError("the pinned source declares no CPU variant for this platform; is the source tree "
+                          "ggml's, and is the platform one with variants (Linux ARM)?")
+    if not shipped:
+        raise OracleError("the wheel ships no CPU variant library (libggml-cpu-*); nothing to choose from")
+    unknown = sorted(set(shipped) - set(declared))
+    if unknown:
+        raise OracleError(f"the wheel ships CPU variants the pinned source does not declare: {', '.join(unknown)}; "
+                          "is the wheel from another pin?")
+    scores = {name: score(declared[name], cpu) for name in sorted(shipped)}
+    best = max(scores.values())
+    if best == 0:
+        return Choice(variant=None, scores=scores)
+    winners = sorted(name for name, value in scores.items() if value == best)
+    if len(winners) > 1:
+        raise OracleError(f"CPU variants {', '.join(winners)} score {best} alike: which one ggml loads depends "
+                          "on directory order, not on a rule")
+    return Choice(variant=winners[0], scores=scores)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fixed ISA: the -march a wheel was compiled with
+
+
+def arch_features(level: str) -> frozenset[str]:
+    """The features an architecture level (``armv8.6-a``) makes mandatory, of those ggml cares about."""
+    m = _ARCH.fullmatch(level)
+    minor = int(m["minor"] or 0) if m else -1
+    if m is None or minor > (_V8_MAX if m["major"] == "8" else _V9_MAX):
+        raise OracleError(f"unknown ARM architecture level {level!r}; known: armv8-a .. armv8.{_V8_MAX}-a, "
+                          f"armv9-a .. armv9.{_V9_MAX}-a (add the new one to llama_wheels/testbed/oracle.py)")
+    v8_minor = minor if m["major"] == "8" else minor + 5
+    out = {name for step, names in _V8_STEPS.items() if v8_minor >= step for name in names}
+    if m["major"] == "9":
+        out |= {"sve", "sve2", "fp16"}
+    return frozenset(out)
+
+
+def isa_features(isa: str) -> frozenset[str]:
+    """The features code compiled with ``-march=<isa>`` (``armv8.2-a+dotprod+fp16``) may use: the level's,
+    the extensions named (and what they imply), minus those switched off (``+nosve``)."""
+    level, *extensions = isa.strip().split("+")
+    out = set(arch_features(level))
+    for ext in extensions:
+        if ext.startswith("no"):
+            out -= {ext[2:]} | {name for name, implied in EXTENSION_IMPLIES.items() if ext[2:] in implied}
+        else:
+            out |= {ext} | EXTENSION_IMPLIES.get(ext, frozenset())
+    return frozenset(out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Repacking
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepackRule:
+    """One branch of ggml_repack_get_optimal_repack_type: ``layout`` if the code has ``needs`` (and, for
+    ``sve_bits``, that SVE vector length) and the weight's row count divides by ``rows``."""
+
+    layout: str
+    arch: str  # "arm" | "x86"
+    needs: frozenset[str]
+    sve_bits: int | None = None
+    generations: frozenset[str] = frozenset({"repack", "aarch64"})
+
+    @property
+    def rows(self) -> int:
+        return layout_rows(self.layout)
+
+
+_NEW = frozenset({"repack"})  # ggml-cpu/repack.cpp only (0.3.36), not 0.3.4's ggml-cpu-aarch64.cpp
+# Per ggml type, the branches in ggml's order. Types absent here and not in NEVER_REPACKED are unknown to
+# the oracle (an error, not a guess): add their branches from repack.cpp.
+REPACK_RULES: Mapping[str, tuple[RepackRule, ...]] = {
+    "Q4_0": (
+        RepackRule(layout="q4_0_8x8", arch="x86", needs=frozenset({"avx2"})),
+        RepackRule(layout="q4_0_8x8", arch="arm", needs=frozenset({"sve", "i8mm"}), sve_bits=256),
+        RepackRule(layout="q4_0_4x8", arch="arm", needs=frozenset({"i8mm"})),
+        RepackRule(layout="q4_0_4x4", arch="arm", needs=frozenset({"dotprod"})),
+    ),
+    "Q8_0": (
+        RepackRule(layout="q8_0_4x8", arch="arm", needs=frozenset({"i8mm"}), generations=_NEW),
+        RepackRule(layout="q8_0_4x4", arch="arm", needs=frozenset({"dotprod"}), generations=_NEW),
+    ),
+}
+NEVER_REPACKED = frozenset({"F32", "F16", "BF16"})
+GENERATIONS = ("repack", "aarch64")
+
+
+def layout_rows(layout: str) -> int:
+    """Rows a layout interleaves: ``q4_0_8x8`` -> 8, ``q4_0_4x8`` -> 4 (ggml prints NB_COLS first)."""
+    m = _LAYOUT.fullmatch(layout)
+    if m is None:
+        raise OracleError(f"not a repack layout: {layout!r} (expected TYPE_ROWSxINTERLEAVE like q4_0_4x8)")
+    return int(m["rows"])
+
+
+def machine_arch(machine: str) -> str:
+    """``"arm"`` or ``"x86"`` for a ``platform.machine()`` value."""
+    name = machine.lower()
+    if name in ARM_MACHINES:
+        return "arm"
+    if name in X86_MACHINES:
+        return "x86"
+    raise OracleError(f"machine {machine!r} is neither ARM ({', '.join(ARM_MACHINES)}) nor x86 "
+                      f"({', '.join(X86_MACHINES)}): ggml's repack rules for it are not in the oracle")
+
+
+def repack_layout(ggml_type: str, ne1: int, *, code: frozenset[str], sve_bits: int = 0, arch: str = "arm",
+                  generation: str = "repack") -> str | None:
+    """The layout ggml repacks a MUL_MAT weight of ``ggml_type`` with ``ne1`` rows into, or None.
+
+    ``code``: the features the running CPU code was compiled with (the loaded variant's, or a fixed ISA's);
+    ``sve_bits``: the CPU's SVE vector length; ``generation``: ``"repack"`` (0.3.36) or ``"aarch64"`` (0.3.4).
+    """
+    if generation not in GENERATIONS:
+        raise OracleError(f"unknown repack generation {generation!r}; known: {', '.join(GENERATIONS)}")
+    if ggml_type in NEVER_REPACKED:
+        return None
+    if ggml_type not in REPACK_RULES:
+        raise OracleError(f"no repack rules for {ggml_type}; add its branches of ggml_repack_get_optimal_repack_type "
+                          "to REPACK_RULES in llama_wheels/testbed/oracle.py")
+    for rule in REPACK_RULES[ggml_type]:
+        if (rule.arch == arch and generation in rule.generations and rule.needs <= code
+                and rule.sve_bits in (None, sve_bits) and ne1 % rule.rows == 0):
+            return rule.layout
+    return None
+
+
+_ANY_ROWS = math.lcm(*(rule.rows for rules in REPACK_RULES.values() for rule in rules))
+
+
+def q4_0_layouts(arch: str = "arm") -> tuple[str, ...]:
+    """Every layout a Q4_0 weight can get on ``arch``, and ``"none"``."""
+    return (*sorted({r.layout for r in REPACK_RULES["Q4_0"] if r.arch == arch}), "none")
+
+
+def code_for_q4_0_layout(layout: str, arch: str = "arm") -> tuple[frozenset[str], int]:
+    """The weakest code (features, SVE bits) that repacks Q4_0 as ``layout`` on ``arch``: its rule's needs
+    and those of every later rule (ggml's variants form a chain: each i8mm variant also has dotprod).
+
+    How the wheel suite, told only the CPU's Q4_0 layout, predicts every other weight's layout."""
+    rules = [r for r in REPACK_RULES["Q4_0"] if r.arch == arch]
+    if layout == "none":
+        return frozenset(), 0
+    index = next((i for i, r in enumerate(rules) if r.layout == layout), None)
+    if index is None:
+        raise OracleError(f"{layout!r} is no Q4_0 layout on {arch}; one of {', '.join(q4_0_layouts(arch))}")
+    return frozenset().union(*(r.needs for r in rules[index:])), rules[index].sve_bits or 0
+
+
+def repack_generation(system_info: str) -> str | None:
+    """Which repack code a wheel has, from ``llama_print_system_info()``: ``"repack"`` (ggml-cpu/repack.cpp,
+    0.3.36: ``REPACK = 1``), ``"aarch64"`` (0.3.4's ggml-cpu-aarch64.cpp: ``AARCH64_REPACK = 1``), or None."""
+    if re.search(r"\bAARCH64_REPACK = 1\b", system_info):
+        return "aarch64"
+    if re.search(r"\bREPACK = 1\b", system_info):
+        return "repack"
+    return None
+
+
+def repacked_tensors(log_text: str) -> dict[str, str]:
+    """Tensor name -> repack layout (``q4_0_8x8``), from llama.cpp/ggml log text."""
+    found: dict[str, str] = {}
+    for m in REPACK_LINE.finditer(log_text):
+        name, layout = m["name"], m["layout"]
+        if found.setdefault(name, layout) != layout:
+            raise OracleError(f"tensor {name} repacked as both {found[name]} and {layout}")
+    return found
+
+
+def layout_summary(repacked: Mapping[str, str]) -> str:
+    """The layouts of ``repacked`` as one string (``q4_0_4x4``, ``q4_0_4x8, q4_0_8x8``), or ``none``."""
+    return ", ".join(sorted(set(repacked.values()))) or "none"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A wheel on a CPU
+
+
+@dataclass(frozen=True, kw_only=True)
+class Build:
+    """What a wheel was built as: runtime dispatch (the CPU variants it ships) or a fixed ISA."""
+
+    variants: tuple[str, ...] = ()
+    fixed_isa: str | None = None  # e.g. "armv8.2-a+dotprod" (llama_cpp/lib/cpu-isa.txt)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expectation:
+    """What a wheel must show on a CPU. ``code`` None: the wheel says too little to predict repacking."""
+
+    supported: bool
+    variant: str | None = None
+    code: frozenset[str] | None = None
+    sve_bits: int = 0
+    missing: tuple[str, ...] = ()
+    scores: Mapping[str, int] = field(default_factory=dict)
+
+    def layout(self, ggml_type: str, ne1: int, generation: str = "repack") -> str | None:
+        """The layout a MUL_MAT weight gets (None: stays in the plain CPU buffer)."""
+        if self.code is None:
+            raise OracleError("the wheel records neither CPU variants nor cpu-isa.txt: its repacking cannot be "
+                              "predicted")
+        return repack_layout(ggml_type, ne1, code=self.code, sve_bits=self.sve_bits, generation=generation)
+
+    @property
+    def q4_0_layout(self) -> str | None:
+        """The layout of a Q4_0 weight whose rows divide by every interleave (``"none"``: not repacked);
+        None when unknown or unsupported."""
+        if self.code is None or not self.supported:
+            return None
+        return self.layout("Q4_0", _ANY_ROWS) or "none"
+
+
+def expect(build: Build, cpu: Cpu, declared: Mapping[str, frozenset[str]]) -> Expectation:
+    """The variant and repacking ``build`` must show on ``cpu`` (ARM); ``declared``: the pinned source's
+    variants for the wheel's platform (``declared_arm_variants``), needed for a dispatch wheel only."""
+    if build.variants:
+        choice = choose_variant(build.variants, declared, cpu)
+        if choice.variant is None:
+            return Expectation(supported=False, scores=choice.scores)
+        return Expectation(supported=True, variant=choice.variant, code=declared[choice.variant],
+                           sve_bits=cpu.sve_bits, scores=choice.scores)
+    if build.fixed_isa is not None:
+        code = isa_features(build.fixed_isa)
+        missing = cpu.lacks(code)
+        if missing:
+            return Expectation(supported=False, missing=missing)
+        return Expectation(supported=True, code=code, sve_bits=cpu.sve_bits)
+    return Expectation(supported=True)

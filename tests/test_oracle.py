@@ -1,0 +1,317 @@
+"""The oracle (``testbed.oracle``): ggml's variant choice and repack rules, pure, against data of the pin.
+
+``PINNED_CMAKE`` is the CPU-variant part of the pinned ggml/src/CMakeLists.txt (llama-cpp-python 0.3.36),
+trimmed; tests/test_matrix_rules.py checks that the real file declares the same Linux ARM variants.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.testbed import oracle
+from llama_wheels.testbed.oracle import Build, Cpu, OracleError
+
+from .conftest import REPO
+
+PINNED_CMAKE = """\
+if (GGML_CPU_ALL_VARIANTS)
+    if (NOT GGML_BACKEND_DL)
+        message(FATAL_ERROR "GGML_CPU_ALL_VARIANTS requires GGML_BACKEND_DL")
+    elseif (GGML_CPU_ARM_ARCH)
+        message(FATAL_ERROR "Cannot use both GGML_CPU_ARM_ARCH and GGML_CPU_ALL_VARIANTS")
+    endif()
+    if (GGML_SYSTEM_ARCH STREQUAL "x86")
+        ggml_add_cpu_backend_variant(x64)
+        ggml_add_cpu_backend_variant(haswell            SSE42 AVX F16C FMA AVX2 BMI2)
+    elseif(GGML_SYSTEM_ARCH STREQUAL "ARM")
+        if (CMAKE_SYSTEM_NAME MATCHES "Linux")
+            # Many of these features are optional so we build versions with popular
+            ggml_add_cpu_backend_variant(armv8.0_1)
+            ggml_add_cpu_backend_variant(armv8.2_1    DOTPROD)
+            ggml_add_cpu_backend_variant(armv8.2_2    DOTPROD FP16_VECTOR_ARITHMETIC)
+            ggml_add_cpu_backend_variant(armv8.2_3    DOTPROD FP16_VECTOR_ARITHMETIC SVE)
+            ggml_add_cpu_backend_variant(armv8.6_1    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8)
+            ggml_add_cpu_backend_variant(armv8.6_2    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SVE2)
+            ggml_add_cpu_backend_variant(armv9.2_1    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SME)
+            ggml_add_cpu_backend_variant(armv9.2_2    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SVE2 SME)
+        elseif (CMAKE_SYSTEM_NAME MATCHES "Android")
+            ggml_add_cpu_backend_variant(android_armv8.0_1)
+            ggml_add_cpu_backend_variant(android_armv8.6_1    DOTPROD FP16_VECTOR_ARITHMETIC MATMUL_INT8)
+            ggml_add_cpu_backend_variant(android_armv9.0_1    DOTPROD MATMUL_INT8 FP16_VECTOR_ARITHMETIC SVE2)
+        elseif (APPLE)
+            ggml_add_cpu_backend_variant(apple_m1             DOTPROD)
+            ggml_add_cpu_backend_variant(apple_m4             DOTPROD MATMUL_INT8 NOSVE SME)
+        else()
+            message(FATAL_ERROR "Unsupported ARM target OS: ${CMAKE_SYSTEM_NAME}")
+        endif()
+    endif()
+endif()
+"""
+LINUX_ARM = oracle.declared_arm_variants(PINNED_CMAKE)
+EVERYTHING = Cpu(features=frozenset(oracle.ARM_FEATURES), sve_bits=256)
+
+
+def cpus() -> dict[str, Cpu]:
+    return {name: Cpu.from_flags(asdict(cpu.features)) for name, cpu in load_cpus(REPO).items()}
+
+
+def one_line(exc: pytest.ExceptionInfo[OracleError]) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+# --- declarations -----------------------------------------------------------------------------------------
+
+
+def test_linux_arm_variants_are_chosen_by_their_if_blocks_not_their_names() -> None:
+    assert list(LINUX_ARM) == ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1", "armv8.6_2",
+                               "armv9.2_1", "armv9.2_2"]
+    assert LINUX_ARM["armv8.2_2"] == {"dotprod", "fp16"}
+    assert oracle.declared_arm_variants(PINNED_CMAKE, "Android")["android_armv9.0_1"] == {
+        "dotprod", "i8mm", "fp16", "sve2"}
+    # A Linux block renamed so that no name says "armv": still found, by its block.
+    renamed = PINNED_CMAKE.replace("(armv8.0_1)", "(generic)")
+    assert "generic" in oracle.declared_arm_variants(renamed)
+    # The same variant moved into the else() branch: no longer Linux's.
+    moved = PINNED_CMAKE.replace('MATCHES "Linux"', 'MATCHES "Haiku"')
+    assert oracle.declared_arm_variants(moved) == {}
+
+
+def test_a_condition_over_several_lines_keeps_the_blocks_in_step() -> None:
+    text = 'if (\n    A OR\n    B\n)\n  set(X 1)\nendif()\n' + PINNED_CMAKE
+    assert oracle.declared_arm_variants(text) == LINUX_ARM
+    with pytest.raises(OracleError, match=r"line 1: endif\(\) without if\(\)") as exc:
+        oracle.declared_cmake_variants("endif()\n" + PINNED_CMAKE)
+    one_line(exc)
+
+
+def test_an_unknown_cmake_token_is_a_clear_error_not_a_key_error() -> None:
+    assert oracle.cmake_features("apple_m4", ["DOTPROD", "MATMUL_INT8", "NOSVE", "SME"]) == {"dotprod", "i8mm", "sme"}
+    with pytest.raises(OracleError, match=r"CPU variant armv9.4_1: unknown ggml CMake feature 'BF16'") as exc:
+        oracle.declared_arm_variants(PINNED_CMAKE.replace("SVE2 SME)", "SVE2 SME BF16)").replace(
+            "armv9.2_2 ", "armv9.4_1 "))
+    assert "CMAKE_FEATURES" in one_line(exc)
+
+
+# --- score and choice -------------------------------------------------------------------------------------
+
+
+def test_score_is_ggmls_weighted_sum() -> None:
+    """cpu-feats.cpp: 1 + 2 dotprod + 4 fp16 + 8 sve + 16 i8mm + 32 sve2 + 64 sme; 0 if one is missing."""
+    assert [oracle.score(LINUX_ARM[v], EVERYTHING) for v in LINUX_ARM] == [1, 3, 7, 15, 31, 63, 95, 127]
+    n1 = cpus()["neoverse-n1"]
+    assert [oracle.score(LINUX_ARM[v], n1) for v in LINUX_ARM] == [1, 3, 7, 0, 0, 0, 0, 0]
+    with pytest.raises(OracleError, match="ggml scores no ARM feature bf16"):
+        oracle.score(frozenset({"bf16"}), EVERYTHING)
+
+
+def test_non_nested_variants_are_chosen_by_score_not_by_feature_count() -> None:
+    declared = {"wide": frozenset({"dotprod", "fp16", "sve"}),  # 3 features, score 15
+                "deep": frozenset({"dotprod", "i8mm"})}  # 2 features, score 19
+    choice = oracle.choose_variant(["wide", "deep"], declared, EVERYTHING)
+    assert (choice.variant, dict(choice.scores)) == ("deep", {"deep": 19, "wide": 15})
+    # The pin's own case: armv8.6_2 and armv9.2_1 have five features each; SME outweighs SVE2.
+    pair = oracle.choose_variant(["armv8.6_2", "armv9.2_1"], LINUX_ARM, EVERYTHING)
+    assert pair.variant == "armv9.2_1"
+
+
+def test_dispatch_expectations_on_every_emulated_cpu() -> None:
+    wheel = Build(variants=tuple(LINUX_ARM))
+    got = {name: (e.variant, e.q4_0_layout)
+           for name, cpu in cpus().items() for e in [oracle.expect(wheel, cpu, LINUX_ARM)]}
+    assert got == {
+        "cortex-a53": ("armv8.0_1", "none"),
+        "cortex-a72": ("armv8.0_1", "none"),
+        "cortex-a76": ("armv8.2_2", "q4_0_4x4"),
+        "neoverse-n1": ("armv8.2_2", "q4_0_4x4"),
+        "a64fx": ("armv8.0_1", "none"),  # SVE-512 but no dotprod: every other variant needs it
+        "max": ("armv9.2_2", "q4_0_4x8"),  # i8mm, but 512-bit SVE: the 8x8 SVE kernel needs 256
+        "max-sve256": ("armv9.2_2", "q4_0_8x8"),
+    }
+
+
+def test_only_the_variants_shipped_are_candidates() -> None:
+    """The sabotaged default wheel (armv8.2+ libraries deleted) can only load armv8.0_1 on neoverse-n1."""
+    e = oracle.expect(Build(variants=("armv8.0_1",)), cpus()["neoverse-n1"], LINUX_ARM)
+    assert (e.variant, e.q4_0_layout, dict(e.scores)) == ("armv8.0_1", "none", {"armv8.0_1": 1})
+
+
+@pytest.mark.parametrize(("shipped", "declared", "message"), [
+    (("armv8.0_1",), {}, "declares no CPU variant"),
+    ((), LINUX_ARM, "ships no CPU variant"),
+    (("armv8.0_1", "armv8.7_1"), LINUX_ARM, "does not declare: armv8.7_1"),
+])
+def test_an_empty_or_unknown_variant_set_is_an_error(shipped: tuple[str, ...], declared: dict[str, frozenset[str]],
+                                                     message: str) -> None:
+    with pytest.raises(OracleError, match=message) as exc:
+        oracle.choose_variant(shipped, declared, EVERYTHING)
+    one_line(exc)
+
+
+def test_an_empty_declared_set_fails_a_dispatch_wheel_but_not_a_fixed_isa_one() -> None:
+    with pytest.raises(OracleError, match="declares no CPU variant"):
+        oracle.expect(Build(variants=("armv8.0_1",)), EVERYTHING, {})
+    assert oracle.expect(Build(fixed_isa="armv8-a"), EVERYTHING, {}).q4_0_layout == "none"
+
+
+def test_variants_scoring_alike_cannot_be_predicted() -> None:
+    with pytest.raises(OracleError, match="score 3 alike"):
+        oracle.choose_variant(["a", "b"], {"a": frozenset({"dotprod"}), "b": frozenset({"dotprod"})}, EVERYTHING)
+
+
+# --- fixed ISA --------------------------------------------------------------------------------------------
+
+
+def test_architecture_levels_imply_their_mandatory_features() -> None:
+    assert oracle.arch_features("armv8-a") == oracle.arch_features("armv8.3-a") == frozenset()
+    assert oracle.arch_features("armv8.4-a") == {"dotprod"}
+    assert oracle.arch_features("armv8.6-a") == {"dotprod", "i8mm", "bf16"}
+    assert oracle.arch_features("armv8.9-a") == {"dotprod", "i8mm", "bf16"}
+    assert oracle.arch_features("armv9-a") == {"dotprod", "sve", "sve2", "fp16"}
+    assert oracle.arch_features("armv9.2-a") == {"dotprod", "i8mm", "bf16", "sve", "sve2", "fp16"}
+    assert oracle.isa_features("armv8.2-a+dotprod+fp16") == {"dotprod", "fp16"}
+    assert oracle.isa_features("armv8.2-a+sve2") == {"sve2", "sve", "fp16"}
+    assert oracle.isa_features("armv9-a+nosve") == {"dotprod", "fp16"}
+    for level in ("armv10-a", "armv8.10-a", "armv9.6-a", "armv8.2"):
+        with pytest.raises(OracleError, match="unknown ARM architecture level") as exc:
+            oracle.arch_features(level)
+        one_line(exc)
+
+
+@pytest.mark.parametrize(("isa", "cpu", "missing", "layout"), [
+    # A bare level is judged by what it implies: armv8.6-a needs i8mm, which Neoverse N1 lacks.
+    ("armv8.6-a", "neoverse-n1", ("i8mm",), None),
+    ("armv8.6-a", "max", (), "q4_0_4x8"),
+    ("armv8.6-a", "max-sve256", (), "q4_0_4x8"),  # no SVE in armv8.6-a: not the 8x8 SVE kernel
+    ("armv8.4-a", "cortex-a72", ("dotprod",), None),
+    ("armv8.4-a", "neoverse-n1", (), "q4_0_4x4"),
+    ("armv9-a", "neoverse-n1", ("sve", "sve2"), None),
+    ("armv9-a", "max-sve256", (), "q4_0_4x4"),  # SVE2 without i8mm: dotprod kernel
+    ("armv9.2-a", "max-sve256", (), "q4_0_8x8"),
+    ("armv8.2-a+dotprod", "cortex-a53", ("dotprod",), None),
+    ("armv8.2-a+dotprod", "max", (), "q4_0_4x4"),  # built without i8mm: dotprod kernel
+    ("armv8-a", "max-sve256", (), "none"),
+])
+def test_fixed_isa_expectations(isa: str, cpu: str, missing: tuple[str, ...], layout: str | None) -> None:
+    e = oracle.expect(Build(fixed_isa=isa), cpus()[cpu], {})
+    assert (e.supported, e.missing, e.q4_0_layout, e.variant) == (not missing, missing, layout, None)
+
+
+def test_a_wheel_recording_nothing_has_no_layout_to_predict() -> None:
+    e = oracle.expect(Build(), EVERYTHING, LINUX_ARM)
+    assert (e.supported, e.q4_0_layout) == (True, None)
+    with pytest.raises(OracleError, match=r"neither CPU variants nor cpu-isa\.txt"):
+        e.layout("Q4_0", 64)
+
+
+def test_a_cpu_description_names_every_feature() -> None:
+    with pytest.raises(OracleError, match="lacks sme, sve_bits") as exc:
+        Cpu.from_flags({"dotprod": True, "fp16": True, "i8mm": False, "sve": False, "sve2": False})
+    one_line(exc)
+    # Features the description does not cover (bf16 here) cannot make a CPU "lack" them.
+    assert cpus()["max"].lacks({"bf16", "i8mm"}) == ()
+    assert cpus()["neoverse-n1"].lacks({"bf16", "i8mm"}) == ("i8mm",)
+
+
+# --- repack layouts ---------------------------------------------------------------------------------------
+
+I8MM_SVE = frozenset({"dotprod", "fp16", "sve", "i8mm"})
+
+
+@pytest.mark.parametrize(("ggml_type", "ne1", "code", "sve_bits", "arch", "generation", "layout"), [
+    ("Q4_0", 64, I8MM_SVE, 256, "arm", "repack", "q4_0_8x8"),
+    ("Q4_0", 12, I8MM_SVE, 256, "arm", "repack", "q4_0_4x8"),  # 12 rows: not 8x8, the i8mm 4-row rule next
+    ("Q4_0", 262, I8MM_SVE, 256, "arm", "repack", None),  # a multiple of neither 8 nor 4
+    ("Q4_0", 6, frozenset({"dotprod"}), 0, "arm", "repack", None),
+    ("Q4_0", 64, I8MM_SVE, 512, "arm", "repack", "q4_0_4x8"),  # the SVE kernel needs 256-bit vectors
+    ("Q4_0", 64, frozenset({"dotprod", "sve"}), 256, "arm", "repack", "q4_0_4x4"),
+    ("Q4_0", 64, frozenset(), 0, "arm", "repack", None),
+    ("Q4_0", 64, frozenset({"avx2"}), 0, "x86", "repack", "q4_0_8x8"),
+    ("Q4_0", 12, frozenset({"avx2"}), 0, "x86", "repack", None),  # x86 has no 4-row Q4_0 layout
+    ("Q4_0", 12, I8MM_SVE, 256, "arm", "aarch64", "q4_0_4x8"),  # 0.3.4: the same Q4_0 rules
+    ("Q8_0", 64, I8MM_SVE, 256, "arm", "repack", "q8_0_4x8"),
+    ("Q8_0", 64, frozenset({"dotprod"}), 0, "arm", "repack", "q8_0_4x4"),
+    ("Q8_0", 6, frozenset({"dotprod"}), 0, "arm", "repack", None),
+    ("Q8_0", 64, frozenset({"dotprod"}), 0, "arm", "aarch64", None),  # 0.3.4 never repacks Q8_0
+    ("Q8_0", 64, frozenset({"avx2"}), 0, "x86", "repack", None),  # nor does x86
+    ("F16", 64, I8MM_SVE, 256, "arm", "repack", None),
+])
+def test_repack_layout_per_weight(ggml_type: str, ne1: int, code: frozenset[str], sve_bits: int, arch: str,
+                                  generation: str, layout: str | None) -> None:
+    assert oracle.repack_layout(ggml_type, ne1, code=code, sve_bits=sve_bits, arch=arch,
+                                generation=generation) == layout
+
+
+def test_a_type_without_rules_is_an_error_not_a_guess() -> None:
+    with pytest.raises(OracleError, match="no repack rules for Q4_K") as exc:
+        oracle.repack_layout("Q4_K", 64, code=I8MM_SVE)
+    one_line(exc)
+    with pytest.raises(OracleError, match="unknown repack generation"):
+        oracle.repack_layout("Q4_0", 64, code=I8MM_SVE, generation="cpu_aarch64")
+
+
+@pytest.mark.parametrize("arch", ["arm", "x86"])
+def test_the_code_behind_a_q4_0_layout_gives_that_layout(arch: str) -> None:
+    """What the wheel suite, told a CPU's Q4_0 layout, derives its other expectations from."""
+    for layout in oracle.q4_0_layouts(arch):
+        code, bits = oracle.code_for_q4_0_layout(layout, arch)
+        got = oracle.repack_layout("Q4_0", 64, code=code, sve_bits=bits, arch=arch)
+        assert (got or "none") == layout
+    assert oracle.code_for_q4_0_layout("q4_0_4x8") == ({"i8mm", "dotprod"}, 0)
+    with pytest.raises(OracleError, match="'q4_0_4x4' is no Q4_0 layout on x86"):
+        oracle.code_for_q4_0_layout("q4_0_4x4", "x86")
+
+
+def test_the_repack_log() -> None:
+    log = ("load_tensors: ...\nrepack: repack tensor blk.0.attn_q.weight with q4_0_4x4\n"
+           "repack: repack tensor output.weight with q8_0_4x8\n"
+           "repack: repack tensor blk.0.attn_q.weight with q4_0_4x4\n")
+    assert oracle.repacked_tensors(log) == {"blk.0.attn_q.weight": "q4_0_4x4", "output.weight": "q8_0_4x8"}
+    assert oracle.layout_summary(oracle.repacked_tensors(log)) == "q4_0_4x4, q8_0_4x8"
+    assert oracle.layout_summary({}) == "none"
+    with pytest.raises(OracleError, match="repacked as both q4_0_4x4 and q4_0_8x8"):
+        oracle.repacked_tensors(log + "repack: repack tensor blk.0.attn_q.weight with q4_0_8x8\n")
+    assert [oracle.layout_rows(x) for x in ("q4_0_8x8", "q4_0_4x8", "q8_0_4x4")] == [8, 4, 4]
+    with pytest.raises(OracleError, match="not a repack layout"):
+        oracle.layout_rows("q4_0")
+    assert oracle.repack_generation("NEON = 1 | AARCH64_REPACK = 1 | ") == "aarch64"
+    assert oracle.repack_generation("CPU : NEON = 1 | REPACK = 1 | ") == "repack"
+    assert oracle.repack_generation("NEON = 1 | ") is None
+    assert oracle.machine_arch("arm64") == oracle.machine_arch("aarch64") == "arm"
+    with pytest.raises(OracleError, match="'riscv64' is neither ARM"):
+        oracle.machine_arch("riscv64")
+
+
+# --- standalone -------------------------------------------------------------------------------------------
+
+
+def test_the_oracle_imports_the_standard_library_only() -> None:
+    tree = ast.parse((REPO / "src/llama_wheels/testbed/oracle.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
+
+
+def test_the_wheel_suite_finds_the_oracle_by_file_path_without_llama_wheels() -> None:
+    """As cibuildwheel runs it: python without site-packages (no llama_wheels), from the checkout."""
+    code = ("import sys; sys.path.insert(0, 'wheel_tests'); import wheel_probe; "
+            "o, where = wheel_probe.standalone('oracle'); print(where); "
+            "print(o.repack_layout('Q4_0', 8, code=frozenset({'dotprod'})))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LLAMA_WHEELS_ORACLE_PY")}
+    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(REPO / "src/llama_wheels/testbed/oracle.py"), "q4_0_4x4"]
+    with_env = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True,
+                              timeout=60, env={**env, "LLAMA_WHEELS_ORACLE_PY": str(REPO / "nowhere.py")})
+    assert "LLAMA_WHEELS_ORACLE_PY=" in with_env.stderr and "is not a file" in with_env.stderr
