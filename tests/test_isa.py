@@ -14,6 +14,7 @@ import pytest
 from llama_wheels.binaries import isa
 from llama_wheels.binaries.audit import audit_library
 from llama_wheels.core.cache import Cache
+from llama_wheels.oracle import instruction_features
 
 # One instruction of each feature, and what it must be classified as (empty: armv8-a).
 PROBE = (
@@ -80,31 +81,31 @@ def test_counts_and_sites_of_the_probe(probe: isa.CodeObject) -> None:
 
 def test_baseline_library_fails_on_every_feature_and_excuses_nothing(probe: isa.CodeObject) -> None:
     """An SVE `cntd x0` outside the recognized libunwind functions is a violation: no blanket excuse."""
-    audit = audit_library(probe, "baseline armv8-a", isa.isa_features("armv8-a"))
+    audit = audit_library(probe, "baseline armv8-a", instruction_features("armv8-a"))
     assert not audit.excused
     assert len(audit.violations) == sum(1 for _, want in PROBE if want)
     assert any(v.instruction == "cntd x0" and v.features == ("sve",) for v in audit.violations)
 
 
 def test_allowed_features_leave_only_the_rest(probe: isa.CodeObject) -> None:
-    allowed = isa.isa_features("armv9.2-a+sme") | {"aes", "sha2", "mte"}
+    allowed = instruction_features("armv9.2-a+sme") | {"aes", "sha2", "mte"}
     assert not audit_library(probe, "everything", allowed).violations
-    audit = audit_library(probe, "v8.6", isa.isa_features("armv8.6-a+sve"))
+    audit = audit_library(probe, "v8.6", instruction_features("armv8.6-a+sve"))
     assert {f for v in audit.violations for f in v.features} == {"sve2", "sme", "aes", "sha2", "mte"}
 
 
 def test_architecture_levels() -> None:
-    assert isa.isa_features("armv8-a") == frozenset()
-    assert isa.isa_features("armv8.2-a+dotprod") == {"lse", "crc", "rdm", "dotprod"}
-    assert "fp16" not in isa.isa_features("armv8.2-a")  # FEAT_FP16 is optional in armv8.2-a
-    assert {"dotprod", "rcpc"} <= isa.isa_features("armv8.4-a")
-    assert {"i8mm", "bf16"} <= isa.isa_features("armv8.6-a")
-    assert {"sve", "sve2"} <= isa.isa_features("armv9-a") and "i8mm" not in isa.isa_features("armv9-a")
-    assert {"i8mm", "sve2"} <= isa.isa_features("armv9.2-a")
+    assert instruction_features("armv8-a") == frozenset()
+    assert instruction_features("armv8.2-a+dotprod") == {"lse", "crc", "rdm", "dotprod"}
+    assert "fp16" not in instruction_features("armv8.2-a")  # FEAT_FP16 is optional in armv8.2-a
+    assert {"dotprod", "rcpc"} <= instruction_features("armv8.4-a")
+    assert {"i8mm", "bf16"} <= instruction_features("armv8.6-a")
+    assert {"sve", "sve2"} <= instruction_features("armv9-a") and "i8mm" not in instruction_features("armv9-a")
+    assert {"i8mm", "sve2"} <= instruction_features("armv9.2-a")
     assert isa.variant_features("armv8.2_1", {"dotprod"}) == {"lse", "crc", "rdm", "dotprod"}
     for bad in ("armv8.2", "x86-64-v3", "armv7-a"):
         with pytest.raises(ValueError, match="not an AArch64 -march"):
-            isa.isa_features(bad)
+            instruction_features(bad)
 
 
 @pytest.mark.build  # links zig's C++ runtime for aarch64: ~50 s with zig's cache cold, so not the fast tier
@@ -134,6 +135,6 @@ def test_runtime_guarded_table_is_the_pinned_zig_runtime(tmp_path: Path) -> None
 def test_a_word_capstone_cannot_decode_is_never_allowed(tmp_path: Path) -> None:
     """An encoding newer than the disassembler (or data in a code section) fails the audit: it is not baseline."""
     code = assemble(tmp_path, ["add x0, x1, x2", ".inst 0xffffffff"])
-    audit = audit_library(code, "everything", isa.isa_features("armv9.3-a+sme"))
+    audit = audit_library(code, "everything", instruction_features("armv9.3-a+sme"))
     [violation] = audit.violations
     assert violation.features == (isa.UNDECODED,) and violation.instruction == ".inst 0xffffffff"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llama_wheels import oracle
 from llama_wheels.config import load
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
@@ -13,7 +14,6 @@ from llama_wheels.core.errors import UserError
 from llama_wheels.plan import plan
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
-from llama_wheels.testbed import oracle
 from llama_wheels.testbed.matrix import WheelBuild, declared_variants, expect, ggml_cmake
 
 from .conftest import REPO

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from llama_wheels import oracle
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.errors import VerifyError
-from llama_wheels.testbed import oracle
 from llama_wheels.testbed.matrix import expectation_for
 from llama_wheels.testbed.models import SPECS, weight_tensors
 from llama_wheels.testbed.verify import SMOKE_MODEL, SmokeResult, judge

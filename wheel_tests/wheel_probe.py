@@ -47,7 +47,8 @@ N_CTX = 64
 KV_TYPE_F32 = 0
 HERE = Path(__file__).resolve().parent
 
-STANDALONE = ("models", "oracle")
+# Each standalone module and the llama_wheels package it lives in.
+STANDALONE = {"models": "llama_wheels.testbed", "oracle": "llama_wheels"}
 
 
 @functools.cache
@@ -56,9 +57,9 @@ def standalone(name: str) -> tuple[ModuleType, str]:
     variant and repack rules) and where it came from, found in this order:
 
     1. the file named by ``LLAMA_WHEELS_<NAME>_PY`` (e.g. the checkout's copy, for an emulated Python);
-    2. ``llama_wheels.testbed.<name>`` if ``llama_wheels`` is importable;
+    2. ``llama_wheels.testbed.models`` / ``llama_wheels.oracle`` if ``llama_wheels`` is importable;
     3. ``<name>.py`` copied next to these tests;
-    4. ``../src/llama_wheels/testbed/<name>.py`` when run from a checkout of this repository (cibuildwheel).
+    4. the file in ``../src/`` when run from a checkout of this repository (cibuildwheel).
     """
     if name not in STANDALONE:
         raise ValueError(f"{name!r} is no standalone llama_wheels module; one of {', '.join(STANDALONE)}")
@@ -69,10 +70,11 @@ def standalone(name: str) -> tuple[ModuleType, str]:
             raise FileNotFoundError(f"{variable}={env} is not a file")
         return _import_path(name, Path(env)), env
     try:
-        return importlib.import_module(f"llama_wheels.testbed.{name}"), f"llama_wheels.testbed.{name}"
+        return importlib.import_module(f"{STANDALONE[name]}.{name}"), f"{STANDALONE[name]}.{name}"
     except ImportError:
         pass
-    for candidate in (HERE / f"{name}.py", HERE.parent / "src" / "llama_wheels" / "testbed" / f"{name}.py"):
+    in_checkout = HERE.parent / "src" / Path(*STANDALONE[name].split(".")) / f"{name}.py"
+    for candidate in (HERE / f"{name}.py", in_checkout):
         if candidate.is_file():
             return _import_path(name, candidate), str(candidate)
     raise FileNotFoundError(f"{name} module not found: set {variable}, install llama_wheels, "
@@ -91,7 +93,7 @@ def _import_path(name: str, path: Path) -> ModuleType:
 
 
 def oracle() -> Any:
-    """The oracle module (``llama_wheels/testbed/oracle.py``): ggml's variant and repack rules."""
+    """The oracle module (``llama_wheels/oracle.py``): ggml's variant and repack rules."""
     return standalone("oracle")[0]
 
 

@@ -26,6 +26,7 @@ from llama_wheels.binaries import isa
 from llama_wheels.binaries.macho import is_macho
 from llama_wheels.binaries.wheel import fixed_isa, variant_of
 from llama_wheels.core.errors import UserError, VerifyError
+from llama_wheels.oracle import instruction_features
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +136,7 @@ def _allowed(path: str, *, isa_name: str | None, baseline: frozenset[str],
     """(rule, allowed features, features allowed only by a variant's architecture level) for one library."""
     variant = variant_of(path)
     if isa_name is not None:
-        return f"fixed ISA {isa_name}", baseline | isa.isa_features(isa_name), frozenset()
+        return f"fixed ISA {isa_name}", baseline | instruction_features(isa_name), frozenset()
     if variant is None:
         return "baseline", baseline, frozenset()
     if variants is None or variant not in variants:
@@ -182,9 +183,9 @@ def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, frozenset[
     if not objects:
         raise UserError(f"{wheel.name}: no ELF or Mach-O code in it; is this a llama-cpp-python binary wheel?")
     try:
-        floor = isa.isa_features(baseline)
+        floor = instruction_features(baseline)
         if isa_name is not None:
-            isa.isa_features(isa_name)
+            instruction_features(isa_name)
     except ValueError as exc:
         raise UserError(f"{wheel.name}: {exc} (llama_cpp/lib/cpu-isa.txt or the platform's isa_baseline)") from None
     libraries = []

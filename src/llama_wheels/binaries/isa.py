@@ -34,6 +34,8 @@ from elftools.elf.sections import SymbolTableSection
 from macholib import mach_o
 from macholib.MachO import MachO
 
+from llama_wheels.oracle import instruction_features
+
 # LLVM's AArch64 predicates -> feature names. NEON and FP are the armv8-a baseline of every AArch64 ABI.
 _BASELINE_PREDICATES = frozenset({"HasNEON", "HasFPARMv8", "HasNEONorSME"})
 _PREDICATES = {
@@ -51,67 +53,13 @@ _SME_SYSREG = re.compile(r"^(smstart|smstop)\b|^(mrs|msr)\b.*\b(SVCR\w*|TPIDR2_E
                          re.IGNORECASE)
 UNDECODED = "undecoded"  # a word in an executable section capstone cannot decode: never allowed
 
-# The architecture-implied features (instructions only), cumulative. To be merged with testbed/oracle.py's table
-# (issue 12 item 5): one table of architecture levels for the matrix, the import check and this audit.
-# armv8.2-a does not imply fp16 (FEAT_FP16 is optional there); armv9-a is armv8.5-a + SVE2.
-_LEVEL_ADDS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("8.0", frozenset()),
-    ("8.1", frozenset({"lse", "crc", "rdm"})),
-    ("8.2", frozenset()),
-    ("8.3", frozenset({"rcpc", "pauth", "jsconv", "complxnum"})),
-    ("8.4", frozenset({"dotprod", "rcpc-immo", "flagm"})),
-    ("8.5", frozenset({"sb", "frintts", "altnzcv"})),
-    ("8.6", frozenset({"i8mm", "bf16"})),
-    ("8.7", frozenset({"wfxt"})),
-    ("8.8", frozenset({"mops"})),
-)
-_V9_BASE = {"9.0": "8.5", "9.1": "8.6", "9.2": "8.7", "9.3": "8.8"}
-
-
-def _levels() -> dict[str, frozenset[str]]:
-    levels: dict[str, frozenset[str]] = {}
-    features: frozenset[str] = frozenset()
-    for level, adds in _LEVEL_ADDS:
-        features = levels[level] = features | adds
-    for level, base in _V9_BASE.items():
-        levels[level] = levels[base] | {"sve", "sve2", "fp16"}  # SVE2 requires FEAT_FP16
-    return levels
-
-
-ISA_ARCH_LEVEL_FEATURES = _levels()  # "8.2" -> the features armv8.2-a implies
-# -march extension tokens (GCC/LLVM spelling) -> the features they allow, with what each implies.
-_EXTENSIONS = {
-    "fp16": {"fp16"}, "fp16fml": {"fp16", "fp16fml"}, "sve": {"sve", "fp16"}, "sve2": {"sve", "sve2", "fp16"},
-    "sme": {"sme", "bf16"}, "crypto": {"aes", "sha2"}, "rdma": {"rdm"}, "memtag": {"mte"},
-}
-_MARCH = re.compile(r"^armv(\d)(?:\.(\d))?-a((?:\+[\w-]+)*)$")
-
-
-def isa_features(march: str) -> frozenset[str]:
-    """The features code compiled with ``-march=<march>`` may use: its level's and its extensions'.
-
-    ``armv8.2-a+dotprod`` -> lse, crc, rdm, dotprod. ValueError if ``march`` is not an A-profile ``-march``.
-    """
-    match = _MARCH.match(march.strip())
-    level = f"{match[1]}.{match[2] or 0}" if match else ""
-    if not match or level not in ISA_ARCH_LEVEL_FEATURES:
-        raise ValueError(f"{march!r} is not an AArch64 -march value such as armv8.2-a+dotprod")
-    allowed = set(ISA_ARCH_LEVEL_FEATURES[level])
-    for token in filter(None, match[3].split("+")):
-        if token.startswith("no"):
-            allowed -= _EXTENSIONS.get(token[2:], {token[2:]})
-        else:
-            allowed |= _EXTENSIONS.get(token, {token})
-    return frozenset(allowed)
-
-
 def variant_features(variant: str, declared: Iterable[str]) -> frozenset[str]:
     """What ggml's CPU variant ``variant`` (``armv8.2_2``) may use: the features it declares plus those of the
     architecture level ggml compiles it for (its name: ggml-cpu/CMakeLists.txt picks ``-march=armv8.2-a+...``)."""
     match = re.match(r"^armv(\d)\.(\d)_\d+$", variant)
     if not match:
         raise ValueError(f"{variant!r} is not an ARM CPU variant name such as armv8.2_2")
-    return isa_features(f"armv{match[1]}.{match[2]}-a") | frozenset(declared)
+    return instruction_features(f"armv{match[1]}.{match[2]}-a") | frozenset(declared)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,7 @@ features must refuse with ImportError: verdict ``unsupported``; a signal is a ``
 wheel test suite (``wheel_tests/``) runs in the emulated Python with the Q4_0 layout this CPU must
 get. That expectation is derived, not tabulated: the CPU's features (build_config/cpus.toml, checked
 against qemu) and the wheel's build (its fixed ISA, or the CPU variants the pinned source declares)
-go through ggml's selection rules (``testbed.oracle``, the module every judge shares). The variant
+go through ggml's selection rules (``llama_wheels.oracle``, the module every judge shares). The variant
 scores the wheel itself reports must be the oracle's. Across CPUs, greedy tokens must be identical.
 """
 
@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from llama_wheels import oracle
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import UserError
 from llama_wheels.core.runner import commands_stopped, current_log, telling_line
-from llama_wheels.testbed import oracle
 from llama_wheels.testbed.qemu import Sysroot, install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
@@ -178,7 +178,7 @@ def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expect
     # The wheel suite imports the standalone models and oracle modules by file path (wheel_probe.standalone).
     env = {"LLAMA_WHEELS_RESULT": str(result_file),
            "LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py"),
-           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/testbed/oracle.py")}
+           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py")}
     if expectation.q4_0_layout is not None:
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),

@@ -2,7 +2,7 @@
 
 The smoke test of a build: install the wheel into a private site directory, write a tiny Q4_0 model,
 and run a short greedy generation with the emulated arm64 Python on one CPU (neoverse-n1 by default,
-a Graviton2/Ampere class machine). Then judge it with the oracle (``testbed.oracle``): the CPU variant
+a Graviton2/Ampere class machine). Then judge it with the oracle (``llama_wheels.oracle``): the CPU variant
 ggml loaded and every weight's repack layout must be the ones ggml's rules give for this CPU, or the
 build fails and nothing reaches dist/. The full CPU matrix with the wheel test suite is ``llama-wheels
 test``.
@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_wheels import oracle
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import VerifyError
 from llama_wheels.core.runner import telling_line
 from llama_wheels.stages.provenance import FILENAME as PROVENANCE
 from llama_wheels.stages.provenance import read_provenance
-from llama_wheels.testbed import oracle
 from llama_wheels.testbed.matrix import declared_variants, expectation_for
 from llama_wheels.testbed.models import SPECS, weight_tensors, write_model
 from llama_wheels.testbed.qemu import install_wheel, require_qemu, run_python

@@ -42,14 +42,45 @@ CMAKE_FEATURES: Mapping[str, frozenset[str]] = {
     "SME": frozenset({"sme"}),
     "NOSVE": frozenset(),
 }
-# Extensions that bring others with them (GCC and LLVM alike): SVE2 needs SVE, SVE needs FP16.
-EXTENSION_IMPLIES: Mapping[str, frozenset[str]] = {"sve2": frozenset({"sve", "fp16"}), "sve": frozenset({"fp16"})}
-# Architecture levels -> the features they make mandatory (of those ggml uses), each level inheriting the
-# ones before it: armv8.4-a FEAT_DotProd; armv8.6-a FEAT_I8MM, FEAT_BF16; armv9.0-a (= armv8.5-a + SVE2)
-# FEAT_SVE, FEAT_SVE2 (and FP16 through SVE); armv9.N-a includes armv8.(N+5)-a.
-_V8_STEPS: Mapping[int, frozenset[str]] = {4: frozenset({"dotprod"}), 6: frozenset({"i8mm", "bf16"})}
-_V8_MAX, _V9_MAX = 9, 5
-_ARCH = re.compile(r"armv(?P<major>8|9)(?:\.(?P<minor>\d))?-a")
+# What an -march may let the compiler use: the instruction features each architecture level makes mandatory
+# (as LLVM and GCC define the levels; cumulative), and what each extension brings with it. One table for the
+# matrix and the wheel suite (which read the ggml features of it: GGML_FEATURES) and for the ISA audit
+# (binaries/isa.py, which reads all of it). armv8.2-a does not imply fp16 (FEAT_FP16 is optional there);
+# armv9.N-a is armv8.(N+5)-a with SVE2, which needs SVE, which needs FP16.
+LEVEL_ADDS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("8.0", frozenset()),
+    ("8.1", frozenset({"lse", "crc", "rdm"})),
+    ("8.2", frozenset()),
+    ("8.3", frozenset({"rcpc", "pauth", "jsconv", "complxnum"})),
+    ("8.4", frozenset({"dotprod", "rcpc-immo", "flagm"})),
+    ("8.5", frozenset({"sb", "frintts", "altnzcv"})),
+    ("8.6", frozenset({"i8mm", "bf16"})),
+    ("8.7", frozenset({"wfxt"})),
+    ("8.8", frozenset({"mops"})),
+    ("8.9", frozenset()),
+)
+V9_BASE: Mapping[str, str] = {"9.0": "8.5", "9.1": "8.6", "9.2": "8.7", "9.3": "8.8", "9.4": "8.9"}
+EXTENSIONS: Mapping[str, frozenset[str]] = {
+    "fp16": frozenset({"fp16"}), "fp16fml": frozenset({"fp16", "fp16fml"}), "sve": frozenset({"sve", "fp16"}),
+    "sve2": frozenset({"sve", "sve2", "fp16"}), "sme": frozenset({"sme", "bf16"}),
+    "crypto": frozenset({"aes", "sha2"}), "rdma": frozenset({"rdm"}), "memtag": frozenset({"mte"}),
+}
+# The features of those that ggml's variants, the repack rules and the wheel's import check deal in.
+GGML_FEATURES = frozenset({*ARM_FEATURES, "bf16"})
+_MARCH = re.compile(r"armv(?P<major>\d+)(?:\.(?P<minor>\d+))?-a(?P<extensions>(?:\+[\w-]+)*)")
+
+
+def _level_table() -> dict[str, frozenset[str]]:
+    levels: dict[str, frozenset[str]] = {}
+    features: frozenset[str] = frozenset()
+    for level, adds in LEVEL_ADDS:
+        features = levels[level] = features | adds
+    for level, base in V9_BASE.items():
+        levels[level] = levels[base] | EXTENSIONS["sve2"]
+    return levels
+
+
+LEVELS = _level_table()  # "8.2" -> every instruction feature armv8.2-a makes mandatory
 
 ARM_MACHINES = ("aarch64", "arm64")
 X86_MACHINES = ("x86_64", "amd64")
@@ -75,7 +106,7 @@ def cmake_features(variant: str, tokens: Iterable[str]) -> frozenset[str]:
     for token in tokens:
         if token not in CMAKE_FEATURES:
             raise OracleError(f"CPU variant {variant}: unknown ggml CMake feature {token!r}; add it to "
-                              "CMAKE_FEATURES in llama_wheels/testbed/oracle.py (see ggml-cpu/CMakeLists.txt)")
+                              "CMAKE_FEATURES in llama_wheels/oracle.py (see ggml-cpu/CMakeLists.txt)")
         out |= CMAKE_FEATURES[token]
     return frozenset(out)
 
@@ -186,31 +217,32 @@ def choose_variant(shipped: Collection[str], declared: Mapping[str, frozenset[st
 # Fixed ISA: the -march a wheel was compiled with
 
 
-def arch_features(level: str) -> frozenset[str]:
-    """The features an architecture level (``armv8.6-a``) makes mandatory, of those ggml cares about."""
-    m = _ARCH.fullmatch(level)
-    minor = int(m["minor"] or 0) if m else -1
-    if m is None or minor > (_V8_MAX if m["major"] == "8" else _V9_MAX):
-        raise OracleError(f"unknown ARM architecture level {level!r}; known: armv8-a .. armv8.{_V8_MAX}-a, "
-                          f"armv9-a .. armv9.{_V9_MAX}-a (add the new one to llama_wheels/testbed/oracle.py)")
-    v8_minor = minor if m["major"] == "8" else minor + 5
-    out = {name for step, names in _V8_STEPS.items() if v8_minor >= step for name in names}
-    if m["major"] == "9":
-        out |= {"sve", "sve2", "fp16"}
+def instruction_features(march: str) -> frozenset[str]:
+    """Every instruction feature code compiled with ``-march=<march>`` may use: its level's, each ``+ext``
+    with what it brings, less each ``+noext`` and the extensions that need it (``armv9-a+nosve``: no SVE2)."""
+    m = _MARCH.fullmatch(march.strip())
+    level = f"{m['major']}.{m['minor'] or 0}" if m else ""
+    if m is None or level not in LEVELS:
+        raise OracleError(f"{march!r} is not an AArch64 -march value such as armv8.2-a+dotprod: unknown ARM "
+                          f"architecture level (known: armv8-a .. armv8.9-a, armv9-a .. armv9.4-a; add a new one "
+                          "to LEVEL_ADDS in llama_wheels/oracle.py)")
+    out = set(LEVELS[level])
+    for ext in filter(None, m["extensions"].split("+")):
+        if ext.startswith("no"):
+            out -= {ext[2:]} | {name for name, brings in EXTENSIONS.items() if ext[2:] in brings}
+        else:
+            out |= EXTENSIONS.get(ext, frozenset({ext}))
     return frozenset(out)
+
+
+def arch_features(level: str) -> frozenset[str]:
+    """The ggml features an architecture level (``armv8.6-a``) makes mandatory."""
+    return instruction_features(level) & GGML_FEATURES
 
 
 def isa_features(isa: str) -> frozenset[str]:
-    """The features code compiled with ``-march=<isa>`` (``armv8.2-a+dotprod+fp16``) may use: the level's,
-    the extensions named (and what they imply), minus those switched off (``+nosve``)."""
-    level, *extensions = isa.strip().split("+")
-    out = set(arch_features(level))
-    for ext in extensions:
-        if ext.startswith("no"):
-            out -= {ext[2:]} | {name for name, implied in EXTENSION_IMPLIES.items() if ext[2:] in implied}
-        else:
-            out |= {ext} | EXTENSION_IMPLIES.get(ext, frozenset())
-    return frozenset(out)
+    """The ggml features code compiled with ``-march=<isa>`` (``armv8.2-a+dotprod+fp16``) may use."""
+    return instruction_features(isa) & GGML_FEATURES
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -284,7 +316,7 @@ def repack_layout(ggml_type: str, ne1: int, *, code: frozenset[str], sve_bits: i
         return None
     if ggml_type not in REPACK_RULES:
         raise OracleError(f"no repack rules for {ggml_type}; add its branches of ggml_repack_get_optimal_repack_type "
-                          "to REPACK_RULES in llama_wheels/testbed/oracle.py")
+                          "to REPACK_RULES in llama_wheels/oracle.py")
     for rule in REPACK_RULES[ggml_type]:
         if (rule.arch == arch and generation in rule.generations and rule.needs <= code
                 and rule.sve_bits in (None, sve_bits) and ne1 % rule.rows == 0):
