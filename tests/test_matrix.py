@@ -3,6 +3,7 @@ cannot run, and a deliberately wrong wheel that the harness must catch (not hang
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from llama_wheels import oracle
 
 from .conftest import REPO, build_target, cli
 from .test_build import processes_mentioning
@@ -65,13 +68,51 @@ def test_fixed_isa_wheel_refuses_unsupported_cpu(dotprod_wheel: Path, tmp_path: 
     assert cells["neoverse-n1"]["layout"] == "q4_0_4x4"
 
 
+def with_isa(wheel: Path, isa: str | None, where: Path) -> Path:
+    """A copy of ``wheel`` whose lib/cpu-isa.txt says ``isa`` (None: has none)."""
+    out = where / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if item.filename.endswith("cpu-isa.txt"):
+                if isa is not None:
+                    dst.writestr(item, isa + "\n")
+            else:
+                dst.writestr(item, src.read(item))
+    return out
+
+
+def test_an_architecture_level_is_refused_by_the_features_it_implies(dotprod_wheel: Path, tmp_path: Path) -> None:
+    """A fixed ISA written as a bare level: armv8.6-a makes i8mm and bf16 mandatory, which neoverse-n1 lacks.
+    Patch 0002 refuses it at import (built for real, such a wheel died of SIGILL there with the suffix-only
+    check), and the matrix expects exactly that refusal."""
+    claimed = with_isa(dotprod_wheel, "armv8.6-a", tmp_path)
+    code, cells, table = run_matrix(tmp_path, str(claimed), "--cpu", "neoverse-n1")
+    assert code == 0, table
+    assert cells["neoverse-n1"]["verdict"] == "unsupported"
+    assert "built for armv8.6-a, but this CPU lacks bf16, i8mm" in str(cells["neoverse-n1"]["detail"])
+
+
+def test_the_shipped_import_check_reads_an_isa_as_the_oracle_does(dotprod_wheel: Path) -> None:
+    """Patch 0002's llama_cpp/_backends.py must stay standalone in the wheel, so it has its own reading of an
+    -march; this keeps it the oracle's (the features it can check: those of GGML_FEATURES)."""
+    with zipfile.ZipFile(dotprod_wheel) as archive:
+        source = archive.read("llama_cpp/_backends.py").decode()
+    spec = importlib.util.spec_from_loader("shipped_backends", loader=None)
+    assert spec is not None
+    shipped = importlib.util.module_from_spec(spec)
+    exec(compile(source, "llama_cpp/_backends.py", "exec"), shipped.__dict__)
+    isas = ["armv8-a", "armv8.2-a+dotprod", "armv8.2-a+dotprod+fp16", "armv8.4-a", "armv8.6-a", "armv8.6-a+nobf16",
+            "armv9-a", "armv9-a+nosve", "armv9.2-a", "armv9.2-a+sme", "armv8.2-a+sve2", "armv8.2-a+sve+nofp16",
+            "armv8.2-a+i8mm+nodotprod", "armv9.4-a+nosve2"]
+    for isa in isas:
+        assert set(shipped.isa_features(isa)) == oracle.isa_features(isa), isa
+    with pytest.raises(ImportError, match=r"names no armvX\.Y-a architecture"):
+        shipped.isa_features("x86-64-v3")
+
+
 def test_wrong_wheel_is_caught_as_a_crash(dotprod_wheel: Path, tmp_path: Path) -> None:
     """Without its CPU guard the same wheel dies of SIGILL on cortex-a53: a verdict, not a harness crash."""
-    wrong = tmp_path / dotprod_wheel.name
-    with zipfile.ZipFile(dotprod_wheel) as src, zipfile.ZipFile(wrong, "w", zipfile.ZIP_DEFLATED) as dst:
-        for item in src.infolist():
-            if not item.filename.endswith("cpu-isa.txt"):
-                dst.writestr(item, src.read(item))
+    wrong = with_isa(dotprod_wheel, None, tmp_path)
     code, cells, table = run_matrix(tmp_path, str(wrong), "--cpu", "cortex-a53")
     assert code == 1, table
     assert cells["cortex-a53"]["verdict"] == "crash"
