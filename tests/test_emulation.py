@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from llama_wheels.config.sysroot_spec import load_sysroot_spec
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError, ToolchainError, UserError
 from llama_wheels.testbed import qemu, sysroot
-from llama_wheels.testbed.qemu import install_wheel, measure_features, run_python
+from llama_wheels.testbed.matrix import check_cpus
+from llama_wheels.testbed.qemu import install_wheel, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_CPUS = ["cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "a64fx", "max", "max-sve256"]
@@ -243,12 +245,13 @@ def test_guest_python_runs_the_test_stack_on_cortex_a53(
 
 @pytest.mark.emulated
 def test_cpus_toml_features_are_what_qemu_reports(root: sysroot.Sysroot) -> None:
-    wrong = {}
-    for cpu in load_cpus(ROOT).values():
-        measured = measure_features(root, cpu)
-        if measured != cpu.features:
-            wrong[cpu.name] = f"cpus.toml says {cpu.features}, qemu reports {measured}"
-    assert not wrong, wrong
+    """What every matrix run checks first (matrix.check_cpus), and that it refuses stale CPU data."""
+    cpus = list(load_cpus(ROOT).values())
+    check_cpus(root, cpus)
+    n1 = next(c for c in cpus if c.name == "neoverse-n1")
+    stale = replace(n1, features=replace(n1.features, i8mm=True))  # as if measured with another qemu
+    with pytest.raises(UserError, match=r"cpus.toml does not match .*neoverse-n1: cpus.toml says dotprod\+fp16\+i8mm"):
+        check_cpus(root, [cpus[0], stale])
 
 
 @pytest.mark.emulated

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,31 @@ def test_default_wheel_passes_on_every_cpu(default_wheel: Path, tmp_path: Path) 
     assert all(c["repacked"] > 0 for cpu, c in cells.items() if expected[cpu][1] != "none")
 
 
+def test_a_dispatch_wheel_that_lost_variants_fails_the_matrix(default_wheel: Path, tmp_path: Path) -> None:
+    """The expectation comes from the wheel's provenance record (every variant the pinned ggml declares), not
+    from what the wheel happens to contain: without its armv8.2+ libraries it still loads and runs on
+    neoverse-n1 (armv8.0_1, no repacking), and that is a failure."""
+    lost = tmp_path / "lost" / default_wheel.name
+    lost.parent.mkdir()
+    with zipfile.ZipFile(default_wheel) as src, zipfile.ZipFile(lost, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if "libggml-cpu-armv8.0" in item.filename or "libggml-cpu-armv" not in item.filename:
+                dst.writestr(item, src.read(item))
+    code, cells, table = run_matrix(tmp_path, str(lost), "--cpu", "neoverse-n1")
+    assert code == 1, table
+    cell = cells["neoverse-n1"]
+    assert cell["verdict"] == "fail" and cell["expected_variant"] == "armv8.2_2", table
+    assert cell["variant"] == "armv8.0_1" and cell["expected_layout"] == "q4_0_4x4", table
+
+
+def test_a_slow_cell_ends_as_timeout_and_the_matrix_goes_on(default_wheel: Path, tmp_path: Path) -> None:
+    code, cells, table = run_matrix(tmp_path, str(default_wheel), "--cpu", "cortex-a53", "--cpu", "neoverse-n1",
+                                    "--cell-timeout", "3")
+    assert code == 1, table
+    assert {cpu: c["verdict"] for cpu, c in cells.items()} == {"cortex-a53": "timeout", "neoverse-n1": "timeout"}
+    assert all("timed out after" in str(c["detail"]) for c in cells.values()), table
+
+
 def test_fixed_isa_wheel_refuses_unsupported_cpu(dotprod_wheel: Path, tmp_path: Path) -> None:
     """Patch 0002: an armv8.2+dotprod wheel on cortex-a53 says why at import instead of SIGILL."""
     code, cells, table = run_matrix(tmp_path, str(dotprod_wheel), "--cpu", "cortex-a53", "--cpu", "neoverse-n1")
@@ -68,28 +94,51 @@ def test_fixed_isa_wheel_refuses_unsupported_cpu(dotprod_wheel: Path, tmp_path: 
     assert cells["neoverse-n1"]["layout"] == "q4_0_4x4"
 
 
-def with_isa(wheel: Path, isa: str | None, where: Path) -> Path:
-    """A copy of ``wheel`` whose lib/cpu-isa.txt says ``isa`` (None: has none)."""
+def rewritten(wheel: Path, where: Path, edits: dict[str, Callable[[bytes], bytes | None]]) -> Path:
+    """A copy of ``wheel`` in ``where`` whose members ending with a key of ``edits`` are replaced by what the
+    edit returns (None: left out)."""
     out = where / wheel.name
+    out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for item in src.infolist():
-            if item.filename.endswith("cpu-isa.txt"):
-                if isa is not None:
-                    dst.writestr(item, isa + "\n")
-            else:
-                dst.writestr(item, src.read(item))
+            edit = next((f for suffix, f in edits.items() if item.filename.endswith(suffix)), None)
+            data = src.read(item) if edit is None else edit(src.read(item))
+            if data is not None:
+                dst.writestr(item, data)
     return out
+
+
+def with_isa(wheel: Path, isa: str | None, where: Path) -> Path:
+    """A copy of ``wheel`` whose lib/cpu-isa.txt says ``isa`` (None: has none)."""
+    return rewritten(wheel, where, {"lib/cpu-isa.txt": lambda _: None if isa is None else isa.encode() + b"\n"})
+
+
+def claiming(wheel: Path, isa: str, where: Path, **more: Callable[[bytes], bytes | None]) -> Path:
+    """A copy of the fixed-ISA ``wheel`` that says, in its provenance record and in lib/cpu-isa.txt alike, it
+    was built for ``isa``."""
+    def record(data: bytes) -> bytes:
+        doc = json.loads(data)
+        doc["target"]["switches"]["arm_arch"] = isa
+        return json.dumps(doc).encode()
+
+    return rewritten(wheel, where, {"lib/cpu-isa.txt": lambda _: isa.encode() + b"\n", "llama_wheels.json": record,
+                                    **more})
 
 
 def test_an_architecture_level_is_refused_by_the_features_it_implies(dotprod_wheel: Path, tmp_path: Path) -> None:
     """A fixed ISA written as a bare level: armv8.6-a makes i8mm and bf16 mandatory, which neoverse-n1 lacks.
     Patch 0002 refuses it at import (built for real, such a wheel died of SIGILL there with the suffix-only
-    check), and the matrix expects exactly that refusal."""
-    claimed = with_isa(dotprod_wheel, "armv8.6-a", tmp_path)
+    check), and the matrix expects exactly that refusal. A cpu-isa.txt that disagrees with the record is
+    refused before anything runs."""
+    claimed = claiming(dotprod_wheel, "armv8.6-a", tmp_path / "claimed")
     code, cells, table = run_matrix(tmp_path, str(claimed), "--cpu", "neoverse-n1")
     assert code == 0, table
     assert cells["neoverse-n1"]["verdict"] == "unsupported"
     assert "built for armv8.6-a, but this CPU lacks bf16, i8mm" in str(cells["neoverse-n1"]["detail"])
+    disagreeing = with_isa(dotprod_wheel, "armv8.6-a", tmp_path / "disagreeing")
+    refused = cli("test", str(disagreeing), "--cpu", "neoverse-n1", "--out", str(tmp_path / "no-report"))
+    assert refused.returncode == 2 and not (tmp_path / "no-report").exists()
+    assert "lib/cpu-isa.txt says armv8.6-a but its provenance record says arm_arch armv8.2-a+dotprod" in refused.stderr
 
 
 def test_the_shipped_import_check_reads_an_isa_as_the_oracle_does(dotprod_wheel: Path) -> None:
@@ -108,6 +157,21 @@ def test_the_shipped_import_check_reads_an_isa_as_the_oracle_does(dotprod_wheel:
         assert set(shipped.isa_features(isa)) == oracle.isa_features(isa), isa
     with pytest.raises(ImportError, match=r"names no armvX\.Y-a architecture"):
         shipped.isa_features("x86-64-v3")
+
+
+def test_a_wheel_that_runs_where_it_must_refuse_fails(dotprod_wheel: Path, tmp_path: Path) -> None:
+    """A broken import guard: the wheel says (record and cpu-isa.txt) it needs i8mm, its check is neutered, and
+    on neoverse-n1 (no i8mm) its dotprod code runs fine. That it ran is the failure."""
+    def neutered(data: bytes) -> bytes:
+        source = data.decode()
+        assert "    missing = missing_features(isa, have)\n" in source
+        return source.replace("    missing = missing_features(isa, have)\n", "    missing = []\n").encode()
+
+    broken = claiming(dotprod_wheel, "armv8.2-a+dotprod+i8mm", tmp_path / "broken", **{"_backends.py": neutered})
+    code, cells, table = run_matrix(tmp_path, str(broken), "--cpu", "neoverse-n1")
+    assert code == 1, table
+    assert cells["neoverse-n1"]["verdict"] == "fail"
+    assert "ran on a CPU lacking i8mm: the wheel must refuse it at import" in str(cells["neoverse-n1"]["detail"])
 
 
 def test_wrong_wheel_is_caught_as_a_crash(dotprod_wheel: Path, tmp_path: Path) -> None:

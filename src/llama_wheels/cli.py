@@ -88,7 +88,8 @@ def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
     chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
     variants_for = dict(pinned_variants(wheel, config, cache) for wheel in args.wheels)
     report = run_matrix([w.resolve() for w in args.wheels], chosen, root=config.root, cache=cache,
-                        variants_for=variants_for, jobs=args.jobs)
+                        variants_for=variants_for, jobs=args.jobs,
+                        **({"cell_timeout": args.cell_timeout} if args.cell_timeout else {}))
     json_path, table_path = report.write(args.out.resolve())
     print(report.table())
     print(f"report: {json_path} and {table_path}")
@@ -239,6 +240,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
     p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
+    p.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                   help="a cell still running after this ends as 'timeout', the others go on (default: 1200)")
     p.set_defaults(func=cmd_test)
     p = sub.add_parser("audit", help="static ISA audit: every instruction of every library within what it may use")
     p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")

@@ -167,21 +167,27 @@ def audit_library(code: isa.CodeObject, rule: str, allowed: frozenset[str],
                         implied_only=tuple(sorted(implied & set(counts))))
 
 
-def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, frozenset[str]] | None) -> WheelAudit:
+def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, frozenset[str]] | None,
+                recorded_isa: str | None = None) -> WheelAudit:
     """Audit every code object of ``wheel``. ``baseline``: the platform's ``-march`` floor; ``variants``: the
-    pinned ggml's declared CPU variants with their features (needed for a dispatch wheel).
+    pinned ggml's declared CPU variants with their features (needed for a dispatch wheel); ``recorded_isa``:
+    the fixed ISA the wheel's provenance record names (else lib/cpu-isa.txt, which must agree with it).
     UserError for input that cannot be audited; the verdict is in the result (``check()``)."""
     started = time.monotonic()
     if not wheel.is_file() or wheel.suffix != ".whl":
         raise UserError(f"{wheel}: not a wheel file; pass a .whl that `llama-wheels build` or cibuildwheel wrote")
     try:
         with zipfile.ZipFile(wheel) as archive:
-            isa_name = fixed_isa(archive)
+            shipped_isa = fixed_isa(archive)
             objects = _code_objects(archive)
     except zipfile.BadZipFile as exc:
         raise UserError(f"{wheel}: unreadable as a zip archive ({exc}); rebuild or re-download it") from None
     if not objects:
         raise UserError(f"{wheel.name}: no ELF or Mach-O code in it; is this a llama-cpp-python binary wheel?")
+    if recorded_isa is not None and shipped_isa is not None and recorded_isa != shipped_isa:
+        raise UserError(f"{wheel.name}: lib/cpu-isa.txt says {shipped_isa} but its provenance record says "
+                        f"arm_arch {recorded_isa}; rebuild it")
+    isa_name = recorded_isa or shipped_isa
     try:
         floor = instruction_features(baseline)
         if isa_name is not None:

@@ -43,6 +43,10 @@ class CommandFailed(LlamaWheelsError):
         self.tail = tail
 
 
+class CommandTimedOut(CommandFailed):
+    """A command outlived its time limit and was stopped (with everything it started)."""
+
+
 class BuildError(LlamaWheelsError):
     """Building a wheel failed."""
 

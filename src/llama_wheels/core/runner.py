@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from llama_wheels.core.errors import CommandFailed, Interrupted, ToolchainError
+from llama_wheels.core.errors import CommandFailed, CommandTimedOut, Interrupted, ToolchainError
 
 _TAIL_LINES = 25
 # ninja's status line: "[12/322] Building CXX object ...".
@@ -294,7 +294,7 @@ def probe(
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _stop_group(proc, grace=0)
-            raise CommandFailed(
+            raise CommandTimedOut(
                 f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})") from None
     except KeyboardInterrupt:
         _stop_group(proc, grace=20)

@@ -16,6 +16,7 @@ from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError, UserError
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
+from llama_wheels.stages.provenance import read_provenance
 from llama_wheels.testbed.matrix import WheelBuild, declared_variants
 
 
@@ -52,7 +53,10 @@ def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, froze
         raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
     with zipfile.ZipFile(wheel) as archive:
         dispatch = bool(cpu_variants(archive.namelist()))
-    return audit_wheel(wheel, baseline=target.isa_baseline, variants=declared() if dispatch else None)
+    record = read_provenance(wheel)
+    arm_arch = record["target"]["switches"].get("arm_arch") if record is not None else None
+    return audit_wheel(wheel, baseline=target.isa_baseline, variants=declared() if dispatch else None,
+                       recorded_isa=arm_arch if isinstance(arm_arch, str) else None)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ scores the wheel itself reports must be the oracle's. Across CPUs, greedy tokens
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import re
 import tempfile
 import time
 import zipfile
@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import oracle
+from llama_wheels.binaries.wheel import cpu_variants, fixed_isa, parse_wheel_name
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path
-from llama_wheels.core.errors import UserError
+from llama_wheels.core.errors import CommandTimedOut, UserError
 from llama_wheels.core.runner import commands_stopped, current_log, telling_line
-from llama_wheels.testbed.qemu import Sysroot, install_wheel, run_python
+from llama_wheels.stages.provenance import read_provenance
+from llama_wheels.testbed.qemu import Sysroot, install_wheel, measure_features, require_qemu, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
 _IMPORT_PROBE = """\
@@ -48,29 +50,50 @@ else:
 """
 
 
+# Seconds one cell (the import probe, then the wheel suite) may take under emulation; a cell that takes longer
+# ends as ``timeout`` and the matrix goes on (``llama-wheels test --cell-timeout``).
+CELL_TIMEOUT = 1200.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class WheelBuild:
-    """What a wheel was built for, read from the wheel itself."""
+    """What a wheel is: its version, what its provenance record says it was built as (all the declared CPU
+    variants, or a fixed ISA; None without a record), and what it contains (the variant libraries it ships,
+    lib/cpu-isa.txt)."""
 
     path: Path
     version: str
-    fixed_isa: str | None  # e.g. "armv8.2-a+dotprod"
-    variants: tuple[str, ...]  # CPU variant modules shipped (runtime dispatch)
+    fixed_isa: str | None  # lib/cpu-isa.txt, as the wheel's own import check reads it
+    variants: tuple[str, ...]  # CPU variant libraries shipped (runtime dispatch)
+    dispatch: bool | None = None  # the record's target builds every declared variant (None: no record)
+    arm_arch: str | None = None  # the record's fixed ISA, e.g. "armv8.2-a+dotprod"
 
     @classmethod
     def read(cls, wheel: Path) -> WheelBuild:
-        if not wheel.is_file() or wheel.suffix != ".whl":
+        name = parse_wheel_name(wheel.name)
+        if not wheel.is_file() or name is None:
             raise UserError(f"{wheel}: not a wheel file; pass the .whl that `llama-wheels build` wrote")
         with zipfile.ZipFile(wheel) as archive:
-            names = archive.namelist()
-            isa = archive.read("llama_cpp/lib/cpu-isa.txt").decode().strip() \
-                if "llama_cpp/lib/cpu-isa.txt" in names else None
-        variants = sorted(m[1] for n in names if (m := re.search(r"/libggml-cpu-([\w.]+)\.so$", n)))
-        return cls(path=wheel, version=wheel.name.split("-")[1], fixed_isa=isa or None,
-                   variants=tuple(variants))
+            isa = fixed_isa(archive)
+            variants = tuple(cpu_variants(archive.namelist()))
+        record = read_provenance(wheel)
+        switches = record["target"]["switches"] if record is not None else {}
+        arm_arch = switches.get("arm_arch")
+        build = cls(path=wheel, version=str(name.version), dispatch=None if record is None else
+                    switches.get("all_variants") is True, arm_arch=arm_arch if isinstance(arm_arch, str) else None,
+                    fixed_isa=isa, variants=variants)
+        if build.fixed_isa is not None and build.arm_arch is not None and build.fixed_isa != build.arm_arch:
+            raise UserError(f"{wheel.name}: lib/cpu-isa.txt says {build.fixed_isa} but its provenance record says "
+                            f"arm_arch {build.arm_arch}: the wheel's import check would judge another ISA; rebuild it")
+        return build
 
-    @property
-    def build(self) -> oracle.Build:
+    def intended(self, declared: Mapping[str, frozenset[str]]) -> oracle.Build:
+        """What the wheel must behave as: its record's (every declared variant, so a wheel that lost variant
+        libraries fails, or its fixed ISA); without a record, what it contains."""
+        if self.dispatch:
+            return oracle.Build(variants=tuple(declared))
+        if self.dispatch is False:
+            return oracle.Build(fixed_isa=self.arm_arch)
         return oracle.Build(variants=self.variants, fixed_isa=self.fixed_isa)
 
 
@@ -92,8 +115,8 @@ def oracle_cpu(cpu: Cpu) -> oracle.Cpu:
 
 
 def expect(build: WheelBuild, cpu: Cpu, variants: Mapping[str, frozenset[str]]) -> oracle.Expectation:
-    """What ``build`` must show on ``cpu`` (its shipped variants or fixed ISA through ``oracle.expect``)."""
-    return expectation_for(build.build, cpu, variants, label=build.path.name)
+    """What ``build`` must show on ``cpu``: what its record says it is, through ``oracle.expect``."""
+    return expectation_for(build.intended(variants), cpu, variants, label=build.path.name)
 
 
 def expectation_for(build: oracle.Build, cpu: Cpu, variants: Mapping[str, frozenset[str]], *,
@@ -147,12 +170,23 @@ def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation)
 
 
 def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, sysroot: Sysroot,
-             root: Path, workdir: Path) -> Cell:
+             root: Path, workdir: Path, timeout: float = CELL_TIMEOUT) -> Cell:
+    """One wheel on one CPU. A guest that outlives its time limit ends this cell as ``timeout``; the other
+    cells go on."""
     started = time.monotonic()
     base = Cell(wheel=build.path.name, cpu=cpu.name, verdict="fail", detail="",
                 expected_variant=expectation.variant, expected_layout=expectation.q4_0_layout)
+    try:
+        return _run_cell(build, site, cpu, expectation, sysroot, root, workdir, base, started + timeout)
+    except CommandTimedOut as exc:
+        return replace(base, verdict="timeout", detail=str(exc), seconds=time.monotonic() - started)
 
-    imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=300)
+
+def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, sysroot: Sysroot,
+              root: Path, workdir: Path, base: Cell, deadline: float) -> Cell:
+    started = time.monotonic()
+
+    imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=deadline - time.monotonic())
     lines = [line for line in imported.tail if line.startswith("IMPORT ")]
     if imported.signal_name:
         return replace(base, verdict="crash", detail=f"import died of {imported.signal_name}",
@@ -167,7 +201,7 @@ def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expect
                        detail=("unsupported CPU, refused at import: " if refused else "ImportError: ")
                        + info["error"], seconds=time.monotonic() - started)
     if not expectation.supported:
-        # Imported on a CPU it cannot run on: the suite below will show whether it crashes.
+        # Imported on a CPU it cannot run on: a failure whatever happens next (a crash shows as such).
         base = replace(base, detail=f"imported on a CPU lacking {', '.join(expectation.missing)}; ")
     base = replace(base, variant=info["variant"])
     mismatch = score_mismatch(info["scores"], expectation)
@@ -183,7 +217,7 @@ def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expect
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
                                       "--basetemp", str(workdir / f"tmp-{cpu.name}")],
-                       pythonpath=[site], env=env, cwd=workdir, timeout=900)
+                       pythonpath=[site], env=env, cwd=workdir, timeout=max(deadline - time.monotonic(), 1.0))
     seconds = time.monotonic() - started
     result = json.loads(result_file.read_text()) if result_file.is_file() else {}
     layout, repacked, tokens = _observed(result)
@@ -193,6 +227,9 @@ def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expect
     if suite.returncode != 0:
         failed = [line for line in suite.tail if line.startswith(("FAILED", "ERROR"))]
         return replace(cell, detail=base.detail + (failed[0] if failed else telling_line(suite.tail)))
+    if not expectation.supported:
+        return replace(cell, detail=f"ran on a CPU lacking {', '.join(expectation.missing) or 'every variant'}: "
+                                    "the wheel must refuse it at import")
     if expectation.variant is not None and info["variant"] != expectation.variant:
         return replace(cell, detail=f"loaded variant {info['variant']}, expected {expectation.variant}")
     return replace(cell, verdict="pass", detail="")
@@ -252,12 +289,26 @@ def wheel_labels(wheels: Sequence[Path]) -> dict[Path, str]:
     return {w: w.name if names.count(w.name) == 1 else f"{w.parent.name}/{w.name}" for w in wheels}
 
 
+def check_cpus(sysroot: Sysroot, cpus: Sequence[Cpu], *, jobs: int | None = None) -> None:
+    """Measure each CPU's features under this machine's qemu and refuse a matrix judged against stale
+    build_config/cpus.toml data (another qemu may give a model other features)."""
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
+        measured = list(pool.map(lambda cpu: measure_features(sysroot, cpu), cpus))
+    stale = [f"{cpu.name}: cpus.toml says {cpu.features.summary()}, qemu gives {got.summary()}"
+             for cpu, got in zip(cpus, measured, strict=True) if got != cpu.features]
+    if stale:
+        raise UserError(f"build_config/cpus.toml does not match this machine's qemu ({require_qemu()}): "
+                        + "; ".join(stale) + "; update cpus.toml or use the qemu it was measured with")
+
+
 def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache,
-               variants_for: Mapping[str, Mapping[str, frozenset[str]]], jobs: int | None = None) -> Report:
+               variants_for: Mapping[str, Mapping[str, frozenset[str]]], jobs: int | None = None,
+               cell_timeout: float = CELL_TIMEOUT) -> Report:
     """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps version -> variants."""
     started = time.monotonic()
     log = current_log()
     sysroot = ensure_sysroot(cache)
+    check_cpus(sysroot, cpus, jobs=jobs)
     builds = [WheelBuild.read(w) for w in wheels]
     with tempfile.TemporaryDirectory(prefix="llama-wheels-matrix-") as scratch:
         work = Path(scratch)
@@ -270,12 +321,15 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
                 workdir.mkdir()
                 tasks.append((build, cpu, expectation, workdir))
 
+        done = itertools.count(1)
+
         def one(task: tuple[WheelBuild, Cpu, oracle.Expectation, Path]) -> Cell:
             build, cpu, expectation, workdir = task
-            log.progress(f"test     {build.path.name} on {cpu.name} ...")
-            cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir)
-            log.progress(f"test     {build.path.name} on {cpu.name}: {cell.verdict} ({cell.seconds:.0f}s) "
-                         f"{cell.detail}")
+            number = tasks.index(task) + 1
+            log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name} ...")
+            cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir, cell_timeout)
+            log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name}: {cell.verdict} "
+                         f"({cell.seconds:.0f}s; {next(done)}/{len(tasks)} done) {cell.detail}")
             return cell
 
         labels = wheel_labels([b.path for b in builds])
