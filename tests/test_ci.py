@@ -414,7 +414,8 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     assert record is not None
     assert record["target"] == {"name": "macos-arm64", "platform": "macos-arm64", "index": "cpu",
                                 "switches": dict(sorted(job.target.switches.items())),
-                                "platform_spec": json.loads(json.dumps(dataclasses.asdict(platform("macos-arm64"))))}
+                                "platform_spec": json.loads(json.dumps(dataclasses.asdict(platform("macos-arm64")))),
+                                "cpu_variants": {}}  # a fixed ISA: no variants
     assert record["build"]["source_date_epoch"] == 1767225600
     assert "build-dir=<build>" in record["cmake"]["config_settings"]
     assert not [s for s in record["cmake"]["config_settings"] if str(project) in s]

@@ -21,11 +21,13 @@ from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.stages.repair import check_wheel
 from llama_wheels.testbed import legacy
+from llama_wheels.testbed.matrix import standalone_env
 from llama_wheels.testbed.models import write_t5_model
-from llama_wheels.testbed.qemu import install_wheel
+from llama_wheels.testbed.qemu import install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
 from .conftest import REPO, build_target, cli
+from .test_matrix import rewritten
 
 pytestmark = [pytest.mark.build, pytest.mark.emulated]
 
@@ -107,3 +109,25 @@ def test_model_with_unused_tensor_loads(sites: dict[str, Path], cache: Cache, tm
     assert legacy._probe_unused_tensor_model(sysroot, cpu, sites["after"], model) == "loads"
     before = legacy._probe_unused_tensor_model(sysroot, cpu, sites["before"], model)
     assert before == "died of SIGSEGV while loading"
+
+
+def test_a_wheel_whose_record_promises_use_extra_bufts_fails_without_it(unpatched_wheel: Path, tmp_path: Path) -> None:
+    """The wheel suite skips the repack on/off tests only for a stock wheel: the unpatched 0.3.4 wheel whose
+    record is made to list the use_extra_bufts patch fails them instead."""
+    def promising(data: bytes) -> bytes:
+        doc = json.loads(data)
+        doc["patches"].append({"name": "0004-use-extra-bufts.patch", "sha256": "0" * 64})
+        return json.dumps(doc).encode()
+
+    cpu = load_cpus(REPO)["neoverse-n1"]
+    results = {}
+    promised = rewritten(unpatched_wheel, tmp_path / "promising", {"llama_wheels.json": promising})
+    for label, wheel in (("stock", unpatched_wheel), ("promising", promised)):
+        site = install_wheel(wheel, tmp_path / f"site-{label}")
+        outcome = run_python(ensure_sysroot(Cache.from_env()), cpu,
+                             ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
+                              "-k", "use_extra_bufts or on_off", "--basetemp", str(tmp_path / f"tmp-{label}")],
+                             pythonpath=[site], env=standalone_env(REPO), cwd=tmp_path, timeout=1200)
+        results[label] = (outcome.returncode, outcome.output.strip().splitlines()[-1])
+    assert results["stock"][0] == 0 and "skipped" in results["stock"][1], results
+    assert results["promising"][0] != 0 and "failed" in results["promising"][1], results

@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 from llama_wheels import oracle
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.core.cache import Cache
+from llama_wheels.testbed.matrix import standalone_env
+from llama_wheels.testbed.qemu import install_wheel, run_python
+from llama_wheels.testbed.sysroot import ensure_sysroot
 
 from .conftest import REPO, build_target, cli
 from .test_build import processes_mentioning
@@ -82,6 +87,32 @@ def test_a_slow_cell_ends_as_timeout_and_the_matrix_goes_on(default_wheel: Path,
     assert code == 1, table
     assert {cpu: c["verdict"] for cpu, c in cells.items()} == {"cortex-a53": "timeout", "neoverse-n1": "timeout"}
     assert all("timed out after" in str(c["detail"]) for c in cells.values()), table
+
+
+def wheel_suite_without_expectation(wheel: Path, cpu: str, tmp_path: Path) -> tuple[int, str]:
+    """The wheel suite in the emulated Python on ``cpu`` with no LLAMA_WHEELS_EXPECT_LAYOUT: it must derive
+    what to expect from the CPU it runs on and the wheel's provenance record, as on a CI runner."""
+    site = install_wheel(wheel, tmp_path / f"site-{cpu}")
+    outcome = run_python(ensure_sysroot(Cache.from_env()), load_cpus(REPO)[cpu],
+                         ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
+                          "--basetemp", str(tmp_path / f"tmp-{cpu}")],
+                         pythonpath=[site], env=standalone_env(REPO), cwd=tmp_path, timeout=1200)
+    return outcome.returncode, outcome.output
+
+
+def test_the_wheel_suite_derives_its_expectation_and_catches_lost_variants(default_wheel: Path,
+                                                                           tmp_path: Path) -> None:
+    """Issue 12's first sabotage: no environment variable, neoverse-n1. The intact wheel passes having checked
+    q4_0_4x4; without its armv8.2+ libraries the same suite fails (armv8.0_1 repacks nothing)."""
+    code, output = wheel_suite_without_expectation(default_wheel, "neoverse-n1", tmp_path / "intact")
+    assert code == 0, output[-3000:]
+    assert " skipped" not in output.splitlines()[-1], output[-3000:]
+    lost = rewritten(default_wheel, tmp_path / "lost", {
+        f"libggml-cpu-{variant}.so": lambda _: None
+        for variant in ("armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1", "armv8.6_2", "armv9.2_1", "armv9.2_2")})
+    code, output = wheel_suite_without_expectation(lost, "neoverse-n1", tmp_path / "lost")
+    assert code != 0, output[-3000:]
+    assert "test_expect_layout_is_observed" in output and "expected q4_0_4x4" in output, output[-3000:]
 
 
 def test_fixed_isa_wheel_refuses_unsupported_cpu(dotprod_wheel: Path, tmp_path: Path) -> None:
@@ -161,7 +192,8 @@ def test_the_shipped_import_check_reads_an_isa_as_the_oracle_does(dotprod_wheel:
 
 def test_a_wheel_that_runs_where_it_must_refuse_fails(dotprod_wheel: Path, tmp_path: Path) -> None:
     """A broken import guard: the wheel says (record and cpu-isa.txt) it needs i8mm, its check is neutered, and
-    on neoverse-n1 (no i8mm) its dotprod code runs fine. That it ran is the failure."""
+    on neoverse-n1 (no i8mm) its dotprod code runs fine. That it ran is the failure (and the matrix says so even
+    when the suite passes: "ran on a CPU lacking ... must refuse it at import")."""
     def neutered(data: bytes) -> bytes:
         source = data.decode()
         assert "    missing = missing_features(isa, have)\n" in source
@@ -171,7 +203,8 @@ def test_a_wheel_that_runs_where_it_must_refuse_fails(dotprod_wheel: Path, tmp_p
     code, cells, table = run_matrix(tmp_path, str(broken), "--cpu", "neoverse-n1")
     assert code == 1, table
     assert cells["neoverse-n1"]["verdict"] == "fail"
-    assert "ran on a CPU lacking i8mm: the wheel must refuse it at import" in str(cells["neoverse-n1"]["detail"])
+    # the matrix notes it at import; the wheel suite, deriving what to expect, cannot accept it either
+    assert str(cells["neoverse-n1"]["detail"]).startswith("imported on a CPU lacking i8mm; "), table
 
 
 def test_wrong_wheel_is_caught_as_a_crash(dotprod_wheel: Path, tmp_path: Path) -> None:

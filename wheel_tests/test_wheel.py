@@ -95,8 +95,6 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
         assert len(eight) <= 1, f"one CPU chose several layouts for the same shapes: {sorted(eight)}"
 
     expect = wheel_probe.expect_layout()
-    if expect is None:
-        return
     predicted = {
         n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, generation)
         for n, t in weights.items()
@@ -110,6 +108,7 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
 def test_repack_on_off_agree(probe: Any, name: str) -> None:
     """use_extra_bufts=False stops repacking; on vs off: logits within LOGIT_REL_TOL, same tokens."""
     if not probe(name).require("llama")["model_params_has_use_extra_bufts"]:
+        assert not wheel_probe.promises_use_extra_bufts(), "its provenance lists the use_extra_bufts patch"
         pytest.skip(
             "llama_model_params has no use_extra_bufts (added in llama.cpp PR #14990, July 2025; a stock "
             "0.3.4 wheel): repacking cannot be switched off at run time, so there is nothing to compare"
@@ -133,6 +132,7 @@ def test_llama_use_extra_bufts_false(probe: Any, name: str) -> None:
     import llama_cpp
 
     if not wheel_probe.llama_accepts_use_extra_bufts():
+        assert not wheel_probe.promises_use_extra_bufts(), "its provenance lists the use_extra_bufts patch"
         pytest.skip(
             f"llama_cpp {getattr(llama_cpp, '__version__', '?')}: Llama.__init__ has no use_extra_bufts "
             "parameter (stock 0.3.36 swallows unknown kwargs), so Llama() cannot switch repacking off"
@@ -144,9 +144,8 @@ def test_llama_use_extra_bufts_false(probe: Any, name: str) -> None:
 
 
 def test_expect_layout_is_observed(probe: Any) -> None:
-    """With an expected layout, the plain Q4_0 model shows it (guards against a vacuous pass)."""
+    """The plain Q4_0 model shows the layout this CPU must get (guards against a vacuous pass): given by
+    LLAMA_WHEELS_EXPECT_LAYOUT, or derived here from the CPU and the wheel's provenance record."""
     expect = wheel_probe.expect_layout()
-    if expect is None:
-        pytest.skip("LLAMA_WHEELS_EXPECT_LAYOUT is not set")
     layouts = set(probe("q4_0").require("llama")["llama"]["repacked"].values())
     assert layouts == (set() if expect == "none" else {expect}), f"expected {expect}"

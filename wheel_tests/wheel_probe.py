@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -48,7 +49,7 @@ KV_TYPE_F32 = 0
 HERE = Path(__file__).resolve().parent
 
 # Each standalone module and the llama_wheels package it lives in.
-STANDALONE = {"models": "llama_wheels.testbed", "oracle": "llama_wheels"}
+STANDALONE = {"models": "llama_wheels.testbed", "oracle": "llama_wheels", "hostcpu": "llama_wheels.testbed"}
 
 
 @functools.cache
@@ -103,14 +104,85 @@ def q4_0_layouts() -> tuple[str, ...]:
     return layouts
 
 
-def expect_layout() -> str | None:
-    """``$LLAMA_WHEELS_EXPECT_LAYOUT``: the Q4_0 layout this CPU must get, or None when unset."""
+class CannotJudge(RuntimeError):
+    """This wheel's expectation on this machine cannot be derived; the message says why and what to do."""
+
+
+def provenance() -> dict[str, Any] | None:
+    """The llama-wheels provenance record of the installed llama-cpp-python, or None (not built by us)."""
+    try:
+        text = importlib.metadata.distribution("llama-cpp-python").read_text("llama_wheels.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    record: dict[str, Any] | None = json.loads(text) if text else None
+    return record
+
+
+def promises_use_extra_bufts() -> bool:
+    """The wheel's provenance record lists a patch that adds the run-time repack switch (use_extra_bufts):
+    then its absence is a regression to fail on, not a stock wheel to skip."""
+    record = provenance() or {}
+    return any("use-extra-bufts" in patch["name"] for patch in record.get("patches", []))
+
+
+def derived_expectation() -> Any:
+    """What the installed wheel must show on this machine, with no environment variable: the oracle applied to
+    this CPU's features (``hostcpu``) and to what the wheel's provenance record says it was built as (every
+    CPU variant it declares, with their features, or its fixed ISA). ``CannotJudge`` where one is missing."""
+    record = provenance()
+    if record is None:
+        raise CannotJudge("the installed llama-cpp-python has no llama_wheels.json provenance record, so nothing "
+                          "says what it was built as; test a wheel llama-wheels built, or set "
+                          "LLAMA_WHEELS_EXPECT_LAYOUT")
+    hostcpu = standalone("hostcpu")[0]
+    try:
+        host = hostcpu.read()
+    except hostcpu.UnknownHost as exc:
+        raise CannotJudge(f"this machine's CPU cannot be judged: {exc}; set LLAMA_WHEELS_EXPECT_LAYOUT") from None
+    rules = oracle()
+    target = record["target"]
+    declared = {name: frozenset(features) for name, features in target.get("cpu_variants", {}).items()}
+    if target["switches"].get("all_variants") is True:
+        if not declared:
+            raise CannotJudge(f"the provenance record of target {target['name']} lists no cpu_variants (a wheel "
+                              "from before llama-wheels recorded them): rebuild it")
+        build = rules.Build(variants=tuple(declared))
+    elif isinstance(target["switches"].get("arm_arch"), str):
+        build = rules.Build(fixed_isa=target["switches"]["arm_arch"])
+    else:
+        build = rules.Build()
+    cpu = rules.Cpu(features=frozenset(host.features) & frozenset(rules.ARM_FEATURES), sve_bits=host.sve_bits)
+    return rules.expect(build, cpu, declared)
+
+
+def env_layout() -> str | None:
+    """``$LLAMA_WHEELS_EXPECT_LAYOUT`` (checked: a layout of this machine's architecture), or None."""
     value = os.environ.get("LLAMA_WHEELS_EXPECT_LAYOUT") or None
     known = q4_0_layouts()
     if value is not None and value not in known:
         raise ValueError(f"LLAMA_WHEELS_EXPECT_LAYOUT={value!r} is not one of {', '.join(known)} "
                          f"on {platform.machine()}")
     return value
+
+
+def expect_layout() -> str:
+    """The Q4_0 layout this CPU must get: ``$LLAMA_WHEELS_EXPECT_LAYOUT`` when set (it must then agree with
+    the derived one wherever that can be derived), else ``derived_expectation()``'s. ``CannotJudge`` fails
+    the test that asks (a wheel on a CPU it should have refused, an unknown host), not the session."""
+    value = env_layout()
+    try:
+        derived = derived_expectation()
+    except CannotJudge:
+        if value is None:
+            raise
+        return value
+    layout: str | None = derived.q4_0_layout
+    if layout is None:
+        raise CannotJudge(f"the oracle cannot tell this wheel's layout on this CPU: {derived}")
+    if value is not None and value != layout:
+        raise CannotJudge(f"LLAMA_WHEELS_EXPECT_LAYOUT={value} but this CPU and the wheel's provenance record "
+                          f"give {layout} (oracle: {derived})")
+    return layout
 
 
 def expected_repack(ggml_type: str, ne1: int, expect: str, generation: str, machine: str | None = None) -> str | None:

@@ -36,6 +36,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from llama_wheels import oracle
+from llama_wheels.config.platforms import Platform
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import UserError
@@ -182,6 +184,15 @@ def portable(settings: Sequence[str], paths: Mapping[str, str]) -> list[str]:
     return out
 
 
+def declared_cpu_variants(job: BuildJob, source: PreparedSource, target: Platform) -> dict[str, list[str]]:
+    """``job``'s CPU variants with their features, for a target that builds all of ggml's ARM variants."""
+    if job.target.switches.get("all_variants") is not True or target.cmake_processor not in ("aarch64", "arm64"):
+        return {}
+    cmake = (source.tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
+    return {name: sorted(features)
+            for name, features in oracle.declared_arm_variants(cmake, target.cmake_system_name).items()}
+
+
 def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache, *,
             sdist: Path, patches: Sequence[Path], settings: BuildSettings | None = None) -> Provenance:
     """The provenance record of building ``job`` from ``source`` with ``toolchain``.
@@ -211,6 +222,10 @@ def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: 
             "switches": dict(sorted(job.target.switches.items())),
             # What the platform means (config/platforms.py) shapes the wheel too: recorded as data.
             "platform_spec": asdict(toolchain.platform),
+            # What a runtime-dispatch wheel was built to hold: every CPU variant the pinned ggml declares for
+            # the platform, with its features. The wheel suite judges the variant and layouts from it on any
+            # host (no source tree there), and a wheel that lost one of them shows it.
+            "cpu_variants": declared_cpu_variants(job, source, toolchain.platform),
         },
         "cmake": {
             "config_settings": portable(settings.config_settings(), paths),

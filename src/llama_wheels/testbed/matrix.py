@@ -169,6 +169,13 @@ def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation)
     return "variant scores differ from ggml's rule: " + ", ".join(differ)
 
 
+def standalone_env(root: Path) -> dict[str, str]:
+    """Where the wheel suite in a guest finds the checkout's standalone modules (wheel_probe.standalone)."""
+    return {"LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py"),
+            "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py"),
+            "LLAMA_WHEELS_HOSTCPU_PY": str(root / "src/llama_wheels/testbed/hostcpu.py")}
+
+
 def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, sysroot: Sysroot,
              root: Path, workdir: Path, timeout: float = CELL_TIMEOUT) -> Cell:
     """One wheel on one CPU. A guest that outlives its time limit ends this cell as ``timeout``; the other
@@ -209,10 +216,7 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
         return replace(base, detail=mismatch, seconds=time.monotonic() - started)
 
     result_file = workdir / f"{cpu.name}.json"
-    # The wheel suite imports the standalone models and oracle modules by file path (wheel_probe.standalone).
-    env = {"LLAMA_WHEELS_RESULT": str(result_file),
-           "LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py"),
-           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py")}
+    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(root)}
     if expectation.q4_0_layout is not None:
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
