@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llama_wheels import oracle
 from llama_wheels.config import load
 from llama_wheels.core.cache import Cache
 from llama_wheels.plan import plan
@@ -104,3 +105,7 @@ def test_import_check_names_the_missing_feature(prepared_legacy: Path) -> None:
     assert backends.missing_features("armv8.2-a+dotprod", {**no_dotprod, "dotprod": True}) == []
     assert backends.missing_features("armv8-a", no_dotprod) == []
     assert backends.missing_features("armv8.2-a+dotprod+nofp16", no_dotprod) == ["dotprod"]
+    # a bare level is judged by what it implies, as the oracle (and 0.3.36's patch 0002) judge it
+    assert backends.missing_features("armv8.6-a", {**no_dotprod, "dotprod": True}) == ["bf16", "i8mm"]
+    for isa in ("armv8.4-a", "armv8.6-a+nobf16", "armv9-a", "armv9-a+nosve", "armv9.2-a+sme", "armv8.2-a+sve2"):
+        assert set(backends.isa_features(isa)) == oracle.isa_features(isa), isa
