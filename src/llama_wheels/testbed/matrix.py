@@ -311,25 +311,24 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
     """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps version -> variants."""
     started = time.monotonic()
     log = current_log()
+    builds = [WheelBuild.read(w) for w in wheels]  # bad input first, before any emulation
     sysroot = ensure_sysroot(cache)
     check_cpus(sysroot, cpus, jobs=jobs)
-    builds = [WheelBuild.read(w) for w in wheels]
     with tempfile.TemporaryDirectory(prefix="llama-wheels-matrix-") as scratch:
         work = Path(scratch)
         sites = {b.path: install_wheel(b.path, work / f"site-{i}") for i, b in enumerate(builds)}
-        tasks = []
+        tasks: list[tuple[int, WheelBuild, Cpu, oracle.Expectation, Path]] = []
         for i, build in enumerate(builds):
             for cpu in cpus:
                 expectation = expect(build, cpu, variants_for.get(build.version, {}))
                 workdir = work / f"cell-{i}-{cpu.name}"
                 workdir.mkdir()
-                tasks.append((build, cpu, expectation, workdir))
+                tasks.append((len(tasks) + 1, build, cpu, expectation, workdir))
 
         done = itertools.count(1)
 
-        def one(task: tuple[WheelBuild, Cpu, oracle.Expectation, Path]) -> Cell:
-            build, cpu, expectation, workdir = task
-            number = tasks.index(task) + 1
+        def one(task: tuple[int, WheelBuild, Cpu, oracle.Expectation, Path]) -> Cell:
+            number, build, cpu, expectation, workdir = task
             log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name} ...")
             cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir, cell_timeout)
             log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name}: {cell.verdict} "
@@ -339,7 +338,7 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
         labels = wheel_labels([b.path for b in builds])
         pool = ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2)
         try:
-            cells = [replace(cell, wheel=labels[task[0].path])
+            cells = [replace(cell, wheel=labels[task[1].path])
                      for task, cell in zip(tasks, pool.map(one, tasks), strict=True)]
         except BaseException:
             # Ctrl-C (or a failed cell): no cell starts any more, and the running ones are stopped.
