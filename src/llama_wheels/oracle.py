@@ -292,6 +292,12 @@ def layout_rows(layout: str) -> int:
     return int(m["rows"])
 
 
+def layout_type(layout: str) -> str:
+    """The ggml type a layout is of, as ggml names types: ``q4_K_8x4`` -> ``Q4_K``, ``iq4_nl_4x4`` -> ``IQ4_NL``."""
+    layout_rows(layout)  # a layout, or OracleError
+    return layout.rsplit("_", 1)[0].upper()
+
+
 def machine_arch(machine: str) -> str:
     """``"arm"`` or ``"x86"`` for a ``platform.machine()`` value."""
     name = machine.lower()
