@@ -1,7 +1,8 @@
 """The oracle (``llama_wheels.oracle``): ggml's variant choice and repack rules, pure, against data of the pin.
 
-``PINNED_CMAKE`` is the CPU-variant part of the pinned ggml/src/CMakeLists.txt (llama-cpp-python 0.3.36),
-trimmed; tests/test_matrix_rules.py checks that the real file declares the same Linux ARM variants.
+``PINNED_CMAKE`` is the CPU-variant part of the pinned ggml/src/CMakeLists.txt (llama-cpp-python 0.3.36) as
+our patch series leaves it (0007 adds armv8.6_nosve), trimmed; tests/test_matrix_rules.py checks that the
+prepared tree declares the same Linux ARM variants.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if (GGML_CPU_ALL_VARIANTS)
             ggml_add_cpu_backend_variant(armv8.2_1    DOTPROD)
             ggml_add_cpu_backend_variant(armv8.2_2    DOTPROD FP16_VECTOR_ARITHMETIC)
             ggml_add_cpu_backend_variant(armv8.2_3    DOTPROD FP16_VECTOR_ARITHMETIC SVE)
+            ggml_add_cpu_backend_variant(armv8.6_nosve DOTPROD FP16_VECTOR_ARITHMETIC MATMUL_INT8)
             ggml_add_cpu_backend_variant(armv8.6_1    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8)
             ggml_add_cpu_backend_variant(armv8.6_2    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SVE2)
             ggml_add_cpu_backend_variant(armv9.2_1    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SME)
@@ -72,8 +74,8 @@ def one_line(exc: pytest.ExceptionInfo[OracleError]) -> str:
 
 
 def test_linux_arm_variants_are_chosen_by_their_if_blocks_not_their_names() -> None:
-    assert list(LINUX_ARM) == ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1", "armv8.6_2",
-                               "armv9.2_1", "armv9.2_2"]
+    assert list(LINUX_ARM) == ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_nosve", "armv8.6_1",
+                               "armv8.6_2", "armv9.2_1", "armv9.2_2"]
     assert LINUX_ARM["armv8.2_2"] == {"dotprod", "fp16"}
     assert oracle.declared_arm_variants(PINNED_CMAKE, "Android")["android_armv9.0_1"] == {
         "dotprod", "i8mm", "fp16", "sve2"}
@@ -106,9 +108,9 @@ def test_an_unknown_cmake_token_is_a_clear_error_not_a_key_error() -> None:
 
 def test_score_is_ggmls_weighted_sum() -> None:
     """cpu-feats.cpp: 1 + 2 dotprod + 4 fp16 + 8 sve + 16 i8mm + 32 sve2 + 64 sme; 0 if one is missing."""
-    assert [oracle.score(LINUX_ARM[v], EVERYTHING) for v in LINUX_ARM] == [1, 3, 7, 15, 31, 63, 95, 127]
+    assert [oracle.score(LINUX_ARM[v], EVERYTHING) for v in LINUX_ARM] == [1, 3, 7, 15, 23, 31, 63, 95, 127]
     n1 = cpus()["neoverse-n1"]
-    assert [oracle.score(LINUX_ARM[v], n1) for v in LINUX_ARM] == [1, 3, 7, 0, 0, 0, 0, 0]
+    assert [oracle.score(LINUX_ARM[v], n1) for v in LINUX_ARM] == [1, 3, 7, 0, 0, 0, 0, 0, 0]
     with pytest.raises(OracleError, match="ggml scores no ARM feature bf16"):
         oracle.score(frozenset({"bf16"}), EVERYTHING)
 
