@@ -317,3 +317,13 @@ def test_the_wheel_suite_finds_the_oracle_by_file_path_without_llama_wheels() ->
     with_env = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True,
                               timeout=60, env={**env, "LLAMA_WHEELS_ORACLE_PY": str(REPO / "nowhere.py")})
     assert "LLAMA_WHEELS_ORACLE_PY=" in with_env.stderr and "is not a file" in with_env.stderr
+
+
+def test_a_variants_march_comes_from_its_features_not_its_name() -> None:
+    """ggml-cpu/CMakeLists.txt bumps armv8-a to the first level of each declared feature; the ISA audit allows
+    what that -march allows (patch 0007's armv8.6_nosve has no upstream-style name)."""
+    assert [oracle.variant_march(LINUX_ARM[v]) for v in ("armv8.0_1", "armv8.2_3", "armv8.6_nosve", "armv9.2_2")] == [
+        "armv8-a", "armv8.2-a+dotprod+fp16+sve", "armv8.6-a+dotprod+fp16+i8mm",
+        "armv9.2-a+dotprod+fp16+sve+i8mm+sve2+sme"]
+    nosve = oracle.instruction_features(oracle.variant_march(LINUX_ARM["armv8.6_nosve"]))
+    assert {"i8mm", "bf16", "dotprod", "fp16"} <= nosve and not nosve & {"sve", "sve2", "sme"}

@@ -235,6 +235,22 @@ def instruction_features(march: str) -> frozenset[str]:
     return frozenset(out)
 
 
+# ggml-cpu/CMakeLists.txt (GGML_CPU_ALL_VARIANTS on ARM) starts a variant at -march=armv8-a and bumps it to the
+# first architecture level of each feature the variant declares, in this order; the last bump wins.
+_VARIANT_LEVEL_BUMPS = (("dotprod", "armv8.2-a"), ("fp16", "armv8.2-a"), ("sve", "armv8.2-a"), ("i8mm", "armv8.6-a"),
+                        ("sve2", "armv8.6-a"), ("sme", "armv9.2-a"))
+
+
+def variant_march(features: Collection[str]) -> str:
+    """The -march ggml compiles a CPU variant declared with ``features`` for (``armv8.6-a+dotprod+fp16+i8mm``):
+    its level comes from the features, not from the variant's name."""
+    level = "armv8-a"
+    for feature, bumped in _VARIANT_LEVEL_BUMPS:
+        if feature in features:
+            level = bumped
+    return level + "".join(f"+{feature}" for feature, _ in _VARIANT_LEVEL_BUMPS if feature in features)
+
+
 def arch_features(level: str) -> frozenset[str]:
     """The ggml features an architecture level (``armv8.6-a``) makes mandatory."""
     return instruction_features(level) & GGML_FEATURES
