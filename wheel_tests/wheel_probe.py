@@ -402,6 +402,14 @@ def probe(model: Path) -> dict[str, Any]:
     return result
 
 
+def unknown_types(ggml_types: Sequence[str]) -> list[str]:
+    """The ggml types the installed llama_cpp does not know (no ``llama_cpp.GGML_TYPE_<T>``): MXFP4 came to
+    ggml in August 2025, long after llama-cpp-python 0.3.4."""
+    import llama_cpp as lc
+
+    return sorted(t for t in set(ggml_types) if not hasattr(lc, f"GGML_TYPE_{t}"))
+
+
 def quantize(source: Path, out: Path, ftype: str) -> None:
     """``llama_model_quantize`` of the installed wheel: ``source`` (F32) to ``out`` as llama.cpp file type
     ``LLAMA_FTYPE_MOSTLY_<ftype>``, written atomically. The quantizer picks each tensor's type."""
