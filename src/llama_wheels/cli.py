@@ -173,6 +173,20 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_lock(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.release import lock
+
+    root = find_root(args.config)
+    if args.check:
+        lock.require_current(root)
+        print(f"{', '.join(str(lk.path) for lk in lock.LOCKS)}: match pyproject.toml")
+        return 0
+    written = lock.generate(root)
+    for item in lock.LOCKS:
+        print(f"{item.path}: {'written' if item.path in written else 'up to date'}")
+    return 0
+
+
 def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.gguf_tools.convert import convert_model
 
@@ -271,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("wheel", type=Path, metavar="WHEEL")
     q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
     p.set_defaults(func=cmd_ci)
+    p = sub.add_parser("lock", help="hash-locked requirements/*.txt from pyproject.toml (uv); --check: offline")
+    p.add_argument("--check", action="store_true", help="fail if the locks do not match pyproject.toml")
+    p.set_defaults(func=cmd_lock)
     p = sub.add_parser("convert-model", help="rewrite an old GGUF's Q4_0_4_4/4_8/8_8 tensors as plain Q4_0")
     p.add_argument("input", type=Path, metavar="IN", help="GGUF from a llama.cpp that still had those types")
     p.add_argument("output", type=Path, metavar="OUT", help="the converted GGUF (written atomically)")
@@ -309,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command in ("plan", "inspect", "convert-model", "audit") or (
+    quiet = args.command in ("plan", "inspect", "convert-model", "audit", "lock") or (
         args.command == "ci" and args.ci_command in ("generate", "check"))
     try:
         log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
@@ -325,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         error: LlamaWheelsError = Interrupted("interrupted; nothing was published")
     except LlamaWheelsError as exc:
         error = exc
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing to report to it
+        return 1
     except OSError as exc:  # a full disk, a read-only or unwritable directory: one line, not a traceback
         if args.debug:
             raise
