@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 from llama_wheels.core.cache import Cache, publish_files
 from llama_wheels.pipeline.store import ENTRY, WheelStore
 
-from .conftest import REPO, cli
+from .conftest import REPO, cache_root_sharing, cli
 
 
 def read_only(directory: Path, *cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -86,15 +87,24 @@ def test_publish_files_into_a_read_only_directory_publishes_nothing(tmp_path: Pa
 @pytest.mark.build
 def test_a_multi_target_build_that_fails_late_publishes_nothing(tmp_path: Path, cache: Cache) -> None:
     """The first target builds and passes every stage; the second (Metal: needs Apple's SDK) cannot be built
-    here. Before, the first wheel was already in dist/; now dist/ gets nothing."""
+    here. Before, the first wheel was already in dist/; now dist/ gets nothing.
+
+    Its own cache root (no finished wheel to reuse; ccache shared), so the first target really builds: the
+    build command gets the allowlisted environment only, CPATH (set here) not among it.
+    """
     dist = tmp_path / "dist"
+    root = cache_root_sharing(tmp_path / "cache", cache, ("sdists", "zig", "ccache", "toolchains"))
+    env = {**os.environ, "LLAMA_WHEELS_CACHE": str(root), "CPATH": "/nonexistent-poison"}
     result = cli("--log", str(tmp_path / "log"), "build", "--no-verify", "--dist", str(dist),
-                 "linux-aarch64-armv8.0", "macos-arm64-metal")
+                 "linux-aarch64-armv8.0", "macos-arm64-metal", env=env)
     assert result.returncode == 2, result.stderr[-2000:]
     log = (tmp_path / "log").read_text()
-    assert "audit    linux-aarch64-armv8.0" in log or "audit    llama_cpp_python" in log  # the first one finished
+    assert re.search(r"audit    llama_cpp_python-\S+\.whl done", log), "the first target did not finish"
     assert "macos-arm64-metal@current turns on metal" in result.stderr.strip().splitlines()[-1]
     assert not dist.exists() or not any(dist.iterdir()), f"published: {sorted(dist.iterdir())}"
+    [build] = re.findall(r"^\$ \S+ -m build --wheel .*\n((?:  .*\n)+)", log, re.MULTILINE)
+    assert build.startswith("  env: only the variables below (nothing inherited)\n")
+    assert "CPATH" not in build and "  env CCACHE_BASEDIR=" in build
 
 
 # ------------------------------------------------------------------------------ the store
