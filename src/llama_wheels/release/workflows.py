@@ -425,6 +425,7 @@ jobs:
           while read -r tag; do
             [ "$tag" = "$TAG" ] && continue
             mkdir -p "{PREVIOUS}/$tag"
+            # every release of this repository has wheel assets: one without fails here, loudly
             gh release download "$tag" --pattern '*--*.whl' --dir "{PREVIOUS}/$tag"
             # asset <target>--<wheel> -> <target>/<wheel>: targets of one platform share a wheel file name
             for asset in "{PREVIOUS}/$tag"/*--*.whl; do
