@@ -14,15 +14,15 @@ from llama_wheels import oracle
 from llama_wheels.oracle import Build, Cpu
 
 from .test_matrix_legacy import wheel_probe
-from .test_oracle import LINUX_ARM, PINNED_CMAKE, cpus
+from .test_oracle import LINUX_ARM, cpus
 
 # qemu's max,sve=off,sme=off: i8mm and dotprod without SVE (AmpereOne, Apple M2-M4 under Linux, Snapdragon X).
 I8MM_NO_SVE = Cpu(features=frozenset({"dotprod", "fp16", "i8mm"}), sve_bits=0)
-# Android's list declares the variant Linux's lacks: android_armv8.6_1 = DOTPROD FP16 MATMUL_INT8.
-ANDROID_ARM = oracle.declared_arm_variants(PINNED_CMAKE, "Android")
+# Upstream's Linux list, without patch 0007's armv8.6_nosve (DOTPROD FP16 MATMUL_INT8): what the patch buys.
+UPSTREAM_ARM = {name: features for name, features in LINUX_ARM.items() if name != "armv8.6_nosve"}
 BUILDS = {
     "linux": (Build(variants=tuple(LINUX_ARM)), LINUX_ARM),
-    "android": (Build(variants=tuple(ANDROID_ARM)), ANDROID_ARM),
+    "linux-upstream": (Build(variants=tuple(UPSTREAM_ARM)), UPSTREAM_ARM),
     **{isa: (Build(fixed_isa=isa), {}) for isa in ("armv8-a", "armv8.2-a+dotprod", "armv8.2-a+dotprod+fp16",
                                                      "armv8.6-a", "armv9-a", "armv9.2-a")},
 }
@@ -36,12 +36,14 @@ EXPECTED = [  # cpu, build, generation, the variant it loads, then one layout pe
      ("q4_0_8x8", "q4_K_8x8", "q5_K_8x8", "q6_K_8x8", "iq4_nl_4x4", "mxfp4_4x4", "q8_0_4x8", "q1_0_4x8", _)),
     ("max", "linux", "repack", "armv9.2_2",  # SVE-512: Q4_0's SVE kernel wants 256; the rest is i8mm's
      ("q4_0_4x8", "q4_K_8x8", "q5_K_8x8", "q6_K_8x8", "iq4_nl_4x4", "mxfp4_4x4", "q8_0_4x8", "q1_0_4x8", _)),
-    # The Linux list's gap (issue #13): no i8mm-without-SVE variant, so armv8.2_2's dotprod layouts ...
-    ("i8mm-no-sve", "linux", "repack", "armv8.2_2",
-     ("q4_0_4x4", "q4_K_8x4", "q5_K_8x4", "q6_K_8x4", "iq4_nl_4x4", "mxfp4_4x4", "q8_0_4x4", "q1_0_4x4", _)),
-    # ... where a variant with i8mm (Android's) gives the i8mm ones.
-    ("i8mm-no-sve", "android", "repack", "android_armv8.6_1",
+    # i8mm without SVE: patch 0007's variant gives the i8mm layouts ...
+    ("i8mm-no-sve", "linux", "repack", "armv8.6_nosve",
      ("q4_0_4x8", "q4_K_8x8", "q5_K_8x8", "q6_K_8x8", "iq4_nl_4x4", "mxfp4_4x4", "q8_0_4x8", "q1_0_4x8", _)),
+    # ... where upstream's Linux list (issue #13's gap) loads armv8.2_2 and its dotprod layouts.
+    ("i8mm-no-sve", "linux-upstream", "repack", "armv8.2_2",
+     ("q4_0_4x4", "q4_K_8x4", "q5_K_8x4", "q6_K_8x4", "iq4_nl_4x4", "mxfp4_4x4", "q8_0_4x4", "q1_0_4x4", _)),
+    ("max-sve256", "linux-upstream", "repack", "armv9.2_2",  # the patch changes nothing for SVE CPUs
+     ("q4_0_8x8", "q4_K_8x8", "q5_K_8x8", "q6_K_8x8", "iq4_nl_4x4", "mxfp4_4x4", "q8_0_4x8", "q1_0_4x8", _)),
     # 0.3.4 (generation aarch64) repacks Q4_0 and IQ4_NL only.
     ("neoverse-n1", "armv8.2-a+dotprod", "aarch64", None, ("q4_0_4x4", _, _, _, "iq4_nl_4x4", _, _, _, _)),
 ]
