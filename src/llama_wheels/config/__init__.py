@@ -32,6 +32,11 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 T = TypeVar("T")
 
 
+def sdist_filename(version: str) -> str:
+    """The file name of llama-cpp-python ``version``'s sdist (as PyPI names sdists since PEP 625)."""
+    return f"llama_cpp_python-{version}.tar.gz"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pin:
     name: str
@@ -46,7 +51,7 @@ class Pin:
 
     @property
     def sdist_filename(self) -> str:
-        return f"llama_cpp_python-{self.version}.tar.gz"
+        return sdist_filename(self.version)
 
 
 @dataclass(frozen=True, kw_only=True)
