@@ -101,8 +101,9 @@ def _parse_pin(name: str, data: Any, source: str) -> tuple[Pin, str | None]:
     if not all(isinstance(p, str) and p.endswith(".patch") for p in patches):
         raise ConfigError(f"{t.where}.patches: every entry must be a file name ending in .patch")
     targets = t.get("targets", list, [])
-    if not targets and "targets" in t.data or not all(isinstance(n, str) for n in targets):
-        raise ConfigError(f"{t.where}.targets: a non-empty list of target names (or leave it out: the default target)")
+    if (not targets and "targets" in t.data) or not all(isinstance(n, str) for n in targets):
+        raise ConfigError(f"{t.where}.targets: a non-empty list of target names (or leave it out: the default "
+                          "target)")
     switches = Table(t.get("switches", dict), f"{t.where}.switches")
     switches.check_keys((*SWITCHES, "extends"))
     extends = switches.get("extends", str) if "extends" in switches.data else None

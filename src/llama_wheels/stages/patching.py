@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 import tarfile
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from llama_wheels.config import Pin
