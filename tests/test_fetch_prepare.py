@@ -168,7 +168,8 @@ SUBMODULE_HEAD = "0123456789abcdef0123456789abcdef01234567"
 @pytest.mark.parametrize(("files", "expected"), [
     # the submodule's git metadata, as llama-cpp-python's sdists ship it, wins over the CHANGELOG's prose
     ({"vendor/llama.cpp/.git": "gitdir: ../../.git/modules/vendor/llama.cpp\n",
-      ".git/modules/vendor/llama.cpp/HEAD": SUBMODULE_HEAD + "\n"}, (SUBMODULE_HEAD, "vendor/llama.cpp submodule HEAD")),
+      ".git/modules/vendor/llama.cpp/HEAD": SUBMODULE_HEAD + "\n"},
+     (SUBMODULE_HEAD, "vendor/llama.cpp submodule HEAD")),
     # a HEAD on a branch: the branch's commit from packed-refs
     ({"vendor/llama.cpp/.git": "gitdir: ../../.git/modules/vendor/llama.cpp\n",
       ".git/modules/vendor/llama.cpp/HEAD": "ref: refs/heads/master\n",
