@@ -21,7 +21,7 @@ from llama_wheels.core.errors import ChecksumError, ConfigError, PatchError
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import PreparedSource, prepare, unpack_sdist, vendored_commit
 
-from .conftest import REPO
+from .conftest import REPO, pinned, repo_config
 
 VERSION = "9.9.9"
 CHANGELOG = f"# Changelog\n\n## [{VERSION}]\n\n- feat: Update llama.cpp to ggml-org/llama.cpp@abcdef1234\n"
@@ -189,7 +189,7 @@ def test_vendored_commit_reads_the_submodule_head(tmp_path: Path, files: dict[st
 
 
 @pytest.mark.network
-@pytest.mark.parametrize("pin_name", ["current", "legacy"])
+@pytest.mark.parametrize("pin_name", sorted(repo_config().pins))
 def test_real_pins_fetch_prepare_and_declare_their_options(pin_name: str, cache: Cache) -> None:
     """The committed pins: sdist hash, vendored commit and patch series match the real PyPI release."""
     config = load(REPO)
@@ -199,9 +199,12 @@ def test_real_pins_fetch_prepare_and_declare_their_options(pin_name: str, cache:
     for switch, mapping in pin.switches.items():
         if isinstance(mapping, str) and not mapping.startswith("-"):
             assert mapping in source.cmake_options, f"{pin_name}: {switch} -> {mapping} is not declared"
-    if pin_name == "legacy":
-        assert "GGML_CPU_ARM_ARCH" not in source.cmake_options
-        assert "GGML_CPU_REPACK" not in source.cmake_options
+    # A switch this pin maps otherwise than the default pin does (0.3.4: GGML_CPU_AARCH64 for
+    # GGML_CPU_REPACK, -march for GGML_CPU_ARM_ARCH): the default pin's name is one this revision lacks.
+    for switch, theirs in pinned().switches.items():
+        mapping = pin.switches.get(switch)
+        if isinstance(theirs, str) and not theirs.startswith("-") and isinstance(mapping, str) and mapping != theirs:
+            assert theirs not in source.cmake_options, f"{pin_name}: {switch} could be {theirs} here"
 
 
 @pytest.mark.network
