@@ -270,6 +270,7 @@ def test_a_patch_refreshed_by_hand_in_the_new_directory_is_used(world: Path) -> 
     (["9.9.10", "--name", "base"], "pin 'base' exists already in build_config/pins.toml; give --name another name"),
     (["9.9.10", "--from", "bsae"], "unknown pin 'bsae' (did you mean 'base'?)"),
     (["9.9.10", "--switch", "repak=X"], "unknown switch 'repak' (did you mean 'repack'?)"),
+    (["9.9.10", "--switch", "arm_arch=-march=armv8-a"], "'-march=armv8-a' is neither a CMake variable name"),
 ])
 def test_pin_add_refuses_bad_input_in_one_line(world: Path, args: list[str], message: str) -> None:
     before = snapshot(world)
@@ -288,3 +289,19 @@ def test_pin_check_fails_on_a_committed_patch_that_does_not_apply(world: Path) -
     assert result.returncode == 2
     assert statuses(result.stdout) == {"0001-line-five.patch": "clean", "0002-line-twenty.patch": "conflict"}
     assert "error: pin check base: patch 0002-line-twenty.patch does not apply" in result.stderr
+
+
+def test_the_pins_own_targets_must_plan_at_the_new_release(world: Path) -> None:
+    pins = world / "build_config" / "pins.toml"
+    pins.write_text(pins.read_text().replace('patches = ["0001', 'targets = ["dispatch", "fixed"]\npatches = ["0001'))
+    before = snapshot(world)
+    result = pin_add(world, "9.9.10")
+    assert result.returncode == 2
+    assert "    FAILS     fixed  target fixed sets switch 'openmp'" in result.stdout
+    assert "nothing written: target fixed: target fixed sets switch 'openmp'" in result.stderr
+    assert snapshot(world) == before
+    # the pin's own targets are carried over to the new entry
+    pins.write_text(pins.read_text().replace('targets = ["dispatch", "fixed"]', 'targets = ["dispatch"]'))
+    result = pin_add(world, "9.9.10")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert load(world).pin("9.9.10").targets == ("dispatch",)

@@ -15,6 +15,7 @@ import pytest
 from packaging.version import Version
 
 from llama_wheels.config import load
+from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
 from llama_wheels.stages.fetch import PROJECT, index_url
 
@@ -114,3 +115,25 @@ def test_a_version_the_index_does_not_have(config_root: Path) -> None:
     assert line.startswith(f"llama-wheels: error: llama_cpp_python-{missing}.tar.gz is not on ")
     assert line.endswith("; check the VERSION given to pin add")
     assert snapshot(config_root) == before
+
+
+@pytest.mark.build
+def test_a_fixed_isa_wheel_of_the_added_pin_passes_the_emulated_matrix(config_root: Path, release: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    """The whole way: pin add, then `build` (compiled, repaired, smoke-verified, ISA-audited) and `test` on
+    every emulated CPU class, through the command line, at the new pin."""
+    code, out, err = pin_add(config_root, release["version"], "--name", "probe")
+    assert code == 0, out + err
+    dist, log = tmp_path / "dist", tmp_path / "build.log"
+    built = cli("--config", str(config_root), "--log", str(log), "build", "linux-aarch64-armv8.2-dotprod",
+                "--pin", "probe", "--dist", str(dist), cwd=config_root)
+    assert built.returncode == 0, f"build failed (log {log}):\n{built.stderr[-3000:]}"
+    [wheel] = dist.glob("*.whl")
+    assert wheel.name.startswith(f"llama_cpp_python-{release['version']}-py3-none-")
+    matrix = cli("--config", str(config_root), "--log", str(tmp_path / "test.log"), "test", str(wheel),
+                 "--out", str(tmp_path / "reports"), cwd=config_root)
+    assert matrix.returncode == 0, matrix.stdout + matrix.stderr[-3000:]
+    report = json.loads((tmp_path / "reports" / "matrix.json").read_text())
+    cells = {cell["cpu"]: cell for cell in report["cells"]}
+    assert report["ok"] and len(cells) == len(load_cpus(config_root))
+    assert cells["neoverse-n1"]["layout"] == "q4_0_4x4"  # dotprod: repacked at the new pin too

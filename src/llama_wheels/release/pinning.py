@@ -47,6 +47,7 @@ _DIFF_PATH = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 _OFFSET = re.compile(r"^Hunk #(\d+) succeeded at (\d+) (?:\((offset -?\d+ lines?)\)|\(fuzz)", re.MULTILINE)
 _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_CMAKE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The parts of an sdist the checks read (besides the files the patch series touches): CMake declarations,
 # the vendored commit (submodule metadata, CHANGELOG), ggml's variant list.
 _SUBMODULE_META = (".git/modules/vendor/llama.cpp/HEAD", ".git/modules/vendor/llama.cpp/packed-refs",
@@ -437,6 +438,9 @@ def parse_overrides(items: Sequence[str]) -> dict[str, SwitchMapping]:
             close = difflib.get_close_matches(key, SWITCHES, n=1)
             raise UserError(f"--switch {item!r}: unknown switch {key!r}"
                             + (f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(SWITCHES)})"))
+        if value != "false" and not (_CMAKE_NAME.match(value) or (value.startswith("-") and "{}" in value)):
+            raise UserError(f"--switch {item!r}: {value!r} is neither a CMake variable name, a -flag={{}} template "
+                            "nor false")
         overrides[key] = False if value == "false" else value
     return overrides
 
