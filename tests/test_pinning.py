@@ -305,3 +305,14 @@ def test_the_pins_own_targets_must_plan_at_the_new_release(world: Path) -> None:
     result = pin_add(world, "9.9.10")
     assert result.returncode == 0, result.stdout + result.stderr
     assert load(world).pin("9.9.10").targets == ("dispatch",)
+
+
+def test_a_patch_without_mail_headers_is_named(world: Path) -> None:
+    """The series is git format-patch files (their headers are what the refreshed ones keep): a bare diff is
+    reported as such, and the rest of the series still goes on."""
+    patch = world / "patches" / BASE / "0001-line-five.patch"
+    patch.write_text(patch.read_text()[patch.read_text().index("diff --git"):])
+    result = cli("--config", str(world), "pin", "check", cwd=world)
+    assert result.returncode == 2
+    assert statuses(result.stdout) == {"0001-line-five.patch": "conflict", "0002-line-twenty.patch": "clean"}
+    assert "0001-line-five.patch  (not a git format-patch file; write it with git format-patch)" in result.stdout

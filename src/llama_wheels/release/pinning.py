@@ -231,8 +231,11 @@ def carry_patches(patches: Sequence[Path], root: Path, old_tree: Path, new_tree:
             conflicts = sorted({m for m in re.findall(r"(?:CONFLICT \(content\): Merge conflict in|"
                                                       r"error: patch failed:) (\S+?)(?::\d+)?$", am.output,
                                                       re.MULTILINE)})
-            detail = (f"conflict in {', '.join(conflicts)}" if conflicts
-                      else runner.telling_line(am.tail) or "git am failed")
+            if "Patch format detection failed" in am.output:
+                detail = "not a git format-patch file; write it with git format-patch"
+            else:
+                detail = (f"conflict in {', '.join(conflicts)}" if conflicts
+                          else runner.telling_line(am.tail) or "git am failed")
             results.append(PatchResult(name=patch.name, source=source, status="conflict", detail=detail,
                                        rejected=rejected))
             continue
