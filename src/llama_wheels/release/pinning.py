@@ -92,7 +92,8 @@ class TargetResult:
 @dataclass(frozen=True, kw_only=True)
 class PinReport:
     pin: Pin
-    base: Pin  # whose patch series / variants it is compared with
+    patch_base: Pin  # whose patch series, on whose source, was carried onto this pin's
+    base: Pin  # what switch names and variants are compared with
     commit_source: str
     patches: tuple[PatchResult, ...]
     switches: tuple[SwitchResult, ...]
@@ -112,13 +113,14 @@ class PinReport:
                  + (f" (compared with pin {base.name}: {base.version})" if base.name != pin.name else ""),
                  f"  sdist      {pin.sdist_filename} sha256 {pin.sdist_sha256} (verified, cached)",
                  f"  llama.cpp  {pin.llama_cpp_commit} ({self.commit_source})",
-                 f"  patches    (patches/{base.version}/ with git am --3way onto this release's tree, in a scratch "
-                 "git repository)"]
+                 f"  patches    (patches/{self.patch_base.version}/ with git am --3way onto this release's tree, "
+                 "in a scratch git repository)"]
         if not self.patches:
             lines.append("    (none)")
         for p in self.patches:
             lines.append(f"    {p.status:<9} {p.name}" + (f"  ({p.detail})" if p.detail else "")
-                         + (f"  (as in {p.source})" if not p.source.startswith(f"patches/{base.version}/") else ""))
+                         + (f"  (as in {p.source})" if not p.source.startswith(f"patches/{self.patch_base.version}/")
+                            else ""))
             for hunk in p.rejected:
                 lines.extend(f"      | {line}" for line in hunk.rstrip("\n").splitlines())
         lines.append("  switches   (CMake names against the patched tree's option()/CACHE declarations)")
@@ -195,11 +197,12 @@ def _rejected_hunks(repo: Path, patch: Path) -> tuple[str, ...]:
 
 
 def carry_patches(patches: Sequence[Path], root: Path, old_tree: Path, new_tree: Path,
-                  scratch: Path) -> tuple[list[PatchResult], Path]:
+                  scratch: Path, *, patched_old: Path | None = None) -> tuple[list[PatchResult], Path]:
     """Apply ``patches`` (in order) onto ``new_tree``'s files with a 3-way merge against ``old_tree``'s.
 
     Returns a result per patch and the scratch work tree: ``new_tree``'s touched files with every patch
-    that applied. Never stops at a failing patch: the next one goes onto what applied before it.
+    that applied. Never stops at a failing patch: the next one goes onto what applied before it. With
+    ``patched_old``, that tree gets the touched files as the series leaves ``old_tree``'s.
     """
     touched = _touched(patches)
     repo = scratch / "repo"
@@ -212,6 +215,8 @@ def carry_patches(patches: Sequence[Path], root: Path, old_tree: Path, new_tree:
             _git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", patch.name)
         else:
             _git(repo, "reset", "-q", "--hard", "HEAD")
+    if patched_old is not None:
+        _patched_tree(patched_old, repo, touched)
     _git(repo, "checkout", "-q", "--orphan", "new")
     _git(repo, "rm", "-q", "-r", "-f", "--ignore-unmatch", ".")
     _git(repo, "clean", "-q", "-f", "-d", "-x")
@@ -361,45 +366,67 @@ def _sources(cache: Cache) -> Iterator[_Sources]:
         yield _Sources(cache, Path(tmp))
 
 
-def examine(config: Config, pin: Pin, base: Pin, patches: Sequence[Path], sources: _Sources,
-            scratch: Path, *, variant_detail: bool = True) -> PinReport:
-    """Every check of ``pin`` (which ``config`` holds), its series ``patches`` carried from ``base``'s tree."""
+@dataclass(frozen=True, kw_only=True)
+class TreeFacts:
+    """What the checks read from a pin's source with its patch series applied."""
+
+    pin: Pin
+    declared: frozenset[str]  # option()/CACHE names
+    ggml: str | None  # ggml/src/CMakeLists.txt (None: the file is not there)
+
+    @classmethod
+    def read(cls, pin: Pin, tree: Path) -> TreeFacts:
+        ggml = tree / GGML_CMAKE
+        return cls(pin=pin, declared=declared_cmake_options(tree),
+                   ggml=ggml.read_text(encoding="utf-8", errors="replace") if ggml.is_file() else None)
+
+
+def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], sources: _Sources,
+            scratch: Path, *, compare: TreeFacts | None = None,
+            variant_detail: bool = True) -> tuple[PinReport, TreeFacts, TreeFacts]:
+    """Every check of ``pin`` (which ``config`` holds): its series ``patches`` carried from ``patch_base``'s
+    tree, switch renames and variants against ``compare`` (default: ``patch_base`` with the series).
+
+    Returns the report, the facts of ``pin``'s patched tree and of ``patch_base``'s.
+    """
     touched = _touched(patches)
     new_tree = sources.copy(sources.tree(pin, touched))
-    base_tree = sources.tree(base, touched)
+    base_tree = sources.copy(sources.tree(patch_base, touched))
     vendored = vendored_commit(new_tree, pin.version)
     if not commit_matches(pin.llama_cpp_commit, vendored.commit):
         raise ConfigError(f"pins.{pin.name}.llama_cpp_commit is {pin.llama_cpp_commit}, but the sdist vendors "
                           f"llama.cpp@{vendored.commit} ({vendored.source}); correct build_config/pins.toml")
-    results, repo = carry_patches(patches, config.root, base_tree, new_tree, scratch)
+    results, repo = carry_patches(patches, config.root, base_tree, new_tree, scratch, patched_old=base_tree)
     _patched_tree(new_tree, repo, touched)
-    declared = declared_cmake_options(new_tree)
-    base_declared = declared_cmake_options(base_tree)  # unpatched: enough to say a name was there before
-    ggml_new, ggml_base = new_tree / GGML_CMAKE, base_tree / GGML_CMAKE
-    return PinReport(
-        pin=pin, base=base, commit_source=vendored.source, patches=tuple(results),
-        switches=tuple(check_switches(pin.switches, declared, base_declared, base.version)),
-        targets=tuple(check_targets(config, pin, declared)),
-        variants=tuple(variant_lines(ggml_base.read_text() if ggml_base.is_file() else None,
-                                     ggml_new.read_text() if ggml_new.is_file() else None,
-                                     base.version, pin.version, detail=variant_detail)),
+    facts, base_facts = TreeFacts.read(pin, new_tree), TreeFacts.read(patch_base, base_tree)
+    other = compare or base_facts
+    report = PinReport(
+        pin=pin, patch_base=patch_base, base=other.pin, commit_source=vendored.source, patches=tuple(results),
+        switches=tuple(check_switches(pin.switches, facts.declared, other.declared, other.pin.version)),
+        targets=tuple(check_targets(config, pin, facts.declared)),
+        variants=tuple(variant_lines(other.ggml, facts.ggml, other.pin.version, pin.version,
+                                     detail=variant_detail)),
     )
+    return report, facts, base_facts
 
 
 # --- pin check -------------------------------------------------------------------------------------------
 
 
 def check_pins(config: Config, names: Sequence[str], cache: Cache) -> list[PinReport]:
-    """The committed pins' checks (their own series on their own source; variants against the default pin).
-    Offline once their sdists are cached."""
-    reports = []
+    """The committed pins' checks: each pin's own series on its own source; switch history and variants
+    compared with the default pin (patched too). Offline once their sdists are cached."""
+    reports: dict[str, PinReport] = {}
+    default: TreeFacts | None = None
     with _sources(cache) as sources:
-        for name in names:
+        for name in [config.default_pin, *(n for n in names if n != config.default_pin)]:
             pin = config.pin(name)
             patches = [config.patches_dir / pin.version / p for p in pin.patches]
-            reports.append(examine(config, pin, config.pin(None), patches, sources,
-                                   sources.root / f"scratch-{name}", variant_detail=False))
-    return reports
+            report, facts, _ = examine(config, pin, pin, patches, sources, sources.root / f"scratch-{name}",
+                                       compare=default, variant_detail=False)
+            default = default or facts
+            reports[name] = report
+    return [reports[name] for name in names]
 
 
 # --- pin add ---------------------------------------------------------------------------------------------
@@ -481,7 +508,7 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
         vendored = vendored_commit(sources.tree(provisional, _touched(patches)), version)
         pin = dataclasses.replace(provisional, llama_cpp_commit=vendored.commit)
         trial = dataclasses.replace(config, pins={**config.pins, name: pin})
-        report = examine(trial, pin, base, patches, sources, sources.root / "scratch")
+        report, _, _ = examine(trial, pin, base, patches, sources, sources.root / "scratch")
     if report.problems:
         return Added(report=report, written=())
     text = original.decode() + pin_entry(pin, base, overrides)
