@@ -19,7 +19,7 @@ from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
 from llama_wheels.stages.fetch import PROJECT, index_url
 
-from .conftest import cli, pinned, repo_config
+from .conftest import REPO, cli, pinned, repo_config
 from .test_pinning import snapshot, statuses
 
 pytestmark = pytest.mark.network
@@ -122,6 +122,8 @@ def test_a_fixed_isa_wheel_of_the_added_pin_passes_the_emulated_matrix(config_ro
                                                                        tmp_path: Path) -> None:
     """The whole way: pin add, then `build` (compiled, repaired, smoke-verified, ISA-audited) and `test` on
     every emulated CPU class, through the command line, at the new pin."""
+    for part in ("src", "wheel_tests"):  # the matrix runs the checkout's wheel suite and standalone modules
+        (config_root / part).symlink_to(REPO / part)
     code, out, err = pin_add(config_root, release["version"], "--name", "probe")
     assert code == 0, out + err
     dist, log = tmp_path / "dist", tmp_path / "build.log"
