@@ -349,7 +349,7 @@ def _pins_job(config: Config) -> str:
           path: {RUNNER_CACHE}/sdists
           key: sdists-{sdists}
       - name: Install llama-wheels
-        run: python -m pip install .
+        run: {INSTALL}
       - name: Check every pin against its source
         run: llama-wheels pin check --all
 """
