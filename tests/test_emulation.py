@@ -25,7 +25,8 @@ from llama_wheels.testbed.matrix import check_cpus
 from llama_wheels.testbed.qemu import install_wheel, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_CPUS = ["cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "a64fx", "max", "max-sve256"]
+EXPECTED_CPUS = ["cortex-a53", "cortex-a72", "cortex-a55", "cortex-a76", "neoverse-n1", "a64fx", "neoverse-v1",
+                 "neoverse-n2", "cortex-a710", "max-nosve", "max", "max-sve256"]
 
 # Runs raw A64 machine code given in hex (little-endian words, ending in RET) and prints what it returns.
 RUN_CODE = """\
@@ -61,6 +62,7 @@ def test_cpus_toml_loads_the_matrix() -> None:
     cpus = load_cpus(ROOT)
     assert list(cpus) == EXPECTED_CPUS
     assert cpus["max-sve256"].qemu_cpu == "max,sve256=on"
+    assert cpus["max-nosve"].qemu_cpu == "max,sve=off,sme=off"
     assert cpus["cortex-a53"].qemu_cpu == "cortex-a53"
     assert all(cpu.description for cpu in cpus.values())
     assert cpus["cortex-a53"].features.summary() == "armv8.0 baseline"
@@ -70,7 +72,7 @@ def test_cpus_toml_loads_the_matrix() -> None:
 def test_cpus_toml_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     root = _config_copy(tmp_path, "cpus.toml", ("dotprod = true", "dotprd = true"))
     with pytest.raises(
-        ConfigError, match=r"cpus\.cortex-a76: unknown key 'dotprd' \(did you mean 'dotprod'\?\)"
+        ConfigError, match=r"cpus\.cortex-a55: unknown key 'dotprd' \(did you mean 'dotprod'\?\)"
     ):
         load_cpus(root)
 
@@ -348,6 +350,9 @@ def test_sigill_is_reported_as_such(root: sysroot.Sysroot, tmp_path: Path) -> No
         pytest.param("cortex-a53", RDVL_X0_1, "SIGILL", id="cortex-a53-sve"),  # no SVE
         pytest.param("a64fx", RDVL_X0_1, "64", id="a64fx-sve"),  # 512-bit vectors = 64 bytes
         pytest.param("max-sve256", RDVL_X0_1, "32", id="max-sve256-sve"),
+        pytest.param("neoverse-v1", RDVL_X0_1, "32", id="neoverse-v1-sve"),  # Graviton3: 256 bits
+        pytest.param("neoverse-n2", RDVL_X0_1, "16", id="neoverse-n2-sve"),  # 128 bits
+        pytest.param("max-nosve", RDVL_X0_1, "SIGILL", id="max-nosve-sve"),  # max, but SVE really off
         pytest.param("cortex-a72", SDOT, "SIGILL", id="cortex-a72-dotprod"),  # armv8.0: no dotprod
         pytest.param("a64fx", SDOT, "SIGILL", id="a64fx-dotprod"),  # SVE, yet no dotprod
         pytest.param("neoverse-n1", SDOT, "0", id="neoverse-n1-dotprod"),
