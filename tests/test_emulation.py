@@ -187,6 +187,18 @@ def test_a_wrong_sha256_pin_is_refused_and_nothing_is_cached(tmp_path: Path) -> 
     assert not list(fresh.root.rglob("*.deb"))
 
 
+@pytest.mark.network
+def test_a_version_trixie_no_longer_has_is_refused_naming_the_pin(tmp_path: Path) -> None:
+    """What happens after a trixie point release replaces the pinned version: one line, nothing cached."""
+    spec = load_qemu_spec(_config_copy(tmp_path, "qemu.toml", ('version = "1:10.0.', 'version = "1:9.9.')))
+    fresh = Cache(tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"qemu\.toml: \[package\]: apt-get cannot download them: E: Version "
+                                          r"'1:9\.9\.\S+' for 'qemu-user' was not found; to move the pin, see the "
+                                          r"header of qemu\.toml$"):
+        qemu.ensure_qemu(fresh, spec)
+    assert not [p for p in (fresh.root / "tools").iterdir() if not p.name.endswith(".lock")]
+
+
 # ---- install_wheel (no qemu) ---------------------------------------------------------------------------
 
 _ELF_AARCH64 = b"\x7fELF\x02\x01\x01" + b"\0" * 11 + (183).to_bytes(2, "little")

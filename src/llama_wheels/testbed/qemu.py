@@ -93,7 +93,7 @@ def ensure_qemu(cache: Cache, spec: QemuSpec | None = None) -> Path:
             [(deb, sha256)] = debs.fetch_debs(
                 [spec.apt_name], scratch=scratch, apt=apt, update=update, pinned={spec.package: spec.sha256},
                 where=f"{spec.source}: [package]",
-                fix=f"is {spec.version} still in {spec.suite}? see the header of {spec.source.name}",
+                fix=f"to move the pin, see the header of {spec.source.name}",
             )
             runner.run(["dpkg", "-x", deb, scratch / "root"])
             unpacked = scratch / "root" / spec.binary
