@@ -160,18 +160,21 @@ def test_the_default_build_compiles_only_what_ships(default_wheel: Path, cache: 
         assert not [n for n in archive.namelist() if "common" in PurePosixPath(n).name]
 
 
-def test_missing_qemu_is_reported_before_building(tmp_path: Path) -> None:
+def test_a_test_bed_it_cannot_get_is_reported_before_building(tmp_path: Path) -> None:
+    """No apt-get and nothing cached: the pinned qemu cannot be fetched, and the build says so before
+    compiling anything."""
     bare = tmp_path / "bin"
     bare.mkdir()
     for tool in ("git",):
         (bare / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
-    env = {**os.environ, "PATH": str(bare)}
+    env = {**os.environ, "PATH": str(bare), "LLAMA_WHEELS_CACHE": str(tmp_path / "cache")}
     result = cli("--log", str(tmp_path / "log"), "build", "--dist", str(tmp_path / "dist"), env=env, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "llama-wheels: error: qemu-aarch64-static not found on PATH; "
-        "install qemu-user-static: apt-get install qemu-user-static")
+        "llama-wheels: error: apt-get not found on PATH; "
+        "the test bed is made of Debian packages: run on Debian or Ubuntu with apt-get and dpkg")
     assert not (tmp_path / "dist").exists()
+    assert not (tmp_path / "cache" / "sdists").exists()  # nothing fetched
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 The default wheel (``cpu`` family) is built through the CLI (a cache hit when test_build.py built it
 already), indexed with ``llama-wheels index``, and installed by **pip running inside the emulated arm64
-Python** (Debian's python3.11 under qemu-aarch64-static, neoverse-n1): pip itself decides that the
+Python** (Debian's python3.11 under the pinned qemu-aarch64, neoverse-n1): pip itself decides that the
 manylinux_2_17_aarch64 wheel fits that interpreter, reads the ``cpu/simple`` page from a file:// URL and
 checks the wheel against the page's ``#sha256=`` fragment. The Debian sysroot has no pip, so pip's own
 wheel (pinned by sha256, downloaded once from PyPI) is put on the guest's PYTHONPATH; ``--isolated``
