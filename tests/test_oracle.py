@@ -139,7 +139,7 @@ def test_dispatch_expectations_on_every_emulated_cpu() -> None:
         "neoverse-v1": ("armv8.6_1", "q4_0_8x8"),  # Graviton3: SVE-256 + i8mm, no SVE2
         "neoverse-n2": ("armv8.6_2", "q4_0_4x8"),  # SVE2, but 128-bit: the 8x8 SVE kernel needs 256
         "cortex-a710": ("armv8.6_2", "q4_0_4x8"),
-        "max-nosve": ("armv8.2_2", "q4_0_4x4"),  # i8mm without SVE: no Linux variant has i8mm alone
+        "max-nosve": ("armv8.6_nosve", "q4_0_4x8"),  # i8mm without SVE: patch 0007's variant
         "max": ("armv9.2_2", "q4_0_4x8"),  # i8mm, but 512-bit SVE: the 8x8 SVE kernel needs 256
         "max-sve256": ("armv9.2_2", "q4_0_8x8"),
     }

@@ -87,9 +87,9 @@ def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
     config = _config(args)
     cpus = load_cpus(config.root)
     chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
-    variants_for = dict(pinned_variants(wheel, config, cache) for wheel in args.wheels)
-    report = run_matrix([w.resolve() for w in args.wheels], chosen, root=config.root, cache=cache,
-                        variants_for=variants_for, jobs=args.jobs,
+    wheels = [w.resolve() for w in args.wheels]
+    report = run_matrix(wheels, chosen, root=config.root, cache=cache,
+                        variants_for={w: pinned_variants(w, config, cache) for w in wheels}, jobs=args.jobs,
                         **({"cell_timeout": args.cell_timeout} if args.cell_timeout else {}))
     json_path, table_path = report.write(args.out.resolve())
     print(report.table())
@@ -222,6 +222,23 @@ def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_repack_report(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.testbed.repack_report import build_wheels, run, write
+
+    config = _config(args)
+    cpus = load_cpus(config.root)
+    chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
+    data = run(config, cache, chosen, build_wheels(config, cache, args.dist.resolve()), jobs=args.jobs)
+    json_path, md_path = write(data, args.out.resolve(), config.root / "README.md")
+    print(f"report: {md_path} and {json_path}; README.md's table updated")
+    bad = [f"{role} on {cpu}: {cell['verdict']} {cell['detail']}" for role, cells in data["cells"].items()
+           for cpu, cell in cells.items() if cell["verdict"] not in ("pass", "unsupported")]
+    for line in bad:
+        print(f"not ok: {line}")
+    return 1 if bad else 0
+
+
 def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
     from llama_wheels.testbed.legacy import build_wheels, run, write
@@ -338,6 +355,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
     p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_legacy_report)
+    p = sub.add_parser("repack-report", help="every repackable type on every emulated CPU, with and without "
+                       "patch 0007 -> docs/ and README")
+    p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
+    p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
+    p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
+    p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
+    p.set_defaults(func=cmd_repack_report)
     p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
     p.add_argument("--all", action="store_true")
     p.set_defaults(func=cmd_clean)

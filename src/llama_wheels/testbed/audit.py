@@ -20,14 +20,18 @@ from llama_wheels.stages.provenance import read_provenance
 from llama_wheels.testbed.matrix import WheelBuild, declared_variants
 
 
-def pinned_variants(wheel: Path, config: Config, cache: Cache) -> tuple[str, dict[str, frozenset[str]]]:
-    """The llama-cpp-python version of ``wheel`` and the CPU variants its pin's ggml declares."""
+def pinned_variants(wheel: Path, config: Config, cache: Cache) -> dict[str, frozenset[str]]:
+    """The CPU variants the ggml of ``wheel``'s pin declares: the pin its provenance record names (several
+    pins may build one version, with other patch series), else the pin of its llama-cpp-python version."""
     version = WheelBuild.read(wheel).version
-    pins = [p for p in config.pins.values() if p.version == version]
+    record = read_provenance(wheel)
+    named = record["pin"].get("name") if record is not None else None
+    pins = [p for p in config.pins.values() if p.name == named and p.version == version] or \
+        [p for p in config.pins.values() if p.version == version]
     if not pins:
         raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
     source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
-    return version, declared_variants(source.tree)
+    return declared_variants(source.tree)
 
 
 def wheel_platform(wheel: Path) -> Platform:
@@ -44,7 +48,7 @@ def wheel_platform(wheel: Path) -> Platform:
 
 def audit(wheel: Path, config: Config, cache: Cache) -> WheelAudit:
     """Audit ``wheel``; a dispatch wheel's variants come from its pin's prepared source (fetched if need be)."""
-    return _audit(wheel, wheel_platform(wheel), lambda: pinned_variants(wheel, config, cache)[1])
+    return _audit(wheel, wheel_platform(wheel), lambda: pinned_variants(wheel, config, cache))
 
 
 def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, frozenset[str]]]) -> WheelAudit:

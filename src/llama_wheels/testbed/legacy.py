@@ -26,7 +26,7 @@ from llama_wheels.config import Config
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path, sha256_file
 from llama_wheels.core.runner import current_log, telling_line
-from llama_wheels.testbed.matrix import Cell, WheelBuild, run_matrix, wheel_labels
+from llama_wheels.testbed.matrix import Cell, run_matrix, wheel_labels
 from llama_wheels.testbed.models import UNUSED_TENSOR, write_t5_model
 from llama_wheels.testbed.qemu import install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
@@ -108,7 +108,7 @@ def run(config: Config, cache: Cache, cpus: Sequence[Cpu], wheels: dict[str, Pat
     labels = wheel_labels(list(wheels.values()))
     roles = {labels[w]: role for role, w in wheels.items()}
     report = run_matrix(list(wheels.values()), cpus, root=config.root, cache=cache,
-                        variants_for={WheelBuild.read(w).version: {} for w in wheels.values()}, jobs=jobs)
+                        variants_for={}, jobs=jobs)  # fixed-ISA wheels: no variants to declare
     sysroot = ensure_sysroot(cache)
     dotprod: dict[str, dict[str, Any]] = {}
     unused_tensor: dict[str, str] = {}

@@ -338,9 +338,10 @@ def check_cpus(sysroot: Sysroot, cpus: Sequence[Cpu], *, jobs: int | None = None
 
 
 def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache,
-               variants_for: Mapping[str, Mapping[str, frozenset[str]]], jobs: int | None = None,
+               variants_for: Mapping[Path, Mapping[str, frozenset[str]]], jobs: int | None = None,
                cell_timeout: float = CELL_TIMEOUT) -> Report:
-    """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps version -> variants."""
+    """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps each wheel to the CPU
+    variants its pin's ggml declares (needed for a dispatch wheel only)."""
     started = time.monotonic()
     log = current_log()
     builds = [WheelBuild.read(w) for w in wheels]  # bad input first, before any emulation
@@ -353,7 +354,7 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
         tasks: list[tuple[int, WheelBuild, Cpu, oracle.Expectation, Path]] = []
         for i, build in enumerate(builds):
             for cpu in cpus:
-                expectation = expect(build, cpu, variants_for.get(build.version, {}))
+                expectation = expect(build, cpu, variants_for.get(build.path, {}))
                 workdir = work / f"cell-{i}-{cpu.name}"
                 workdir.mkdir()
                 tasks.append((len(tasks) + 1, build, cpu, expectation, workdir))
