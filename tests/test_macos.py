@@ -155,7 +155,9 @@ def test_the_zig_toolchain_gives_cmake_darwin_rpath_support(tmp_path: Path) -> N
     (src / "CMakeLists.txt").write_text(
         "cmake_minimum_required(VERSION 3.21)\nproject(probe C)\n"
         "add_library(a SHARED a.c)\nadd_library(b SHARED b.c)\ntarget_link_libraries(b PRIVATE a)\n"
-        "set_target_properties(a b PROPERTIES INSTALL_RPATH @loader_path BUILD_WITH_INSTALL_RPATH TRUE)\n")
+        # a MODULE, as ggml's GGML_BACKEND_DL backends: CMake links it with -bundle (zigcc: a dylib)
+        "add_library(m MODULE b.c)\ntarget_link_libraries(m PRIVATE a)\n"
+        "set_target_properties(a b m PROPERTIES INSTALL_RPATH @loader_path BUILD_WITH_INSTALL_RPATH TRUE)\n")
     cache = Cache.from_env()
     toolchain = zig_toolchain(MACOS, cache)
     bin_dir = Path(sys.executable).parent
@@ -171,6 +173,9 @@ def test_the_zig_toolchain_gives_cmake_darwin_rpath_support(tmp_path: Path) -> N
     assert (a.install_name, a.rpaths) == ("@rpath/liba.dylib", ("@loader_path",))
     assert (b.install_name, b.rpaths) == ("@rpath/libb.dylib", ("@loader_path",))
     assert "@rpath/liba.dylib" in b.dylibs
+    m = macho_facts("libm.so", build / "libm.so")
+    assert (m.filetype, m.install_name, m.rpaths) == ("dylib", "@rpath/libm.so", ("@loader_path",))
+    assert "@rpath/liba.dylib" in m.dylibs
 
 
 @pytest.mark.build

@@ -16,6 +16,8 @@ from llama_wheels.stages.zigcc import UnsupportedFlag, translate_args, translate
         ("armv9.2-a+dotprod+fp16+sve+i8mm+sme", "generic+v9_2a+dotprod+fullfp16+sve+i8mm+sme"),
         ("armv8.2-a+dotprod+fp16+nosve", "generic+v8_2a+dotprod+fullfp16-sve"),
         ("armv8.2a", "generic+v8_2a"),  # 0.3.4's spelling
+        # ggml's apple_m4: a v9 level without SVE is the v8 level it includes (zig's v9_2a forces SVE2 and SVE)
+        ("armv9.2-a+dotprod+i8mm+nosve+sme", "generic+v8_7a+dotprod+i8mm-sve+sme"),
     ],
 )
 def test_march_becomes_zig_mcpu(march: str, mcpu: str) -> None:
@@ -31,3 +33,13 @@ def test_other_arguments_are_kept_in_order() -> None:
 def test_untranslatable_flags_are_refused(bad: str) -> None:
     with pytest.raises(UnsupportedFlag):
         translate_args([bad])
+
+
+def test_an_apple_bundle_becomes_a_dylib_with_a_relocatable_install_name() -> None:
+    """CMake links a MODULE library (ggml's backends with GGML_BACKEND_DL) on Darwin with -bundle, which zig
+    cannot link; see tests/test_macos.py for the real link."""
+    args = ["-O3", "-bundle", "-Wl,-headerpad_max_install_names", "-o", "bin/libggml-cpu-apple_m1.so", "a.o"]
+    assert translate_args(args) == ["-O3", "-dynamiclib", "-Wl,-install_name,@rpath/libggml-cpu-apple_m1.so",
+                                    "-Wl,-headerpad_max_install_names", "-o", "bin/libggml-cpu-apple_m1.so", "a.o"]
+    with pytest.raises(UnsupportedFlag, match="-bundle without -o FILE"):
+        translate_args(["-bundle", "a.o"])
