@@ -34,8 +34,6 @@ from elftools.elf.sections import SymbolTableSection
 from macholib import mach_o
 from macholib.MachO import MachO
 
-from llama_wheels.oracle import instruction_features
-
 # LLVM's AArch64 predicates -> feature names. NEON and FP are the armv8-a baseline of every AArch64 ABI.
 _BASELINE_PREDICATES = frozenset({"HasNEON", "HasFPARMv8", "HasNEONorSME"})
 _PREDICATES = {
@@ -52,14 +50,6 @@ _PREDICATES = {
 _SME_SYSREG = re.compile(r"^(smstart|smstop)\b|^(mrs|msr)\b.*\b(SVCR\w*|TPIDR2_EL0|SMCR_EL\w+|SMPRI\w*|SMIDR_EL1)\b",
                          re.IGNORECASE)
 UNDECODED = "undecoded"  # a word in an executable section capstone cannot decode: never allowed
-
-def variant_features(variant: str, declared: Iterable[str]) -> frozenset[str]:
-    """What ggml's CPU variant ``variant`` (``armv8.2_2``) may use: the features it declares plus those of the
-    architecture level ggml compiles it for (its name: ggml-cpu/CMakeLists.txt picks ``-march=armv8.2-a+...``)."""
-    match = re.match(r"^armv(\d)\.(\d)_\d+$", variant)
-    if not match:
-        raise ValueError(f"{variant!r} is not an ARM CPU variant name such as armv8.2_2")
-    return instruction_features(f"armv{match[1]}.{match[2]}-a") | frozenset(declared)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,26 +8,44 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_wheels import oracle
 from llama_wheels.binaries.audit import WheelAudit, audit_wheel
 from llama_wheels.binaries.wheel import cpu_variants, parse_wheel_name
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import PLATFORMS, Platform, platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError, UserError
+from llama_wheels.oracle import VariantBuild
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
 from llama_wheels.stages.provenance import read_provenance
-from llama_wheels.testbed.matrix import WheelBuild, declared_variants
+from llama_wheels.testbed.matrix import WheelBuild, ggml_cmake
 
 
 def pinned_variants(wheel: Path, config: Config, cache: Cache) -> tuple[str, dict[str, frozenset[str]]]:
-    """The llama-cpp-python version of ``wheel`` and the CPU variants its pin's ggml declares."""
+    """The llama-cpp-python version of ``wheel`` and the CPU variants its pin's ggml declares for its platform,
+    with their features."""
+    version, builds = pinned_builds(wheel, config, cache)
+    return version, {name: build.features for name, build in builds.items()}
+
+
+def pinned_builds(wheel: Path, config: Config, cache: Cache) -> tuple[str, dict[str, VariantBuild]]:
+    """The llama-cpp-python version of ``wheel`` and the CPU variants its pin's ggml declares for its platform,
+    with their features and ``-march``."""
     version = WheelBuild.read(wheel).version
     pins = [p for p in config.pins.values() if p.version == version]
     if not pins:
         raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
     source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
-    return version, declared_variants(source.tree)
+    return version, declared_builds(source.tree, wheel_platform(wheel))
+
+
+def declared_builds(source_tree: Path, target: Platform) -> dict[str, VariantBuild]:
+    """The ARM CPU variants the pinned ggml in ``source_tree`` declares for ``target``'s system."""
+    try:
+        return oracle.declared_arm_builds(ggml_cmake(source_tree), target.cmake_system_name)
+    except oracle.OracleError as exc:
+        raise UserError(f"{source_tree}: {exc}") from None
 
 
 def wheel_platform(wheel: Path) -> Platform:
@@ -44,10 +62,10 @@ def wheel_platform(wheel: Path) -> Platform:
 
 def audit(wheel: Path, config: Config, cache: Cache) -> WheelAudit:
     """Audit ``wheel``; a dispatch wheel's variants come from its pin's prepared source (fetched if need be)."""
-    return _audit(wheel, wheel_platform(wheel), lambda: pinned_variants(wheel, config, cache)[1])
+    return _audit(wheel, wheel_platform(wheel), lambda: pinned_builds(wheel, config, cache)[1])
 
 
-def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, frozenset[str]]]) -> WheelAudit:
+def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, VariantBuild]]) -> WheelAudit:
     """Audit ``wheel`` of ``target`` (which has an ISA baseline); ``declared`` is asked only for a dispatch wheel."""
     if target.isa_baseline is None:
         raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
@@ -67,7 +85,7 @@ class IsaAuditor:
         target = platform(platform_name)
         if target.isa_baseline is None:
             return f"skipped: {platform_name} code is not AArch64"
-        report = _audit(wheel, target, lambda: declared_variants(source_tree))
+        report = _audit(wheel, target, lambda: declared_builds(source_tree, target))
         report.check()
         features = sorted({f for lib in report.libraries for f, _ in lib.features})
         return (f"{report.wheel}: {len(report.libraries)} libraries within their ISA (uses {', '.join(features)} "
