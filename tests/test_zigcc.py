@@ -29,6 +29,18 @@ def test_other_arguments_are_kept_in_order() -> None:
     assert translate_args(args) == ["-O3", "-mcpu=generic+v8_2a+dotprod", "-c", "x.c", "-o", "x.o"]
 
 
+def test_a_link_does_not_select_a_cpu_for_zigs_runtime() -> None:
+    """CMake's try_compile links with the check's -march; zig would build its runtime for that CPU (per variant,
+    on an empty cache). A link gets the default CPU; a compile, or a compile and link of a source, keeps it."""
+    link = ["-march=armv8.6-a+dotprod+i8mm", "CMakeFiles/cmTC_1.dir/src.cxx.o", "-o", "cmTC_1"]
+    assert translate_args(link) == ["CMakeFiles/cmTC_1.dir/src.cxx.o", "-o", "cmTC_1"]
+    for compiles in (["-march=armv8.6-a+i8mm", "-c", "src.cxx", "-o", "src.o"],
+                     ["-march=armv8.6-a+i8mm", "src.c", "-o", "a.out"], ["-march=armv8.6-a+i8mm", "-E", "-"]):
+        assert "-mcpu=generic+v8_6a+i8mm" in translate_args(compiles), compiles
+    with pytest.raises(UnsupportedFlag):
+        translate_args(["-march=x86-64-v3", "a.o", "-o", "a"])
+
+
 @pytest.mark.parametrize("bad", ["-march=native", "-mcpu=native", "-march=x86-64-v3"])
 def test_untranslatable_flags_are_refused(bad: str) -> None:
     with pytest.raises(UnsupportedFlag):

@@ -47,9 +47,27 @@ def translate_march(value: str) -> str:
     return parts[0] + "".join(parts[1:])
 
 
+# What a compiler invocation compiles (besides -c/-S/-E): a source file among its inputs.
+_SOURCE = re.compile(r"\.(?:c|cc|cp|cpp|cxx|c\+\+|C|m|mm|s|S|sx)$")
+
+
+def links_only(args: Sequence[str]) -> bool:
+    """Does this invocation only link (no -c/-S/-E, no source file among its arguments)?"""
+    if any(arg in ("-c", "-S", "-E") for arg in args):
+        return False
+    return not any(_SOURCE.search(arg) for arg in args if not arg.startswith("-"))
+
+
 def translate_args(args: Sequence[str]) -> list[str]:
-    """Rewrite GCC-only flags for zig; keep the order of everything else."""
+    """Rewrite GCC-only flags for zig; keep the order of everything else.
+
+    A link drops ``-march``: when linking, zig's ``-mcpu`` only selects the CPU zig compiles its own runtime
+    (compiler_rt, libc++, libunwind) for, from source, once per CPU. CMake passes ``-march`` to a link only in
+    try_compile checks (ggml's ARM feature checks, CMAKE_REQUIRED_FLAGS), never for a shipped library, so every
+    variant's check cost a full runtime build on an empty zig cache. Linked for the target's default CPU, the
+    runtime is the baseline one every library gets; the objects keep their -march code."""
     out: list[str] = []
+    link = links_only(args)
     for arg in args:
         if arg == "-bundle":
             # Apple's loadable bundle: how CMake links a MODULE library on Darwin (ggml's GGML_BACKEND_DL
@@ -61,7 +79,9 @@ def translate_args(args: Sequence[str]) -> list[str]:
             output = args[args.index("-o") + 1]
             out += ["-dynamiclib", f"-Wl,-install_name,@rpath/{os.path.basename(output)}"]
         elif arg.startswith("-march="):
-            out.append("-mcpu=" + translate_march(arg.removeprefix("-march=")))
+            mcpu = translate_march(arg.removeprefix("-march="))  # checked on links too
+            if not link:
+                out.append("-mcpu=" + mcpu)
         elif arg in ("-mcpu=native", "-march=native", "-mtune=native"):
             raise UnsupportedFlag(f"{arg}: a cross build cannot target the build machine's CPU")
         else:
