@@ -24,11 +24,13 @@ if ((${#need_apt[@]})); then
 fi
 
 stamp=.venv/.llama-wheels-installed
-if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: creating .venv with the pinned tools from PyPI" >&2
+if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/test.txt -nt "$stamp" ]; then
+  echo "bootstrap: creating .venv with the locked tools from PyPI (requirements/test.txt, by sha256)" >&2
   python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  # pip itself, the dependencies and the test tools, every file by hash (llama-wheels lock); then this
+  # project, editable, without resolving anything
+  .venv/bin/python -m pip install -q --require-hashes -r requirements/test.txt
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
 

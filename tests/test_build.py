@@ -65,7 +65,8 @@ def test_default_wheel_layout(default_wheel: Path) -> None:
     assert not [n for n in libs if ".so." in n], "versioned copies of a library"
     variants = [n for n in libs if n.startswith("libggml-cpu-")]
     assert variants == [f"libggml-cpu-{v}.so" for v in ("armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3",
-                                                       "armv8.6_1", "armv8.6_2", "armv9.2_1", "armv9.2_2")]
+                                                       "armv8.6_1", "armv8.6_2", "armv8.6_nosve", "armv9.2_1",
+                                                       "armv9.2_2")]
     assert {"libllama.so", "libggml.so", "libggml-base.so", "libmtmd.so"} <= set(libs)
     facts = {PurePosixPath(lib.path).name: lib for lib in inspect_wheel(default_wheel).libraries}
     for name in variants:

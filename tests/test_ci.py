@@ -26,7 +26,7 @@ from llama_wheels.config import load
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError
-from llama_wheels.plan import BuildJob, plan
+from llama_wheels.plan import BuildJob, can_build, plan, published_jobs
 from llama_wheels.release import hooks, workflows
 from llama_wheels.stages.build import BuildSettings, build_settings
 from llama_wheels.stages.patching import MANIFEST, PreparedSource
@@ -86,17 +86,24 @@ def test_generated_files_say_so() -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_matrix_is_the_plan(path: Path) -> None:
+    """Every published pin x every published target it can build, each entry the plan() of that job."""
     config = load(REPO)
     published = sorted(name for name, target in config.targets.items() if target.publish)
-    jobs = {job.target.name: job for job in plan(config, published)}
+    pins = sorted(name for name, pin in config.pins.items() if pin.publish)
+    assert config.default_pin in pins and len(pins) >= 2  # versions side by side
     include = workflow(path)["jobs"]["wheel"]["strategy"]["matrix"]["include"]
-    assert {entry["target"] for entry in include} == set(published)
-    for entry in include:
-        job = jobs[entry["target"]]
-        assert entry["pin"] == config.default_pin
-        assert entry["key"] == job.key
-        assert entry["sdist-sha256"] == job.pin.sdist_sha256
-        assert entry["runner"] == workflows.RUNNERS[job.platform].runner
+    assert {entry["pin"] for entry in include} == set(pins)
+    for pin in pins:
+        names = sorted(e["target"] for e in include if e["pin"] == pin)
+        assert names == [t for t in published if can_build(config.pins[pin], config.targets[t])]
+        jobs = {job.target.name: job for job in plan(config, names, pin)}
+        for entry in (e for e in include if e["pin"] == pin):
+            job = jobs[entry["target"]]
+            assert entry["key"] == job.key
+            assert entry["sdist-sha256"] == job.pin.sdist_sha256
+            assert entry["runner"] == workflows.RUNNERS[job.platform].runner
+            assert entry["artifact"] == f"wheel-{pin}--{job.target.name}"
+    assert {e["target"] for e in include if e["pin"] == config.default_pin} == set(published)
     runners = {e["target"]: e["runner"] for e in include}
     assert runners["linux-aarch64"] == "ubuntu-24.04-arm"
     assert runners["macos-arm64"] == runners["macos-arm64-metal"] == "macos-14"
@@ -241,7 +248,8 @@ def test_every_linux_wheel_runs_the_emulated_matrix(path: Path) -> None:
     job = workflow(path)["jobs"]["matrix"]
     assert job["needs"] == "wheel" and job["container"] == workflows.MATRIX_IMAGE
     [test] = [s["run"] for s in job["steps"] if "llama-wheels test" in s.get("run", "")]
-    linux = sorted(n for n, t in config.targets.items() if t.publish and t.platform == "linux-aarch64")
+    linux = sorted(f"{job.pin.name}--{job.target.name}" for job in published_jobs(config)
+                   if job.platform == "linux-aarch64")
     assert linux and sorted(re.findall(r"dist/wheel-([\w.-]+)/\*\.whl", test)) == linux
     [upload] = [s for s in job["steps"] if "upload-artifact@" in s.get("uses", "")]
     assert upload["if"] == "always()" and upload["with"]["name"] == "matrix-report"

@@ -227,8 +227,8 @@ def test_a_failed_run_leaves_the_previous_index_intact(dist: Path, tmp_path: Pat
         build_index(dist, out)
     assert tree_digest(out) == before
     foreign.unlink()
-    twice = built_wheel(dist / "again", index="cpu")
-    with pytest.raises(UserError, match="found twice for the cpu index"):
+    twice = built_wheel(dist / "again", index="cpu", libs={"libother.so": b"other bytes"})
+    with pytest.raises(UserError, match=r"already published in the cpu index with sha256 .* never changes"):
         build_index(dist, out)
     assert tree_digest(out) == before
     twice.unlink()
@@ -244,12 +244,15 @@ def test_a_failed_run_leaves_the_previous_index_intact(dist: Path, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "site"], "temp directories left behind"
 
 
-def test_a_rerun_replaces_the_index(dist: Path, tmp_path: Path) -> None:
+def test_a_rerun_keeps_every_published_file(dist: Path, tmp_path: Path) -> None:
+    """Append-only: a wheel no longer in DIST stays in the index it was published in, byte for byte."""
     out = tmp_path / "site"
     build_index(dist, out)
+    before = tree_digest(out)
     (dist / "dotprod" / NAME).unlink()
     build_index(dist, out)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["cpu"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["armv8.2-dotprod", "cpu"]
+    assert tree_digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "site"]
 
 

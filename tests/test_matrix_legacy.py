@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.config.cpus import load_cpus
-from llama_wheels.testbed.matrix import WheelBuild, _observed, expect, score_mismatch, wheel_labels
+from llama_wheels.testbed.matrix import Observed, WheelBuild, _observed, expect, score_mismatch, wheel_labels
 
 from .conftest import REPO
 
@@ -61,11 +61,16 @@ def test_wheels_sharing_a_file_name_get_distinct_labels() -> None:
 def test_observed_reads_the_suites_result_format() -> None:
     """Regression: the matrix read models[name]["llama"]; conftest writes models[name]["probe"]["llama"]."""
     run = {"repacked": {"blk.0.attn_q.weight": "q4_0_4x4", "output.weight": "q4_0_4x4"}, "tokens": [5, 6]}
+    k = {"repacked": {"blk.0.attn_q.weight": "q4_K_8x8", "output.weight": "q6_K_8x8"}, "tokens": [8]}
     result = {"models": {"q4_0": {"probe": {"llama": run}, "failure": None},
                          "f16": {"probe": {"llama": {"repacked": {}, "tokens": [7]}}, "failure": None},
+                         "q4_k_m": {"probe": {"llama": k}, "failure": None},
+                         "mxfp4": {"cannot_hold": "llama_cpp 0.3.4 knows no ggml type MXFP4"},
                          "q8_0": {"probe": None, "failure": "died with signal SIGILL"}}}
-    assert _observed(result) == ("q4_0_4x4", 2, {"q4_0": [5, 6], "f16": [7]})
-    assert _observed({"models": {}}) == (None, 0, {})
+    assert _observed(result) == Observed(layout="q4_0_4x4", repacked=4,
+                                         layouts={"Q4_0": "q4_0_4x4", "Q4_K": "q4_K_8x8", "Q6_K": "q6_K_8x8"},
+                                         tokens={"q4_0": [5, 6], "f16": [7], "q4_k_m": [8]})
+    assert _observed({"models": {}}) == Observed(layout=None, layouts={}, repacked=0, tokens={})
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[s
     assert variants["armv8.0_1"] == frozenset()
     assert variants["armv8.2_2"] == {"dotprod", "fp16"}
     assert variants["armv9.2_2"] == {"dotprod", "fp16", "sve", "i8mm", "sve2", "sme"}
-    assert len(variants) == 8
+    assert variants["armv8.6_nosve"] == {"dotprod", "fp16", "i8mm"}  # patch 0007
+    assert len(variants) == 9
     assert not any(name.startswith("android") for name in variants)
     # The fast tier's copy of the declarations (tests/test_oracle.py) is the pin's.
     assert variants == oracle.declared_arm_variants(PINNED_CMAKE)

@@ -1,7 +1,8 @@
 """The oracle (``llama_wheels.oracle``): ggml's variant choice and repack rules, pure, against data of the pin.
 
-``PINNED_CMAKE`` is the CPU-variant part of the pinned ggml/src/CMakeLists.txt (llama-cpp-python 0.3.36),
-trimmed; tests/test_matrix_rules.py checks that the real file declares the same Linux and macOS ARM variants.
+``PINNED_CMAKE`` is the CPU-variant part of the pinned ggml/src/CMakeLists.txt (llama-cpp-python 0.3.36) as
+our patch series leaves it (0007 adds armv8.6_nosve), trimmed; tests/test_matrix_rules.py checks that the
+prepared tree declares the same Linux and macOS ARM variants.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if (GGML_CPU_ALL_VARIANTS)
             ggml_add_cpu_backend_variant(armv8.2_1    DOTPROD)
             ggml_add_cpu_backend_variant(armv8.2_2    DOTPROD FP16_VECTOR_ARITHMETIC)
             ggml_add_cpu_backend_variant(armv8.2_3    DOTPROD FP16_VECTOR_ARITHMETIC SVE)
+            ggml_add_cpu_backend_variant(armv8.6_nosve DOTPROD FP16_VECTOR_ARITHMETIC MATMUL_INT8)
             ggml_add_cpu_backend_variant(armv8.6_1    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8)
             ggml_add_cpu_backend_variant(armv8.6_2    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SVE2)
             ggml_add_cpu_backend_variant(armv9.2_1    DOTPROD FP16_VECTOR_ARITHMETIC SVE MATMUL_INT8 SME)
@@ -74,8 +76,8 @@ def one_line(exc: pytest.ExceptionInfo[OracleError]) -> str:
 
 
 def test_linux_arm_variants_are_chosen_by_their_if_blocks_not_their_names() -> None:
-    assert list(LINUX_ARM) == ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_1", "armv8.6_2",
-                               "armv9.2_1", "armv9.2_2"]
+    assert list(LINUX_ARM) == ["armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3", "armv8.6_nosve", "armv8.6_1",
+                               "armv8.6_2", "armv9.2_1", "armv9.2_2"]
     assert LINUX_ARM["armv8.2_2"] == {"dotprod", "fp16"}
     assert oracle.declared_arm_variants(PINNED_CMAKE, "Android")["android_armv9.0_1"] == {
         "dotprod", "i8mm", "fp16", "sve2"}
@@ -136,9 +138,9 @@ def test_an_unknown_cmake_token_is_a_clear_error_not_a_key_error() -> None:
 
 def test_score_is_ggmls_weighted_sum() -> None:
     """cpu-feats.cpp: 1 + 2 dotprod + 4 fp16 + 8 sve + 16 i8mm + 32 sve2 + 64 sme; 0 if one is missing."""
-    assert [oracle.score(LINUX_ARM[v], EVERYTHING) for v in LINUX_ARM] == [1, 3, 7, 15, 31, 63, 95, 127]
+    assert [oracle.score(LINUX_ARM[v], EVERYTHING) for v in LINUX_ARM] == [1, 3, 7, 15, 23, 31, 63, 95, 127]
     n1 = cpus()["neoverse-n1"]
-    assert [oracle.score(LINUX_ARM[v], n1) for v in LINUX_ARM] == [1, 3, 7, 0, 0, 0, 0, 0]
+    assert [oracle.score(LINUX_ARM[v], n1) for v in LINUX_ARM] == [1, 3, 7, 0, 0, 0, 0, 0, 0]
     with pytest.raises(OracleError, match="ggml scores no ARM feature bf16"):
         oracle.score(frozenset({"bf16"}), EVERYTHING)
 
@@ -273,6 +275,29 @@ I8MM_SVE = frozenset({"dotprod", "fp16", "sve", "i8mm"})
     ("Q8_0", 64, frozenset({"dotprod"}), 0, "arm", "aarch64", None),  # 0.3.4 never repacks Q8_0
     ("Q8_0", 64, frozenset({"avx2"}), 0, "x86", "repack", None),  # nor does x86
     ("F16", 64, I8MM_SVE, 256, "arm", "repack", None),
+    # K-quants: i8mm or dotprod only, 8 rows either way; no SVE-256 case.
+    ("Q4_K", 64, I8MM_SVE, 256, "arm", "repack", "q4_K_8x8"),
+    ("Q4_K", 64, frozenset({"i8mm"}), 0, "arm", "repack", "q4_K_8x8"),
+    ("Q4_K", 64, frozenset({"dotprod", "sve"}), 256, "arm", "repack", "q4_K_8x4"),
+    ("Q4_K", 12, I8MM_SVE, 256, "arm", "repack", None),  # 12 rows: no 4-row K layout to fall back to
+    ("Q4_K", 64, frozenset({"avx2"}), 0, "x86", "repack", "q4_K_8x8"),
+    ("Q4_K", 64, I8MM_SVE, 256, "arm", "aarch64", None),  # 0.3.4 repacks no K-quant
+    ("Q5_K", 64, I8MM_SVE, 512, "arm", "repack", "q5_K_8x8"),
+    ("Q5_K", 64, frozenset({"avx2"}), 0, "x86", "repack", None),  # x86: Q4_K and Q2_K only
+    ("Q6_K", 64, frozenset({"dotprod"}), 0, "arm", "repack", "q6_K_8x4"),
+    ("Q2_K", 64, frozenset({"avx2"}), 0, "x86", "repack", None),  # Q2_K's layout needs AVX-512
+    ("Q2_K", 64, frozenset({"avx2", "avx512"}), 0, "x86", "repack", "q2_K_8x8"),
+    ("Q2_K", 64, I8MM_SVE, 256, "arm", "repack", None),  # and is x86's only
+    ("Q3_K", 64, I8MM_SVE, 256, "arm", "repack", None),  # a ggml type nothing repacks
+    # IQ4_NL and MXFP4: dotprod 4x4 on ARM even with i8mm; 8x8 with AVX2.
+    ("IQ4_NL", 64, I8MM_SVE, 256, "arm", "repack", "iq4_nl_4x4"),
+    ("IQ4_NL", 12, frozenset({"dotprod"}), 0, "arm", "aarch64", "iq4_nl_4x4"),  # 0.3.4 repacks IQ4_NL too
+    ("IQ4_NL", 64, frozenset({"avx2"}), 0, "x86", "aarch64", None),  # but not on x86
+    ("IQ4_NL", 64, frozenset({"avx2"}), 0, "x86", "repack", "iq4_nl_8x8"),
+    ("MXFP4", 64, I8MM_SVE, 256, "arm", "repack", "mxfp4_4x4"),
+    ("MXFP4", 12, frozenset({"avx2"}), 0, "x86", "repack", None),
+    ("Q1_0", 64, I8MM_SVE, 256, "arm", "repack", "q1_0_4x8"),
+    ("Q1_0", 4, frozenset({"dotprod"}), 0, "arm", "repack", "q1_0_4x4"),
 ])
 def test_repack_layout_per_weight(ggml_type: str, ne1: int, code: frozenset[str], sve_bits: int, arch: str,
                                   generation: str, layout: str | None) -> None:
@@ -280,32 +305,64 @@ def test_repack_layout_per_weight(ggml_type: str, ne1: int, code: frozenset[str]
                                 generation=generation) == layout
 
 
-def test_a_type_without_rules_is_an_error_not_a_guess() -> None:
-    with pytest.raises(OracleError, match="no repack rules for Q4_K") as exc:
-        oracle.repack_layout("Q4_K", 64, code=I8MM_SVE)
-    one_line(exc)
+def test_a_type_outside_the_pinned_ggml_is_an_error_not_a_guess() -> None:
+    with pytest.raises(OracleError, match="'Q4_0_4_4' is no ggml type of the pinned sources") as exc:
+        oracle.repack_layout("Q4_0_4_4", 64, code=I8MM_SVE)
+    assert "GGML_TYPES" in one_line(exc)
     with pytest.raises(OracleError, match="unknown repack generation"):
         oracle.repack_layout("Q4_0", 64, code=I8MM_SVE, generation="cpu_aarch64")
+    assert set(oracle.REPACK_RULES) <= set(oracle.GGML_TYPES)  # a typo in the table: a type ggml lacks
+    assert oracle.repack_layout("Q3_K", 64, code=I8MM_SVE) is None  # a ggml type without rules: never
 
 
 @pytest.mark.parametrize("arch", ["arm", "x86"])
-def test_the_code_behind_a_q4_0_layout_gives_that_layout(arch: str) -> None:
-    """What the wheel suite, told a CPU's Q4_0 layout, derives its other expectations from."""
-    for layout in oracle.q4_0_layouts(arch):
-        code, bits = oracle.code_for_q4_0_layout(layout, arch)
-        got = oracle.repack_layout("Q4_0", 64, code=code, sve_bits=bits, arch=arch)
-        assert (got or "none") == layout
+@pytest.mark.parametrize("generation", oracle.GENERATIONS)
+def test_the_code_behind_a_layout_gives_that_layout(arch: str, generation: str) -> None:
+    """What the wheel suite, told a CPU's Q4_0 layout, derives its other expectations from; for every type."""
+    for ggml_type in oracle.GGML_TYPES:
+        layouts = oracle.type_layouts(ggml_type, arch, generation)
+        for layout in layouts:
+            code, bits = oracle.code_for_layout(ggml_type, layout, arch, generation)
+            got = oracle.repack_layout(ggml_type, oracle._ANY_ROWS, code=code, sve_bits=bits, arch=arch,
+                                       generation=generation)
+            assert (got or "none") == layout, (ggml_type, layout)
+        assert (layouts == ("none",)) == (not oracle.type_rules(ggml_type, arch, generation)), ggml_type
+
+
+def test_the_q4_0_helpers_are_the_general_ones() -> None:
+    assert oracle.q4_0_layouts() == ("q4_0_4x4", "q4_0_4x8", "q4_0_8x8", "none")
+    assert oracle.q4_0_layouts("x86") == ("q4_0_8x8", "none")
+    assert oracle.type_layouts("Q4_K") == ("q4_K_8x4", "q4_K_8x8", "none")
+    assert oracle.type_layouts("IQ4_NL", "arm", "aarch64") == ("iq4_nl_4x4", "none")
     assert oracle.code_for_q4_0_layout("q4_0_4x8") == ({"i8mm", "dotprod"}, 0)
-    with pytest.raises(OracleError, match="'q4_0_4x4' is no Q4_0 layout on x86"):
+    assert oracle.code_for_q4_0_layout("q4_0_8x8") == ({"sve", "i8mm", "dotprod"}, 256)
+    assert oracle.code_for_layout("Q4_K", "q4_K_8x8") == ({"i8mm", "dotprod"}, 0)
+    assert oracle.code_for_q4_0_layout("none", "x86") == (frozenset(), 0)
+    with pytest.raises(OracleError, match="'q4_0_4x4' is no Q4_0 layout on x86; one of q4_0_8x8, none") as exc:
         oracle.code_for_q4_0_layout("q4_0_4x4", "x86")
+    one_line(exc)
+    with pytest.raises(OracleError, match="'q4_K_8x4' is no Q4_K layout on arm; one of none"):
+        oracle.code_for_layout("Q4_K", "q4_K_8x4", generation="aarch64")
+
+
+def test_every_layout_interleaves_the_rows_ggml_prints_first() -> None:
+    """``tensor_traits<block, INTER_SIZE, NB_COLS>`` is logged NB_COLS x INTER_SIZE: q4_K_8x4 is 8 rows."""
+    rows = {r.layout: r.rows for rules in oracle.REPACK_RULES.values() for r in rules}
+    assert rows == {"q4_0_8x8": 8, "q4_0_4x8": 4, "q4_0_4x4": 4, "q4_K_8x8": 8, "q4_K_8x4": 8, "q2_K_8x8": 8,
+                    "q5_K_8x8": 8, "q5_K_8x4": 8, "q6_K_8x8": 8, "q6_K_8x4": 8, "iq4_nl_8x8": 8, "iq4_nl_4x4": 4,
+                    "mxfp4_8x8": 8, "mxfp4_4x4": 4, "q8_0_4x8": 4, "q8_0_4x4": 4, "q1_0_4x8": 4, "q1_0_4x4": 4}
+    assert oracle._ANY_ROWS == 8
 
 
 def test_the_repack_log() -> None:
     log = ("load_tensors: ...\nrepack: repack tensor blk.0.attn_q.weight with q4_0_4x4\n"
            "repack: repack tensor output.weight with q8_0_4x8\n"
+           "repack: repack tensor blk.0.ffn_down.weight with q4_K_8x4\n"
+           "repack: repack tensor blk.0.ffn_up.weight with iq4_nl_4x4\n"
            "repack: repack tensor blk.0.attn_q.weight with q4_0_4x4\n")
-    assert oracle.repacked_tensors(log) == {"blk.0.attn_q.weight": "q4_0_4x4", "output.weight": "q8_0_4x8"}
-    assert oracle.layout_summary(oracle.repacked_tensors(log)) == "q4_0_4x4, q8_0_4x8"
+    assert oracle.repacked_tensors(log) == {"blk.0.attn_q.weight": "q4_0_4x4", "output.weight": "q8_0_4x8",
+                                            "blk.0.ffn_down.weight": "q4_K_8x4", "blk.0.ffn_up.weight": "iq4_nl_4x4"}
+    assert oracle.layout_summary(oracle.repacked_tensors(log)) == "iq4_nl_4x4, q4_0_4x4, q4_K_8x4, q8_0_4x8"
     assert oracle.layout_summary({}) == "none"
     with pytest.raises(OracleError, match="repacked as both q4_0_4x4 and q4_0_8x8"):
         oracle.repacked_tensors(log + "repack: repack tensor blk.0.attn_q.weight with q4_0_8x8\n")
@@ -345,3 +402,14 @@ def test_the_wheel_suite_finds_the_oracle_by_file_path_without_llama_wheels() ->
     with_env = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True,
                               timeout=60, env={**env, "LLAMA_WHEELS_ORACLE_PY": str(REPO / "nowhere.py")})
     assert "LLAMA_WHEELS_ORACLE_PY=" in with_env.stderr and "is not a file" in with_env.stderr
+
+
+def test_a_variants_march_comes_from_its_features_not_its_name() -> None:
+    """ggml-cpu/CMakeLists.txt bumps armv8-a to the first level of each declared feature; the ISA audit allows
+    what that -march allows (patch 0007's armv8.6_nosve has no upstream-style name)."""
+    builds = oracle.declared_arm_builds(PINNED_CMAKE)
+    assert [builds[v].march for v in ("armv8.0_1", "armv8.2_3", "armv8.6_nosve", "armv9.2_2")] == [
+        "armv8-a", "armv8.2-a+dotprod+fp16+sve", "armv8.6-a+dotprod+fp16+i8mm",
+        "armv9.2-a+dotprod+fp16+sve+i8mm+sve2+sme"]
+    nosve = oracle.instruction_features(builds["armv8.6_nosve"].march)
+    assert {"i8mm", "bf16", "dotprod", "fp16"} <= nosve and not nosve & {"sve", "sve2", "sme"}

@@ -26,10 +26,15 @@ Environment:
   default CPU, not the ``-cpu`` of the parent: pass the full qemu command line here (the host binary can be
   executed from inside the emulated process), set ``QEMU_CPU``, or use ``in-process``.
 - ``LLAMA_WHEELS_PROBE_TIMEOUT``: seconds per model probe (default 900; emulation is slow).
+- ``LLAMA_WHEELS_MODEL_CACHE``: directory where models made by the wheel's quantizer are kept, by content
+  (the F32 source's sha256, the file type and the llama_cpp version); the emulated matrix shares one across
+  its cells. Unset: a fresh directory per session.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -75,9 +80,13 @@ class ProbeOutcome:
     result: dict[str, Any] | None
     failure: str | None  # e.g. "died with signal SIGILL"
     log: str  # child's stderr (llama.cpp log echo); empty for in-process probes
+    cannot_hold: str | None = None  # why this wheel's ggml cannot load the model at all (a type it predates)
 
     def require(self, *phases: str) -> dict[str, Any]:
-        """The result, failing the test if the probe crashed or one of ``phases`` raised."""
+        """The result, failing the test if the probe crashed or one of ``phases`` raised; skipping it only
+        where the wheel's ggml predates a type of the model."""
+        if self.cannot_hold is not None:
+            pytest.skip(self.cannot_hold)
         if self.result is None:
             tail = "\n".join(self.log.splitlines()[-40:])
             pytest.fail(f"probe of model {self.spec} {self.failure}; last log lines:\n{tail}")
@@ -87,6 +96,7 @@ class ProbeOutcome:
         return self.result
 
 
+@functools.cache
 def _probe_command() -> list[str] | None:
     """Interpreter command for child probes, or None to probe in-process (see the module docstring)."""
     env = os.environ.get("LLAMA_WHEELS_PROBE_PYTHON", "").strip()
@@ -154,13 +164,44 @@ def facts() -> Iterator[dict[str, Any]]:
         os.replace(tmp, path)
 
 
+def _quantized(models_module: ModuleType, spec: Any, source: Path, cache: Path) -> tuple[Path, str]:
+    """``spec``'s model as this wheel's quantizer makes it from ``source`` (F32), from ``cache`` when a
+    quantizer of the same llama_cpp version already made it from the same bytes; and the cache key."""
+    import llama_cpp
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    key = f"{spec.name}-{spec.quantize}-{digest}-llama_cpp-{getattr(llama_cpp, '__version__', 'unknown')}"
+    out = cache / f"{key}.gguf"
+    if not out.is_file():
+        cmd = _probe_command()
+        if cmd is None:
+            wheel_probe.quantize(source, out, spec.quantize)
+        else:
+            proc = subprocess.run([*cmd, str(HERE / "wheel_probe.py"), "--quantize", str(source), str(out),
+                                   spec.quantize], capture_output=True, text=True, errors="replace",
+                                  timeout=float(os.environ.get("LLAMA_WHEELS_PROBE_TIMEOUT", "900")))
+            if proc.returncode != 0 or not out.is_file():
+                tail = "\n".join(proc.stderr.splitlines()[-20:])
+                raise RuntimeError(f"quantizing model {spec.name} to {spec.quantize} failed "
+                                   f"(exit {proc.returncode}):\n{tail}")
+    models_module.file_tensors(spec, out)  # the quantizer kept every tensor and shape
+    return out, key
+
+
 @pytest.fixture(scope="session")
-def model_files(models_module: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def model_files(models_module: ModuleType, facts: dict[str, Any],
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every model of ``models.SPECS``: written by gguf-py, or made by this wheel's quantizer."""
     root = tmp_path_factory.mktemp("models")
-    return {
-        name: models_module.write_model(spec, root / f"{name}.gguf")
-        for name, spec in models_module.SPECS.items()
-    }
+    cache = Path(os.environ.get("LLAMA_WHEELS_MODEL_CACHE") or tmp_path_factory.mktemp("quantized"))
+    cache.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    facts["quantized"] = {}
+    for name, spec in models_module.SPECS.items():
+        files[name] = models_module.write_model(spec, root / f"{name}.gguf")
+        if spec.quantize is not None:
+            files[name], facts["quantized"][name] = _quantized(models_module, spec, files[name], cache)
+    return files
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +219,16 @@ def probe(
         if name in cache:
             return cache[name]
         model = model_files[name]
+        models_module = load_models_module()[0]
+        unknown = wheel_probe.unknown_types([t.ggml_type for t in models_module.file_tensors(
+            models_module.SPECS[name], model)])
+        if unknown:
+            import llama_cpp
+
+            cache[name] = ProbeOutcome(name, None, None, "", cannot_hold=(
+                f"llama_cpp {getattr(llama_cpp, '__version__', '?')} knows no ggml type {', '.join(unknown)}"))
+            facts["models"][name] = {"cannot_hold": cache[name].cannot_hold}
+            return cache[name]
         if cmd is None:
             outcome = _run_in_process(name, model)
         else:

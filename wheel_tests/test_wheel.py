@@ -1,4 +1,4 @@
-"""Prove an installed llama-cpp-python wheel: it loads, repacks Q4_0 as expected, and repacking is sound.
+"""Prove an installed llama-cpp-python wheel: it loads, repacks every type as expected, and repacking is sound.
 
 Each model is generated at session scope and probed once (see conftest.py); the tests below judge the
 probe's JSON. Phases of a probe: ``llama`` (``Llama(...)`` as users call it), ``extra_bufts_on`` /
@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import wheel_probe
 
-SPECS = ("q4_0", "q4_0-output", "q4_0-odd-rows", "q8_0", "f16")
-Q4_0_SPECS = ("q4_0", "q4_0-output", "q4_0-odd-rows")
+MODELS = wheel_probe.standalone("models")[0]
+SPECS = tuple(MODELS.SPECS)
+Q4_0_SPECS = tuple(name for name, spec in MODELS.SPECS.items() if spec.weight_type == "Q4_0")
 
 # Repack on vs off, first-token logits: max |on - off| must stay within this fraction of the off logits'
 # range (max - min). Both paths quantize activations to Q8_0 and sum exact int8 block products, but the
@@ -24,7 +25,8 @@ Q4_0_SPECS = ("q4_0", "q4_0-output", "q4_0-odd-rows")
 # bit-identical. Measured on x86_64 AVX2 (q4_0_8x8, ggml 0.3.36): max |diff| 9.5e-7 on a logit range of
 # ~16-19 (~5e-8 of the range; f32 rounding) and greedy tokens identical. The bound leaves four orders of
 # magnitude for other kernels (ARM 4x4/4x8, activation rounding ties) and still catches a wrong
-# interleave, which scrambles rows and moves logits by a sizeable part of their range.
+# interleave, which scrambles rows and moves logits by a sizeable part of their range. The same bound holds
+# for every type: K-quants quantize activations to Q8_K on both paths, IQ4_NL and MXFP4 to Q8_0.
 LOGIT_REL_TOL = 1e-3
 
 
@@ -32,8 +34,9 @@ def _machine() -> str:
     return platform.machine()
 
 
-def _weights(models_module: Any, name: str) -> dict[str, Any]:
-    return {t.name: t for t in models_module.weight_tensors(models_module.SPECS[name])}
+def _weights(models_module: Any, model_files: dict[str, Any], name: str) -> dict[str, Any]:
+    """The model's tensors with the types its file holds (a quantized model's are the quantizer's choice)."""
+    return {t.name: t for t in models_module.file_tensors(models_module.SPECS[name], model_files[name])}
 
 
 def _rel_diff(a: list[float], b: list[float]) -> float:
@@ -66,12 +69,11 @@ def test_model_loads_and_generates(probe: Any, models_module: Any, name: str) ->
 
 
 @pytest.mark.parametrize("name", SPECS)
-def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
-    """Rules valid on every CPU, plus the exact per-tensor layout if LLAMA_WHEELS_EXPECT_LAYOUT is set."""
+def test_repack_placement(probe: Any, models_module: Any, model_files: dict[str, Any], name: str) -> None:
+    """Rules valid on every CPU, then the exact layout of every tensor this CPU must get."""
     result = probe(name).require("llama")
     repacked: dict[str, str] = result["llama"]["repacked"]
-    weights = _weights(models_module, name)
-    weight_type = models_module.SPECS[name].weight_type
+    weights = _weights(models_module, model_files, name)
     generation = wheel_probe.oracle().repack_generation(result["system_info"]) or "repack"
 
     unknown = sorted(set(repacked) - set(weights))
@@ -79,10 +81,10 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
     for tname, layout in repacked.items():
         t = weights[tname]
         assert t.is_matmul_weight, f"{tname} ({t.ggml_type}, {t.ne1} rows) is no MUL_MAT weight, yet repacked"
-        assert layout.startswith(t.ggml_type.lower() + "_"), f"{tname} ({t.ggml_type}) repacked as {layout}"
+        assert layout.lower().startswith(t.ggml_type.lower() + "_"), f"{tname} ({t.ggml_type}) repacked as {layout}"
         assert t.ne1 % wheel_probe.oracle().layout_rows(layout) == 0, f"{tname}: {t.ne1} rows cannot be {layout}"
     # Whatever this CPU offers, ggml's rules (the oracle) allow each weight only some layouts: none for F16,
-    # for Q8_0 on x86 or in 0.3.4, or for a row count no layout interleaves.
+    # for a type or a row count no layout takes, or for what the wheel's repack generation cannot do.
     possible = {
         n: {wheel_probe.expected_repack(t.ggml_type, t.ne1, q4_0, generation) for q4_0 in wheel_probe.q4_0_layouts()}
         for n, t in weights.items()
@@ -90,9 +92,10 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
     }
     for tname, layout in repacked.items():
         assert layout in possible[tname], f"{tname}: {layout} is not one ggml's rules allow ({possible[tname]})"
-    if weight_type == "Q4_0":
-        eight = {layout for tname, layout in repacked.items() if weights[tname].ne1 % 8 == 0}
-        assert len(eight) <= 1, f"one CPU chose several layouts for the same shapes: {sorted(eight)}"
+    for ggml_type in {weights[tname].ggml_type for tname in repacked}:
+        eight = {layout for tname, layout in repacked.items()
+                 if weights[tname].ne1 % 8 == 0 and weights[tname].ggml_type == ggml_type}
+        assert len(eight) <= 1, f"one CPU chose several {ggml_type} layouts for the same shapes: {sorted(eight)}"
 
     expect = wheel_probe.expect_layout()
     predicted = {
@@ -101,7 +104,10 @@ def test_repack_placement(probe: Any, models_module: Any, name: str) -> None:
         if t.is_matmul_weight
     }
     wanted = {n: layout for n, layout in predicted.items() if layout is not None}
-    assert repacked == wanted, f"expected {expect}: got {repacked}, wanted {wanted}"
+    wrong = {n: f"{repacked.get(n, 'none')} (wanted {wanted.get(n, 'none')}; {weights[n].ggml_type}, "
+                f"{weights[n].ne1} rows)"
+             for n in sorted(set(repacked) | set(wanted)) if repacked.get(n) != wanted.get(n)}
+    assert not wrong, f"Q4_0 layout {expect} on this CPU, yet: {wrong}"
 
 
 @pytest.mark.parametrize("name", SPECS)

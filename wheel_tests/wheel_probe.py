@@ -435,10 +435,43 @@ def probe(model: Path) -> dict[str, Any]:
     return result
 
 
+def unknown_types(ggml_types: Sequence[str]) -> list[str]:
+    """The ggml types the installed llama_cpp does not know (no ``llama_cpp.GGML_TYPE_<T>``): MXFP4 came to
+    ggml in August 2025, long after llama-cpp-python 0.3.4."""
+    import llama_cpp as lc
+
+    return sorted(t for t in set(ggml_types) if not hasattr(lc, f"GGML_TYPE_{t}"))
+
+
+def quantize(source: Path, out: Path, ftype: str) -> None:
+    """``llama_model_quantize`` of the installed wheel: ``source`` (F32) to ``out`` as llama.cpp file type
+    ``LLAMA_FTYPE_MOSTLY_<ftype>``, written atomically. The quantizer picks each tensor's type."""
+    import llama_cpp as lc
+
+    name = f"LLAMA_FTYPE_MOSTLY_{ftype}"
+    if not hasattr(lc, name):
+        raise ValueError(f"llama_cpp {getattr(lc, '__version__', '?')} has no {name}")
+    params = lc.llama_model_quantize_default_params()
+    params.ftype = getattr(lc, name)
+    params.nthread = 1
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        rc = lc.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0 or not tmp.is_file():
+            raise RuntimeError(f"llama_model_quantize({source.name} -> {ftype}) returned {rc}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 4 and args[0] == "--quantize":
+        quantize(Path(args[1]), Path(args[2]), args[3])
+        return 0
     if len(args) != 2:
-        print("usage: python wheel_probe.py MODEL.gguf OUT.json", file=sys.stderr)
+        print("usage: python wheel_probe.py MODEL.gguf OUT.json | --quantize SOURCE.gguf OUT.gguf FTYPE",
+              file=sys.stderr)
         return 2
     model, out = Path(args[0]), Path(args[1])
     if not model.is_file():

@@ -1,7 +1,8 @@
 """``llama-wheels``: the command line. Parses arguments, runs a command, maps errors to exit codes.
 
-Exit codes: 0 ok, 1 the work failed, 2 bad input (configuration, checksum, patch, missing tool),
-130 interrupted. Errors print one line (no traceback unless --debug).
+Exit codes: 0 ok, 1 the work failed (also an operating-system error: a full disk, a read-only or
+unwritable directory), 2 bad input (configuration, checksum, patch, missing tool), 130 interrupted.
+Errors print one line (no traceback unless --debug).
 """
 
 from __future__ import annotations
@@ -172,6 +173,20 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_lock(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.release import lock
+
+    root = find_root(args.config)
+    if args.check:
+        lock.require_current(root)
+        print(f"{', '.join(str(lk.path) for lk in lock.LOCKS)}: match pyproject.toml")
+        return 0
+    written = lock.generate(root)
+    for item in lock.LOCKS:
+        print(f"{item.path}: {'written' if item.path in written else 'up to date'}")
+    return 0
+
+
 def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.gguf_tools.convert import convert_model
 
@@ -203,8 +218,8 @@ def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     everything = ["sdists", "ccache", "zig", "sysroot", "wheels"]
     parts = ["build", "src", "toolchains"] + (everything if args.all else [])
     for part in parts:
-        remove(cache.root / part)
-        print(f"removed {cache.root / part}")
+        # remove() raises what it could not remove (main() reports it in one line): never "removed" untrue
+        print(f"removed {cache.root / part}" if remove(cache.root / part) else f"absent  {cache.root / part}")
     return 0
 
 
@@ -270,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("wheel", type=Path, metavar="WHEEL")
     q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
     p.set_defaults(func=cmd_ci)
+    p = sub.add_parser("lock", help="hash-locked requirements/*.txt from pyproject.toml (uv); --check: offline")
+    p.add_argument("--check", action="store_true", help="fail if the locks do not match pyproject.toml")
+    p.set_defaults(func=cmd_lock)
     p = sub.add_parser("convert-model", help="rewrite an old GGUF's Q4_0_4_4/4_8/8_8 tensors as plain Q4_0")
     p.add_argument("input", type=Path, metavar="IN", help="GGUF from a llama.cpp that still had those types")
     p.add_argument("output", type=Path, metavar="OUT", help="the converted GGUF (written atomically)")
@@ -286,6 +304,20 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def os_error(exc: OSError) -> LlamaWheelsError:
+    """An operating-system error as one line: the file, what the system said, and what to do."""
+    import errno
+
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None) or "a file operation"
+    name = errno.errorcode.get(exc.errno or 0, "")
+    fix = {errno.ENOSPC: "free space there (or point LLAMA_WHEELS_CACHE / --dist elsewhere) and run again",
+           errno.EDQUOT: "free space there (or point LLAMA_WHEELS_CACHE / --dist elsewhere) and run again",
+           errno.EACCES: "make it writable for this user or choose another directory",
+           errno.EPERM: "make it writable for this user or choose another directory",
+           errno.EROFS: "choose a directory on a writable file system"}.get(exc.errno or 0, "check it and run again")
+    return LlamaWheelsError(f"{where}: {exc.strerror or exc}{f' ({name})' if name else ''}; {fix}")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (a cancelled CI job, `timeout`) cleans up like Ctrl-C
 
@@ -294,9 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command in ("plan", "inspect", "convert-model", "audit") or (
+    quiet = args.command in ("plan", "inspect", "convert-model", "audit", "lock") or (
         args.command == "ci" and args.ci_command in ("generate", "check"))
-    log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
+    try:
+        log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
+    except OSError as exc:
+        print(f"llama-wheels: error: {os_error(exc)} (or pass --log FILE)", file=sys.stderr)
+        return 1
     runner.set_log(log)
     if not quiet:
         log.progress(f"full log: {log_path}")
@@ -306,6 +342,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         error: LlamaWheelsError = Interrupted("interrupted; nothing was published")
     except LlamaWheelsError as exc:
         error = exc
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing to report to it
+        return 1
+    except OSError as exc:  # a full disk, a read-only or unwritable directory: one line, not a traceback
+        if args.debug:
+            raise
+        error = os_error(exc)
     finally:
         log.close()
     if args.debug:

@@ -14,7 +14,8 @@ The rules are ggml's, read from the pinned source (llama-cpp-python 0.3.36, vend
 - ``ggml-cpu/repack.cpp`` ``ggml_repack_get_optimal_repack_type``: per weight type an ordered list of
   layouts, each needing compiled features (ARM's are compile-time: ``__ARM_FEATURE_*``), for SVE a vector
   length, and a row count ``ne1`` divisible by the rows it interleaves; the first that fits wins.
-  0.3.4's ``ggml-cpu-aarch64.cpp`` (generation ``"aarch64"``) has the same Q4_0 rules and never repacks Q8_0.
+  0.3.4's ``ggml-cpu-aarch64.cpp`` (generation ``"aarch64"``) has the same Q4_0 rules, IQ4_NL's ARM rule and
+  no other. ``REPACK_RULES`` is the table; tests/test_repack_rules.py parses each pin's function and compares.
 
 Errors are ``OracleError`` with a one-line message naming what could not be judged and what to do.
 """
@@ -321,21 +322,60 @@ class RepackRule:
 
 
 _NEW = frozenset({"repack"})  # ggml-cpu/repack.cpp only (0.3.36), not 0.3.4's ggml-cpu-aarch64.cpp
-# Per ggml type, the branches in ggml's order. Types absent here and not in NEVER_REPACKED are unknown to
-# the oracle (an error, not a guess): add their branches from repack.cpp.
+_I8MM, _DOTPROD, _AVX2 = frozenset({"i8mm"}), frozenset({"dotprod"}), frozenset({"avx2"})
+# Per ggml type, the branches of ggml_repack_get_optimal_repack_type in ggml's order (types in its order too).
+# ARM: ``ggml_cpu_has_neon()`` is every AArch64 build's, so only dotprod / i8mm / SVE are needs; x86's are
+# AVX2 / AVX-512F (``__AVX2__``, ``__AVX512F__``). Layouts as ggml logs them: ``<type>_<NB_COLS>x<INTER_SIZE>``
+# (``tensor_traits<block_q4_K, 4, 8, ...>`` is q4_K_8x4: 8 rows, interleave 4). The RISC-V and s390x branches
+# are left out (no wheel for them). tests/test_repack_rules.py checks this table against each pin's source.
 REPACK_RULES: Mapping[str, tuple[RepackRule, ...]] = {
     "Q4_0": (
-        RepackRule(layout="q4_0_8x8", arch="x86", needs=frozenset({"avx2"})),
+        RepackRule(layout="q4_0_8x8", arch="x86", needs=_AVX2),
         RepackRule(layout="q4_0_8x8", arch="arm", needs=frozenset({"sve", "i8mm"}), sve_bits=256),
-        RepackRule(layout="q4_0_4x8", arch="arm", needs=frozenset({"i8mm"})),
-        RepackRule(layout="q4_0_4x4", arch="arm", needs=frozenset({"dotprod"})),
+        RepackRule(layout="q4_0_4x8", arch="arm", needs=_I8MM),
+        RepackRule(layout="q4_0_4x4", arch="arm", needs=_DOTPROD),
+    ),
+    "Q4_K": (
+        RepackRule(layout="q4_K_8x8", arch="x86", needs=_AVX2, generations=_NEW),
+        RepackRule(layout="q4_K_8x8", arch="arm", needs=_I8MM, generations=_NEW),
+        RepackRule(layout="q4_K_8x4", arch="arm", needs=_DOTPROD, generations=_NEW),
+    ),
+    "Q2_K": (
+        RepackRule(layout="q2_K_8x8", arch="x86", needs=frozenset({"avx512"}), generations=_NEW),
+    ),
+    "Q5_K": (
+        RepackRule(layout="q5_K_8x8", arch="arm", needs=_I8MM, generations=_NEW),
+        RepackRule(layout="q5_K_8x4", arch="arm", needs=_DOTPROD, generations=_NEW),
+    ),
+    "Q6_K": (
+        RepackRule(layout="q6_K_8x8", arch="arm", needs=_I8MM, generations=_NEW),
+        RepackRule(layout="q6_K_8x4", arch="arm", needs=_DOTPROD, generations=_NEW),
+    ),
+    "IQ4_NL": (
+        RepackRule(layout="iq4_nl_8x8", arch="x86", needs=_AVX2, generations=_NEW),
+        RepackRule(layout="iq4_nl_4x4", arch="arm", needs=_DOTPROD),  # 0.3.4 repacks it too
+    ),
+    "MXFP4": (
+        RepackRule(layout="mxfp4_8x8", arch="x86", needs=_AVX2, generations=_NEW),
+        RepackRule(layout="mxfp4_4x4", arch="arm", needs=_DOTPROD, generations=_NEW),
     ),
     "Q8_0": (
-        RepackRule(layout="q8_0_4x8", arch="arm", needs=frozenset({"i8mm"}), generations=_NEW),
-        RepackRule(layout="q8_0_4x4", arch="arm", needs=frozenset({"dotprod"}), generations=_NEW),
+        RepackRule(layout="q8_0_4x8", arch="arm", needs=_I8MM, generations=_NEW),
+        RepackRule(layout="q8_0_4x4", arch="arm", needs=_DOTPROD, generations=_NEW),
+    ),
+    "Q1_0": (
+        RepackRule(layout="q1_0_4x8", arch="arm", needs=_I8MM, generations=_NEW),
+        RepackRule(layout="q1_0_4x4", arch="arm", needs=_DOTPROD, generations=_NEW),
     ),
 }
-NEVER_REPACKED = frozenset({"F32", "F16", "BF16"})
+# Every type of the pinned ggml (enum ggml_type in ggml/include/ggml.h; 0.3.4's is a subset of 0.3.36's).
+# Those without rules are never repacked; a name outside this list is unknown (an error, not a guess).
+GGML_TYPES = (
+    "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
+    "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64",
+    "F64", "IQ1_M", "BF16", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0",
+)
+NEVER_REPACKED = frozenset(GGML_TYPES) - frozenset(REPACK_RULES)
 GENERATIONS = ("repack", "aarch64")
 
 
@@ -345,6 +385,12 @@ def layout_rows(layout: str) -> int:
     if m is None:
         raise OracleError(f"not a repack layout: {layout!r} (expected TYPE_ROWSxINTERLEAVE like q4_0_4x8)")
     return int(m["rows"])
+
+
+def layout_type(layout: str) -> str:
+    """The ggml type a layout is of, as ggml names types: ``q4_K_8x4`` -> ``Q4_K``, ``iq4_nl_4x4`` -> ``IQ4_NL``."""
+    layout_rows(layout)  # a layout, or OracleError
+    return layout.rsplit("_", 1)[0].upper()
 
 
 def machine_arch(machine: str) -> str:
@@ -358,6 +404,24 @@ def machine_arch(machine: str) -> str:
                       f"({', '.join(X86_MACHINES)}): ggml's repack rules for it are not in the oracle")
 
 
+def _check_generation(generation: str) -> None:
+    if generation not in GENERATIONS:
+        raise OracleError(f"unknown repack generation {generation!r}; known: {', '.join(GENERATIONS)}")
+
+
+def type_rules(ggml_type: str, arch: str = "arm", generation: str = "repack") -> tuple[RepackRule, ...]:
+    """The branches ggml tries, in order, for a weight of ``ggml_type`` on ``arch`` in ``generation``
+    (``"repack"``: 0.3.36's repack.cpp; ``"aarch64"``: 0.3.4's ggml-cpu-aarch64.cpp); () if never repacked."""
+    _check_generation(generation)
+    if ggml_type in NEVER_REPACKED:
+        return ()
+    if ggml_type not in REPACK_RULES:
+        raise OracleError(f"{ggml_type!r} is no ggml type of the pinned sources (GGML_TYPES in "
+                          "llama_wheels/oracle.py); for a new ggml, add its type there and its branches of "
+                          "ggml_repack_get_optimal_repack_type to REPACK_RULES")
+    return tuple(r for r in REPACK_RULES[ggml_type] if r.arch == arch and generation in r.generations)
+
+
 def repack_layout(ggml_type: str, ne1: int, *, code: frozenset[str], sve_bits: int = 0, arch: str = "arm",
                   generation: str = "repack") -> str | None:
     """The layout ggml repacks a MUL_MAT weight of ``ggml_type`` with ``ne1`` rows into, or None.
@@ -365,16 +429,8 @@ def repack_layout(ggml_type: str, ne1: int, *, code: frozenset[str], sve_bits: i
     ``code``: the features the running CPU code was compiled with (the loaded variant's, or a fixed ISA's);
     ``sve_bits``: the CPU's SVE vector length; ``generation``: ``"repack"`` (0.3.36) or ``"aarch64"`` (0.3.4).
     """
-    if generation not in GENERATIONS:
-        raise OracleError(f"unknown repack generation {generation!r}; known: {', '.join(GENERATIONS)}")
-    if ggml_type in NEVER_REPACKED:
-        return None
-    if ggml_type not in REPACK_RULES:
-        raise OracleError(f"no repack rules for {ggml_type}; add its branches of ggml_repack_get_optimal_repack_type "
-                          "to REPACK_RULES in llama_wheels/oracle.py")
-    for rule in REPACK_RULES[ggml_type]:
-        if (rule.arch == arch and generation in rule.generations and rule.needs <= code
-                and rule.sve_bits in (None, sve_bits) and ne1 % rule.rows == 0):
+    for rule in type_rules(ggml_type, arch, generation):
+        if rule.needs <= code and rule.sve_bits in (None, sve_bits) and ne1 % rule.rows == 0:
             return rule.layout
     return None
 
@@ -382,23 +438,37 @@ def repack_layout(ggml_type: str, ne1: int, *, code: frozenset[str], sve_bits: i
 _ANY_ROWS = math.lcm(*(rule.rows for rules in REPACK_RULES.values() for rule in rules))
 
 
+def type_layouts(ggml_type: str, arch: str = "arm", generation: str = "repack") -> tuple[str, ...]:
+    """Every layout a weight of ``ggml_type`` can get on ``arch`` in ``generation``, and ``"none"``."""
+    return (*sorted({r.layout for r in type_rules(ggml_type, arch, generation)}), "none")
+
+
+def code_for_layout(ggml_type: str, layout: str, arch: str = "arm",
+                    generation: str = "repack") -> tuple[frozenset[str], int]:
+    """The weakest code (features, SVE bits) that repacks a ``ggml_type`` weight (of rows that divide by
+    every interleave) as ``layout``: its rule's needs and those of every later rule (ggml's variants form a
+    chain: each i8mm variant also has dotprod). ``"none"``: no features."""
+    if layout == "none":
+        return frozenset(), 0
+    rules = type_rules(ggml_type, arch, generation)
+    index = next((i for i, r in enumerate(rules) if r.layout == layout), None)
+    if index is None:
+        raise OracleError(f"{layout!r} is no {ggml_type} layout on {arch}; one of "
+                          f"{', '.join(type_layouts(ggml_type, arch, generation))}")
+    return frozenset().union(*(r.needs for r in rules[index:])), rules[index].sve_bits or 0
+
+
 def q4_0_layouts(arch: str = "arm") -> tuple[str, ...]:
     """Every layout a Q4_0 weight can get on ``arch``, and ``"none"``."""
-    return (*sorted({r.layout for r in REPACK_RULES["Q4_0"] if r.arch == arch}), "none")
+    return type_layouts("Q4_0", arch)
 
 
 def code_for_q4_0_layout(layout: str, arch: str = "arm") -> tuple[frozenset[str], int]:
-    """The weakest code (features, SVE bits) that repacks Q4_0 as ``layout`` on ``arch``: its rule's needs
-    and those of every later rule (ggml's variants form a chain: each i8mm variant also has dotprod).
-
-    How the wheel suite, told only the CPU's Q4_0 layout, predicts every other weight's layout."""
-    rules = [r for r in REPACK_RULES["Q4_0"] if r.arch == arch]
-    if layout == "none":
-        return frozenset(), 0
-    index = next((i for i, r in enumerate(rules) if r.layout == layout), None)
-    if index is None:
-        raise OracleError(f"{layout!r} is no Q4_0 layout on {arch}; one of {', '.join(q4_0_layouts(arch))}")
-    return frozenset().union(*(r.needs for r in rules[index:])), rules[index].sve_bits or 0
+    """``code_for_layout`` of Q4_0: how the wheel suite, told only the CPU's Q4_0 layout, predicts every other
+    weight's layout. It holds because every other type's ARM rules ask only for i8mm or dotprod, which the
+    Q4_0 layout tells apart (8x8 and 4x8: i8mm; 4x4: dotprod only). On x86 it tells AVX2 only: a CPU with
+    AVX-512 (Q2_K's q2_K_8x8) cannot be told from its Q4_0 layout."""
+    return code_for_layout("Q4_0", layout, arch)
 
 
 def repack_generation(system_info: str) -> str | None:

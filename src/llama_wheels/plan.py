@@ -99,6 +99,38 @@ def plan(config: Config, targets: Sequence[str] = (), pin: str | None = None) ->
     return jobs
 
 
+def can_build(pin: Pin, target: Target) -> bool:
+    """Whether ``pin``'s revision has every switch ``target`` turns on (``plan`` would not refuse it)."""
+    try:
+        _resolve(pin, target)
+    except ConfigError:
+        return False
+    return True
+
+
+def published_jobs(config: Config) -> list[BuildJob]:
+    """What CI builds and a release publishes: every published pin x every published target it can build.
+
+    Pins with ``publish = true`` are released side by side (each its own llama-cpp-python version in the
+    same indexes); a target is built at each such pin whose revision has the switches it needs (the
+    0.3.4 pin has no CPU variant dispatch and no Apple switches: its fixed-ISA Linux targets only). A
+    published pin that can build no published target is a configuration error, not an empty release.
+    """
+    pins = sorted(name for name, p in config.pins.items() if p.publish)
+    if not pins:
+        raise ConfigError("no pin has publish = true in build_config/pins.toml: nothing would be released; "
+                          f"set it on pins.{config.default_pin}")
+    targets = sorted(name for name, t in config.targets.items() if t.publish)
+    jobs = []
+    for name in pins:
+        buildable = [t for t in targets if can_build(config.pins[name], config.targets[t])]
+        if not buildable:
+            raise ConfigError(f"pins.{name} has publish = true but can build none of the published targets "
+                              f"({', '.join(targets)}); set publish = false or fix its switches")
+        jobs += plan(config, buildable, name)
+    return jobs
+
+
 def describe(jobs: Iterable[BuildJob]) -> str:
     """Human-readable plan: per job, the exact CMake arguments and patches, nothing built."""
     lines = []

@@ -47,6 +47,23 @@ def parse_wheel_name(filename: str) -> WheelName | None:
     return WheelName(project=project, version=version, build=build, tags=tags)
 
 
+def with_build_tag(filename: str, build_tag: str | None) -> str:
+    """``filename`` with its PEP 427 build tag set to ``build_tag`` (None: without one).
+
+    A build tag must start with a digit; a wheel name with another build tag gets this one instead.
+    """
+    if parse_wheel_name(filename) is None:
+        raise ValueError(f"{filename}: not a wheel file name")
+    if build_tag is not None and not re.match(r"^\d\w*$", build_tag):
+        raise ValueError(f"{build_tag!r}: a build tag is a number, optionally followed by letters")
+    parts = filename[:-len(".whl")].split("-")
+    head, tags = parts[:2], parts[-3:]  # NAME-VERSION ... PY-ABI-PLATFORM (no part holds a "-")
+    renamed = "-".join([*head, *([build_tag] if build_tag else []), *tags]) + ".whl"
+    parsed = parse_wheel_name(renamed)
+    assert parsed is not None and bool(parsed.build) == bool(build_tag), renamed
+    return renamed
+
+
 def variant_of(path: str) -> str | None:
     """The CPU variant whose library ``path`` (``llama_cpp/lib/libggml-cpu-<variant>.so``) is, else None."""
     match = _VARIANT.match(path)

@@ -40,10 +40,21 @@ class Pin:
     llama_cpp_commit: str
     patches: tuple[str, ...]
     switches: Mapping[str, SwitchMapping]
+    # True: CI builds this pin's targets and a release publishes them beside every earlier release's wheels
+    # (several versions side by side in one index). False: built on request only.
+    publish: bool = False
+    # PEP 427 build tag of this pin's wheels (``...-0.3.36-2-py3-none-...whl``): a rebuild of an already
+    # published version gets a new file name (an old name never changes its bytes) that pip prefers.
+    build: int | None = None
 
     @property
     def sdist_filename(self) -> str:
         return f"llama_cpp_python-{self.version}.tar.gz"
+
+    @property
+    def build_tag(self) -> str | None:
+        """The wheel file name's build tag, or None (no build tag)."""
+        return None if self.build is None else str(self.build)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +98,7 @@ def _lookup(table: Mapping[str, T], name: str, kind: str, where: str) -> T:
 
 def _parse_pin(name: str, data: Any, source: str) -> Pin:
     t = Table(data, f"{source}: pins.{name}")
-    t.check_keys(("version", "sdist_sha256", "llama_cpp_commit", "patches", "switches"))
+    t.check_keys(("version", "sdist_sha256", "llama_cpp_commit", "patches", "switches", "publish", "build"))
     patches = t.get("patches", list)
     if not all(isinstance(p, str) and p.endswith(".patch") for p in patches):
         raise ConfigError(f"{t.where}.patches: every entry must be a file name ending in .patch")
@@ -98,8 +109,14 @@ def _parse_pin(name: str, data: Any, source: str) -> Pin:
             raise ConfigError(f"{switches.where}.{key}: must be a CMake variable name, a '-flag={{}}' or false")
         if isinstance(value, str) and value.startswith("-") and "{}" not in value:
             raise ConfigError(f"{switches.where}.{key}: compiler flag template {value!r} needs a {{}}")
+    build = t.get("build", int) if "build" in t.data else None
+    if build is not None and (isinstance(build, bool) or build < 1):
+        raise ConfigError(f"{t.where}.build: {build!r} is not a build number (an integer >= 1, the wheel's "
+                          "PEP 427 build tag); remove it for wheels without a build tag")
     return Pin(
         name=name,
+        publish=t.get("publish", bool, False),
+        build=build,
         version=t.match("version", _VERSION, "a release version like 0.3.36"),
         sdist_sha256=t.match("sdist_sha256", _SHA256, "a lowercase hex sha256"),
         llama_cpp_commit=t.match("llama_cpp_commit", _COMMIT, "a git commit (7-40 hex digits)"),

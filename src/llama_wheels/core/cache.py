@@ -13,8 +13,9 @@ import fcntl
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,11 +80,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remove(path: Path) -> None:
+def remove(path: Path) -> bool:
+    """Remove ``path`` (a file, a symlink or a whole tree); False if there was nothing. An OSError (a file
+    that cannot be removed) is raised, never swallowed: nothing reports a removal that did not happen."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        def failed(function: object, name: str, exc: BaseException) -> None:
+            if isinstance(exc, OSError):  # with the full path (shutil names only the entry in its directory)
+                raise OSError(exc.errno, exc.strerror, name) from None
+            raise exc
+
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=failed)
+        else:
+            shutil.rmtree(path, onerror=lambda function, name, info: failed(function, name, info[1]))
+        return True
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -103,7 +118,8 @@ def atomic_path(final: Path, *, directory: bool = False) -> Iterator[Path]:
             remove(final)
         os.replace(tmp, final)
     except BaseException:
-        remove(tmp)
+        with contextlib.suppress(OSError):  # the error that got us here is the one to report
+            remove(tmp)
         raise
 
 
@@ -114,6 +130,35 @@ def publish_file(src: Path, dest_dir: Path) -> Path:
         shutil.copyfile(src, tmp)
         tmp.chmod(0o644)
     return final
+
+
+def publish_files(sources: Sequence[Path], dest_dir: Path) -> list[Path]:
+    """Copy every one of ``sources`` into ``dest_dir``, all or none.
+
+    Every copy is made first, each to a temp file beside its final name (where a full disk or a
+    read-only directory shows); only when all of them are complete are they renamed into place, one
+    rename each. On any error the temp files are removed and ``dest_dir`` is as it was.
+    """
+    names = [src.name for src in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two files of one name to publish into {dest_dir}: {sorted(names)}")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for src in sources:
+            fd, name = tempfile.mkstemp(prefix=f".{src.name}.tmp-", dir=dest_dir)
+            os.close(fd)
+            staged.append((Path(name), dest_dir / src.name))
+            shutil.copyfile(src, name)
+            Path(name).chmod(0o644)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise
+    return [final for _, final in staged]
 
 
 @contextlib.contextmanager

@@ -173,14 +173,19 @@ def run(
     timeout: float | None = None,
     capture: bool = False,
     progress: str | None = None,
+    inherit_env: bool = True,
 ) -> str:
     """Run ``cmd`` with ``env`` applied to the current environment (None unsets); return output if ``capture``.
+
+    ``inherit_env=False``: ``env`` is the command's whole environment (an allowlist the caller assembled);
+    nothing of this process's environment reaches it.
 
     Output always goes to the log; with ``progress`` (a label), ninja's ``[N/M]`` steps in it are also
     shown on the console, at most every few seconds. Raises CommandFailed (with the output's tail) on a
     non-zero exit or a timeout, and ToolchainError when the executable does not exist.
     """
-    outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture, progress=progress)
+    outcome = probe(cmd, env=env, cwd=cwd, timeout=timeout, capture=capture, progress=progress,
+                    inherit_env=inherit_env)
     if outcome.returncode != 0:
         how = f"died of {outcome.signal_name}" if outcome.signal_name else f"exited with {outcome.returncode}"
         raise CommandFailed(
@@ -238,15 +243,19 @@ def probe(
     timeout: float | None = None,
     capture: bool = True,
     progress: str | None = None,
+    inherit_env: bool = True,
 ) -> Outcome:
     """Like ``run`` but never raises for the command's own failure: the caller judges the Outcome.
 
     A timeout kills the command and raises CommandFailed; a missing executable is a ToolchainError.
     """
     argv = [os.fspath(c) for c in cmd]
-    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    base = os.environ if inherit_env else {}
+    full_env = {k: v for k, v in {**base, **(env or {})}.items() if v is not None}
     quoted = shlex.join(argv)
     _log.write(f"$ {quoted}\n")
+    if not inherit_env:
+        _log.write("  env: only the variables below (nothing inherited)\n")
     for key, value in sorted((env or {}).items()):
         _log.write(f"  env {key}={value}\n" if value is not None else f"  env -{key}\n")
     if cwd is not None:

@@ -1,8 +1,9 @@
 """The stages chained: fetch -> prepare -> build -> repair -> finalize -> verify -> audit -> dist/.
 
 Each stage is its own module and can be called alone; this module only sequences them per job,
-reports progress, and publishes a finished wheel into dist/ as the very last step (atomically), so
-an error or Ctrl-C anywhere leaves dist/ as it was. A finished wheel whose inputs (its provenance
+reports progress, and publishes the finished wheels of every job into dist/ together as the very last
+step (all or none: ``cache.publish_files``), so an error or Ctrl-C anywhere, in any job, leaves dist/ as
+it was. A finished wheel whose inputs (its provenance
 record) did not change comes from the finished-wheel cache (store.py) instead of build..finalize.
 """
 
@@ -18,7 +19,7 @@ from typing import Protocol
 from llama_wheels.binaries.elf import WheelFacts
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import Platform, platform
-from llama_wheels.core.cache import Cache, publish_file
+from llama_wheels.core.cache import Cache, publish_files
 from llama_wheels.core.errors import UserError
 from llama_wheels.core.runner import current_log, require_tool
 from llama_wheels.pipeline.store import Entry, WheelStore
@@ -188,7 +189,7 @@ def build_targets(
     preflight(jobs, verifier=verifier)
     # Check every job against its pinned source before compiling anything.
     sources = {job.name: prepare_job(job, config, cache) for job in jobs}
-    built = []
+    finished: list[tuple[BuildJob, Entry, WheelFacts, float, bool]] = []
     for job in jobs:
         started = log.elapsed
         target_platform = platform(job.platform)
@@ -202,8 +203,12 @@ def build_targets(
         if auditor is not None:
             with log.stage("audit", entry.wheel.name):
                 log.progress(f"audit    {auditor.audit(entry.wheel, sources[job.name].tree, job.platform)}")
-        final = publish_file(entry.wheel, dist)
-        facts = check_wheel(final, target_platform)
+        facts = check_wheel(entry.wheel, target_platform)
+        finished.append((job, entry, facts, log.elapsed - started, hit))
+    # All or nothing: every wheel of the run reaches dist/ together, once each has passed every stage.
+    finals = publish_files([entry.wheel for _, entry, _, _, _ in finished], dist)
+    built = []
+    for (job, entry, facts, seconds, hit), final in zip(finished, finals, strict=True):
         log.progress(f"wrote    {final} ({facts.size / 1e6:.1f} MB, sha256 {entry.sha256})")
-        built.append(Built(job=job, wheel=final, facts=facts, seconds=log.elapsed - started, cache_hit=hit))
+        built.append(Built(job=job, wheel=final, facts=facts, seconds=seconds, cache_hit=hit))
     return built

@@ -12,6 +12,11 @@ which is what ``pip install --extra-index-url file:///.../OUT/cpu/simple`` (or a
 expects. ``index.json`` is the PEP 691 form of the page beside it, for a server that maps
 ``Accept: application/vnd.pypi.simple.v1+json`` onto it; pip on a static tree reads ``index.html``.
 
+Append-only: when OUT already is such an index, every wheel it serves stays, with its bytes and sha256,
+beside the new ones; a new wheel under a published file name with other bytes is refused (a rebuild
+gets a new file name through the pin's build tag). A release rebuilds its index from every release's
+assets the same way (release.yml).
+
 Atomic: the whole tree is written and checked in a temp directory beside OUT and then swapped with OUT
 in one rename (``renameat2(RENAME_EXCHANGE)``; two renames where that is missing), so a failed run
 leaves the previous index exactly as it was. OUT must be new, empty, or an index this command wrote
@@ -278,8 +283,44 @@ def install_command(url: str, projects: Sequence[str]) -> str:
     return f"pip install {names} --only-binary {','.join(projects)} --extra-index-url {url}"
 
 
+def published_wheels(out: Path) -> list[Path]:
+    """The wheels the index at ``out`` serves now (none when ``out`` does not exist yet)."""
+    if not (out / MARKER).is_file():
+        return []
+    return sorted(out.glob("*/simple/*/*.whl"))
+
+
+def merge(published: list[IndexedWheel], new: list[IndexedWheel]) -> list[IndexedWheel]:
+    """Every published wheel and every new one, each (family, file name) once.
+
+    Append-only: nothing published is dropped, and a file name keeps its bytes forever (pip caches and
+    hash-pinned requirements rely on it). The same file again (a reproducible rebuild, or an earlier
+    release's asset) is one entry; other bytes under a published name are refused.
+    """
+    merged: dict[tuple[str, str], IndexedWheel] = {}
+    origin: dict[tuple[str, str], str] = {}
+    for w, where in [*((w, "published") for w in published), *((w, "new") for w in new)]:
+        key = (w.family, w.filename)
+        first = merged.setdefault(key, w)
+        origin.setdefault(key, where)
+        if first.sha256 == w.sha256:
+            continue
+        if origin[key] == "published":
+            raise UserError(f"{w.filename}: already published in the {w.family} index with sha256 "
+                            f"{first.sha256[:16]}..., {w.path} has {w.sha256[:16]}...; a published file never "
+                            "changes: set (or raise) the pin's build = N in build_config/pins.toml for a new "
+                            "build tag")
+        raise UserError(f"{w.filename}: found twice for the {w.family} index with different bytes "
+                        f"({first.path} and {w.path}); keep one")
+    return list(merged.values())
+
+
 def build_index(dist: Path, out: Path) -> dict[str, list[IndexedWheel]]:
-    """Index every wheel in ``dist`` into ``out`` (replacing a previous index atomically)."""
+    """Index every wheel in ``dist`` into ``out``, beside every wheel ``out`` already serves.
+
+    Append-only (``merge``): an index written before keeps each of its files, with the same bytes and
+    sha256; the new tree replaces the old one atomically.
+    """
     if not dist.is_dir():
         raise UserError(f"{dist}: no such directory; pass the directory `llama-wheels build` wrote wheels to")
     # Recursive: wheels of different families share a file name (dist/cpu/X.whl, dist/armv8.0/X.whl).
@@ -288,14 +329,7 @@ def build_index(dist: Path, out: Path) -> dict[str, list[IndexedWheel]]:
         raise UserError(f"{dist}: holds no .whl files; build some first (llama-wheels build)")
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
         raise UserError(f"{out}: exists and is not an index written by llama-wheels; choose a new directory")
-    wheels = [read_wheel(p) for p in paths]
-    seen: dict[tuple[str, str], Path] = {}
-    for w in wheels:
-        if (w.family, w.filename) in seen:
-            first = seen[w.family, w.filename]
-            raise UserError(f"{w.filename}: found twice for the {w.family} index ({first} and {w.path}); "
-                            "keep one")
-        seen[w.family, w.filename] = w.path
+    wheels = merge([read_wheel(p) for p in published_wheels(out)], [read_wheel(p) for p in paths])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

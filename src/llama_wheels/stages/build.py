@@ -26,9 +26,12 @@ from llama_wheels.plan import BuildJob
 from llama_wheels.stages.patching import PreparedSource, source_lock
 from llama_wheels.stages.toolchain import Toolchain, require_zig_can_build
 
-# Variables of the caller's environment that would silently change what gets built.
-_SCRUBBED = ("CMAKE_ARGS", "SKBUILD_CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CC", "CXX",
-             "CMAKE_TOOLCHAIN_FILE", "CMAKE_GENERATOR")
+# The only variables of the caller's environment a build sees (an allowlist: scikit-build-core reads every
+# SKBUILD_* setting, CMake CMAKE_* and CC/CFLAGS..., clang CPATH/C_INCLUDE_PATH/LIBRARY_PATH, ccache
+# CCACHE_*; none of them is in the provenance record, so none may change the wheel). Where programs are
+# (PATH: the tools found are recorded by version), a home and a temp directory, the locale (messages only),
+# and CCACHE_DISABLE: compiling without ccache gives the same bytes (tests/test_reproducible.py proves it).
+INHERITED = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "CCACHE_DISABLE")
 # Link without debug information. zig's linker takes GNU ld's spelling for every target (ELF and Mach-O);
 # Apple's ld spells it -S (no debug map, the stabs that name each object file's path in the build tree).
 ZIG_STRIP = "-Wl,--strip-debug"
@@ -87,6 +90,24 @@ def build_dir_for(job: BuildJob, toolchain: Toolchain, cache: Cache) -> Path:
     return cache.builds / f"{job.target.name}@{job.pin.name}-{hash_key([toolchain.identity], length=8)}"
 
 
+def build_environment(toolchain: Toolchain, cache: Cache, source_tree: Path,
+                      source_date_epoch: int | None) -> dict[str, str]:
+    """The whole environment of a build: the ``INHERITED`` variables of this process, then ours."""
+    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    env |= toolchain.env
+    env |= {
+        "_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+        # Paths under the cache (source tree, build tree) hash as relative paths: jobs share ccache hits.
+        "CCACHE_BASEDIR": str(cache.root),
+        # llama.cpp's CMake asks git for a commit to embed (ggml_commit()): never one of an enclosing repo.
+        "GIT_CEILING_DIRECTORIES": str(source_tree.parent),
+    }
+    if source_date_epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
+    return env
+
+
 @contextmanager
 def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache,
                 *, source_date_epoch: int | None = None) -> Iterator[Path]:
@@ -95,18 +116,7 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
     job.check_against(source.cmake_options)
     build_dir = build_dir_for(job, toolchain, cache)
     out = Path(tempfile.mkdtemp(prefix="llama-wheels-build-"))
-    env: dict[str, str | None] = {name: None for name in _SCRUBBED if name in os.environ}
-    env |= toolchain.env
-    env |= {
-        "_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
-        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
-        # Paths under the cache (source tree, build tree) hash as relative paths: jobs share ccache hits.
-        "CCACHE_BASEDIR": str(cache.root),
-        # llama.cpp's CMake asks git for a commit to embed (ggml_commit()): never one of an enclosing repo.
-        "GIT_CEILING_DIRECTORIES": str(source.tree.parent),
-    }
-    if source_date_epoch is not None:
-        env["SOURCE_DATE_EPOCH"] = str(source_date_epoch)
+    env = build_environment(toolchain, cache, source.tree, source_date_epoch)
     settings = build_settings(job, source, toolchain, build_dir).config_settings()
     try:
         # One build per build tree at a time; the source tree must not be re-prepared underneath it.
@@ -119,6 +129,7 @@ def build_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cac
                 [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", out,
                  *(f"--config-setting={s}" for s in settings), source.tree],
                 env=env,
+                inherit_env=False,
                 progress=f"build    {job.name}",
             )
         wheels = sorted(out.glob("*.whl"))

@@ -9,9 +9,12 @@ only on its content and the build's SOURCE_DATE_EPOCH:
 - each entry's timestamp = SOURCE_DATE_EPOCH (UTC), its mode 0644, or 0755 when the owner could
   execute it, Unix as the creating system, no extra fields, deflate at one fixed level;
 - ``<dist-info>/llama_wheels.json`` added (replacing one from an earlier run), RECORD regenerated in
-  archive order with each file's sha256 and size; signatures of the old RECORD are dropped.
+  archive order with each file's sha256 and size; signatures of the old RECORD are dropped;
+- the PEP 427 build tag of the record's pin (``build = N`` in pins.toml), or none: in the file name
+  (``...-0.3.36-2-py3-none-...whl``) and as ``Build:`` in the WHEEL file. Applied here, after repair, so
+  local builds and CI's repair hook name a wheel the same way whatever auditwheel or delocate do with it.
 
-The result is written atomically into ``dest_dir`` under the repaired wheel's name.
+The result is written atomically into ``dest_dir`` under the repaired wheel's name (with that build tag).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from llama_wheels.binaries.wheel import with_build_tag
 from llama_wheels.core.cache import atomic_path
 from llama_wheels.core.errors import RepairError
 from llama_wheels.stages.provenance import FILENAME, Provenance, zip_date_time
@@ -70,6 +74,19 @@ def write_wheel(path: Path, files: dict[str, tuple[bytes, bool]], dist_info: str
             archive.writestr(info, data, compresslevel=COMPRESSLEVEL)
 
 
+def set_build(wheel_metadata: bytes, build_tag: str | None) -> bytes:
+    """The WHEEL file with its ``Build:`` header set to ``build_tag`` (removed for None), the rest unchanged."""
+    text = wheel_metadata.decode()
+    lines = [line for line in text.splitlines() if not line.startswith("Build:")]
+    if build_tag is None and len(lines) == len(text.splitlines()):
+        return wheel_metadata  # nothing to change: the bytes stay exactly as the build wrote them
+    while lines and not lines[-1]:
+        lines.pop()
+    if build_tag:
+        lines.append(f"Build: {build_tag}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
 def read_files(wheel: Path) -> tuple[dict[str, tuple[bytes, bool]], str]:
     """Every file of ``wheel`` (name -> (content, owner-executable)) and its dist-info directory."""
     files: dict[str, tuple[bytes, bool]] = {}
@@ -89,7 +106,11 @@ def finalize_wheel(wheel: Path, provenance: Provenance, dest_dir: Path) -> Path:
     for name in _DROPPED:
         files.pop(f"{dist_info}/{name}", None)
     files[f"{dist_info}/{FILENAME}"] = (provenance.to_json().encode(), False)
-    final = dest_dir / wheel.name
+    wheel_file = f"{dist_info}/WHEEL"
+    if wheel_file not in files:
+        raise RepairError(f"{wheel.name}: has no {wheel_file}")
+    files[wheel_file] = (set_build(files[wheel_file][0], provenance.build_tag), files[wheel_file][1])
+    final = dest_dir / with_build_tag(wheel.name, provenance.build_tag)
     with atomic_path(final) as tmp:
         write_wheel(tmp, files, dist_info, provenance.source_date_epoch)
         tmp.chmod(0o644)

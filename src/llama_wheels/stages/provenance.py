@@ -83,6 +83,12 @@ class Provenance:
     def index(self) -> str:
         return str(self.data["target"]["index"])
 
+    @property
+    def build_tag(self) -> str | None:
+        """The PEP 427 build tag the wheel's file name carries (the pin's ``build``), or None."""
+        tag = self.data["pin"].get("build_tag")
+        return None if tag is None else str(tag)
+
 
 def stage_code_hash() -> str:
     digest = hashlib.sha256()
@@ -213,6 +219,9 @@ def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: 
             "llama_cpp_python": job.pin.version,
             "sdist": {"filename": job.pin.sdist_filename, "sha256": source.sdist_sha256},
             "llama_cpp_commit": source.llama_cpp_commit,
+            # Only when the pin has one: records of pins without a build tag (and their cache keys) stay
+            # what they were.
+            **({"build_tag": job.pin.build_tag} if job.pin.build_tag else {}),
         },
         "patches": [{"name": p.name, "sha256": p.sha256} for p in source.patches],
         "target": {

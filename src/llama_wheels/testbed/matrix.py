@@ -138,6 +138,7 @@ class Cell:
     expected_variant: str | None = None
     layout: str | None = None
     expected_layout: str | None = None
+    layouts: dict[str, str] = field(default_factory=dict)  # ggml type -> layouts seen over every model
     repacked: int = 0
     seconds: float = 0.0
     tokens: dict[str, list[int]] = field(default_factory=dict)
@@ -147,15 +148,28 @@ class Cell:
         return self.verdict in ("pass", "unsupported")
 
 
-def _observed(result: Mapping[str, Any]) -> tuple[str | None, int, dict[str, list[int]]]:
-    """(Q4_0 layout of the plain q4_0 model, repacked tensors over all models, greedy tokens per model)."""
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What the wheel suite saw in one cell, from its result file."""
+
+    layout: str | None  # Q4_0 layout(s) of the plain q4_0 model; None if it did not run
+    layouts: dict[str, str]  # ggml type -> its layouts over every model (the wheel suite checks each tensor)
+    repacked: int  # repacked tensors over every model
+    tokens: dict[str, list[int]]  # greedy tokens per model
+
+
+def _observed(result: Mapping[str, Any]) -> Observed:
     # wheel_tests/conftest.py records each model as {"probe": <wheel_probe result> | None, "failure": ...}
     runs = {name: (m.get("probe") or {}).get("llama") for name, m in result.get("models", {}).items()}
-    tokens = {name: run["tokens"] for name, run in runs.items() if run}
-    repacked = sum(len(run["repacked"]) for run in runs.values() if run)
+    by_type: dict[str, set[str]] = {}
+    for run in runs.values():
+        for layout in (run or {}).get("repacked", {}).values():
+            by_type.setdefault(oracle.layout_type(layout), set()).add(layout)
     q4 = runs.get("q4_0") or {}
-    layouts = sorted(set(q4.get("repacked", {}).values()))
-    return (", ".join(layouts) or "none") if q4 else None, repacked, tokens
+    return Observed(layout=oracle.layout_summary(q4.get("repacked", {})) if q4 else None,
+                    layouts={t: ", ".join(sorted(ls)) for t, ls in sorted(by_type.items())},
+                    repacked=sum(len(run["repacked"]) for run in runs.values() if run),
+                    tokens={name: run["tokens"] for name, run in runs.items() if run})
 
 
 def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation) -> str:
@@ -169,29 +183,44 @@ def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation)
     return "variant scores differ from ggml's rule: " + ", ".join(differ)
 
 
-def standalone_env(root: Path) -> dict[str, str]:
-    """Where the wheel suite in a guest finds the checkout's standalone modules (wheel_probe.standalone)."""
-    return {"LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py"),
-            "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py"),
-            "LLAMA_WHEELS_HOSTCPU_PY": str(root / "src/llama_wheels/testbed/hostcpu.py")}
+def standalone_env(root: Path, models: Path | None = None) -> dict[str, str]:
+    """Where the wheel suite in a guest finds the checkout's standalone modules (wheel_probe.standalone), and
+    the directory its quantized models are shared in (``models``; None: each session makes its own)."""
+    env = {"LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/testbed/models.py"),
+           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py"),
+           "LLAMA_WHEELS_HOSTCPU_PY": str(root / "src/llama_wheels/testbed/hostcpu.py")}
+    if models is not None:
+        env["LLAMA_WHEELS_MODEL_CACHE"] = str(models)
+    return env
 
 
-def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, sysroot: Sysroot,
-             root: Path, workdir: Path, timeout: float = CELL_TIMEOUT) -> Cell:
+@dataclass(frozen=True, kw_only=True)
+class Bed:
+    """Where cells run: the emulated root, the checkout (wheel_tests/ and the standalone modules), and the
+    directory every cell shares the quantized test models in (by content: see wheel_tests/conftest.py)."""
+
+    sysroot: Sysroot
+    root: Path
+    models: Path
+
+
+def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, bed: Bed,
+             workdir: Path, timeout: float = CELL_TIMEOUT) -> Cell:
     """One wheel on one CPU. A guest that outlives its time limit ends this cell as ``timeout``; the other
     cells go on."""
     started = time.monotonic()
     base = Cell(wheel=build.path.name, cpu=cpu.name, verdict="fail", detail="",
                 expected_variant=expectation.variant, expected_layout=expectation.q4_0_layout)
     try:
-        return _run_cell(build, site, cpu, expectation, sysroot, root, workdir, base, started + timeout)
+        return _run_cell(build, site, cpu, expectation, bed, workdir, base, started + timeout)
     except CommandTimedOut as exc:
         return replace(base, verdict="timeout", detail=str(exc), seconds=time.monotonic() - started)
 
 
-def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, sysroot: Sysroot,
-              root: Path, workdir: Path, base: Cell, deadline: float) -> Cell:
+def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, bed: Bed,
+              workdir: Path, base: Cell, deadline: float) -> Cell:
     started = time.monotonic()
+    sysroot, root = bed.sysroot, bed.root
 
     imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=deadline - time.monotonic())
     lines = [line for line in imported.tail if line.startswith("IMPORT ")]
@@ -216,7 +245,7 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
         return replace(base, detail=mismatch, seconds=time.monotonic() - started)
 
     result_file = workdir / f"{cpu.name}.json"
-    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(root)}
+    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(root, bed.models)}
     if expectation.q4_0_layout is not None:
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
@@ -224,8 +253,9 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
                        pythonpath=[site], env=env, cwd=workdir, timeout=max(deadline - time.monotonic(), 1.0))
     seconds = time.monotonic() - started
     result = json.loads(result_file.read_text()) if result_file.is_file() else {}
-    layout, repacked, tokens = _observed(result)
-    cell = replace(base, layout=layout, repacked=repacked, tokens=tokens, seconds=seconds)
+    seen = _observed(result)
+    cell = replace(base, layout=seen.layout, layouts=seen.layouts, repacked=seen.repacked, tokens=seen.tokens,
+                   seconds=seconds)
     if suite.signal_name:
         return replace(cell, verdict="crash", detail=base.detail + f"died of {suite.signal_name}")
     if suite.returncode != 0:
@@ -266,12 +296,14 @@ class Report:
 
     def table(self) -> str:
         head = f"{'wheel':<48} {'cpu':<12} {'verdict':<11} {'variant':<10} {'Q4_0 layout':<12} " \
-               f"{'expected':<10} {'repacked':>8} {'s':>6}  detail"
+               f"{'expected':<10} {'repacked':>8} {'s':>6}  layouts by type; detail"
         rows = [head, "-" * len(head)]
         for c in self.cells:
+            layouts = " ".join(f"{t}:{'/'.join(x.rsplit('_', 1)[1] for x in ls.split(', '))}"
+                               for t, ls in c.layouts.items()) or "-"
             rows.append(f"{c.wheel[:48]:<48} {c.cpu:<12} {c.verdict:<11} {c.variant or '-':<10} "
                         f"{c.layout or '-':<12} {c.expected_layout or '-':<10} {c.repacked:>8} "
-                        f"{c.seconds:>6.1f}  {c.detail}")
+                        f"{c.seconds:>6.1f}  {layouts}{'; ' + c.detail if c.detail else ''}")
         rows.append(f"{sum(c.ok for c in self.cells)}/{len(self.cells)} cells ok in {self.seconds:.0f}s")
         return "\n".join(rows)
 
@@ -314,6 +346,7 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
     builds = [WheelBuild.read(w) for w in wheels]  # bad input first, before any emulation
     sysroot = ensure_sysroot(cache)
     check_cpus(sysroot, cpus, jobs=jobs)
+    bed = Bed(sysroot=sysroot, root=root, models=cache.dir("models"))
     with tempfile.TemporaryDirectory(prefix="llama-wheels-matrix-") as scratch:
         work = Path(scratch)
         sites = {b.path: install_wheel(b.path, work / f"site-{i}") for i, b in enumerate(builds)}
@@ -330,7 +363,7 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
         def one(task: tuple[int, WheelBuild, Cpu, oracle.Expectation, Path]) -> Cell:
             number, build, cpu, expectation, workdir = task
             log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name} ...")
-            cell = run_cell(build, sites[build.path], cpu, expectation, sysroot, root, workdir, cell_timeout)
+            cell = run_cell(build, sites[build.path], cpu, expectation, bed, workdir, cell_timeout)
             log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name}: {cell.verdict} "
                          f"({cell.seconds:.0f}s; {next(done)}/{len(tasks)} done) {cell.detail}")
             return cell

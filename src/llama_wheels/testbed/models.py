@@ -1,4 +1,4 @@
-"""Tiny llama-architecture GGUF models for proving a wheel's Q4_0 repacking.
+"""Tiny llama-architecture GGUF models for proving a wheel's repacking, for every type ggml repacks.
 
 This module is deliberately standalone (stdlib + numpy + gguf only): the same file is imported as
 ``llama_wheels.testbed.models``, copied next to ``wheel_tests/`` for cibuildwheel, and run inside an emulated
@@ -6,8 +6,14 @@ aarch64 Python. Do not import anything else from ``llama_wheels`` here.
 
 Every spec writes a small, valid llama model (SentencePiece-style vocabulary with byte fallback, unique
 tokens, random weights from a fixed seed) in well under a second. What ggml's CPU repack does with each
-weight depends only on its type and its row count ``ne[1]`` (``ne[0]`` is always a multiple of the Q4_0
-block size 32): ``weight_tensors`` lists those facts so a test can predict the repack outcome.
+weight depends only on its type and its row count ``ne[1]`` (``ne[0]`` is always a multiple of the block
+size 32): ``weight_tensors`` lists the shapes, ``file_tensors`` the types as a written file holds them.
+
+gguf-py writes Q4_0, Q8_0 and MXFP4 itself. The K-quants and IQ4_NL come from llama.cpp's real quantizer:
+a spec with ``quantize`` set is written as F32 here, and the wheel under test turns it into that llama.cpp
+file type with ``llama_model_quantize`` (``wheel_tests/wheel_probe.py``), which picks each tensor's type
+itself (a Q4_K_M mix holds Q4_K and Q6_K tensors; a K-quant row not a multiple of the 256-wide super-block
+falls back to another type). So the types of a quantized model are read from its file, never assumed.
 
 CLI: ``python -m llama_wheels.testbed.models SPEC OUT`` or ``python models.py SPEC OUT``.
 """
@@ -26,7 +32,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf.quants import quantize
 
-WEIGHT_TYPES = ("Q4_0", "Q8_0", "F16", "F32")
+WEIGHT_TYPES = ("Q4_0", "Q8_0", "MXFP4", "F16", "F32")  # what gguf-py writes
 CONTEXT_LENGTH = 256
 RMS_EPS = 1e-5
 BOS_ID = 1
@@ -38,6 +44,7 @@ _BLOCK = 32  # Q4_0 / Q8_0 block size along ne[0]
 _FILE_TYPES = {
     "Q4_0": LlamaFileType.MOSTLY_Q4_0,
     "Q8_0": LlamaFileType.MOSTLY_Q8_0,
+    "MXFP4": LlamaFileType.MOSTLY_MXFP4_MOE,
     "F16": LlamaFileType.MOSTLY_F16,
     "F32": LlamaFileType.ALL_F32,
 }
@@ -45,7 +52,9 @@ _FILE_TYPES = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Shape of a tiny llama model. All 2D weights use ``weight_type``; norms are F32."""
+    """Shape of a tiny llama model. All 2D weights use ``weight_type``; norms are F32. With ``quantize``
+    (a llama.cpp file type: ``LLAMA_FTYPE_MOSTLY_<quantize>``, e.g. ``"Q4_K_M"``) the model is written as F32
+    and the wheel's own quantizer makes the tested file from it."""
 
     name: str
     n_vocab: int
@@ -57,6 +66,7 @@ class ModelSpec:
     weight_type: str  # "Q4_0" | "Q8_0" | "F16" | "F32"
     output_tensor: bool  # separate output.weight; False = tied to token_embd.weight
     seed: int
+    quantize: str | None = None
 
     def __post_init__(self) -> None:
         if self.weight_type not in WEIGHT_TYPES:
@@ -69,9 +79,11 @@ class ModelSpec:
             raise ValueError(f"{self.name}: n_head must divide n_embd and n_head_kv must divide n_head")
         if self.head_dim % 2:
             raise ValueError(f"{self.name}: head dimension {self.head_dim} must be even for RoPE")
-        if self.weight_type not in ("F16", "F32") and (self.n_embd % _BLOCK or self.n_ff % _BLOCK):
+        if self.quantize is not None and self.weight_type != "F32":
+            raise ValueError(f"{self.name}: the quantizer's source must be F32, not {self.weight_type}")
+        if (self.weight_type not in ("F16", "F32") or self.quantize) and (self.n_embd % _BLOCK or self.n_ff % _BLOCK):
             raise ValueError(
-                f"{self.name}: n_embd and n_ff must be multiples of {_BLOCK} for {self.weight_type}"
+                f"{self.name}: n_embd and n_ff must be multiples of {_BLOCK} for {self.quantize or self.weight_type}"
             )
 
     @property
@@ -96,7 +108,7 @@ class WeightTensor:
     name: str
     ne0: int
     ne1: int
-    ggml_type: str  # "Q4_0" | "Q8_0" | "F16" | "F32"
+    ggml_type: str  # as written by gguf-py: one of WEIGHT_TYPES; for a file, the type it holds
     is_matmul_weight: bool
 
 
@@ -113,6 +125,18 @@ SPECS: Mapping[str, ModelSpec] = {
         ModelSpec("q4_0-odd-rows", 262, 96, 128, 2, 8, 1, "Q4_0", output_tensor=True, seed=3),
         ModelSpec("q8_0", 264, 64, 128, 2, 4, 2, "Q8_0", output_tensor=True, seed=4),
         ModelSpec("f16", 264, 64, 128, 2, 4, 2, "F16", output_tensor=True, seed=5),
+        # MXFP4 (4x4 only): 12-row attn_k/attn_v take it, the 262-row output cannot.
+        ModelSpec("mxfp4", 262, 96, 128, 2, 8, 1, "MXFP4", output_tensor=True, seed=8),
+        # From the quantizer. K-quant layouts (8x4, 8x8) all interleave 8 rows. Q4_K_M and Q5_K_M mix in
+        # Q6_K (attn_v and ffn_down of some layers, the output); the 268-row output (a multiple of 4, not 8)
+        # stays unrepacked. 256-wide rows are one K-quant super-block.
+        ModelSpec("q4_k_m", 268, 256, 512, 2, 8, 2, "F32", output_tensor=True, seed=9, quantize="Q4_K_M"),
+        ModelSpec("q5_k_m", 268, 256, 512, 2, 8, 2, "F32", output_tensor=True, seed=10, quantize="Q5_K_M"),
+        # All Q6_K, tied output (its 264-row output copy is repacked); ffn_down's 384-wide rows are no whole
+        # number of super-blocks, so the quantizer gives them another type.
+        ModelSpec("q6_k", 264, 256, 384, 2, 8, 2, "F32", output_tensor=False, seed=11, quantize="Q6_K"),
+        # IQ4_NL (4x4 only): the 12-row attn_k/attn_v are repacked, the 262-row output is not.
+        ModelSpec("iq4_nl", 262, 96, 128, 2, 8, 1, "F32", output_tensor=True, seed=12, quantize="IQ4_NL"),
     )
 }
 
@@ -144,6 +168,25 @@ def weight_tensors(spec: ModelSpec) -> list[WeightTensor]:
     if spec.output_tensor:
         tensors.append(WeightTensor("output.weight", spec.n_embd, spec.n_vocab, wt, True))
     return tensors
+
+
+def file_tensors(spec: ModelSpec, path: str | os.PathLike[str]) -> list[WeightTensor]:
+    """``weight_tensors(spec)`` with each tensor's type as the file at ``path`` holds it (a quantized spec's
+    types are the quantizer's choice). The file must hold exactly the spec's tensors, in their shapes."""
+    from gguf import GGUFReader
+
+    held = {t.name: (t.tensor_type.name, [int(n) for n in t.shape]) for t in GGUFReader(path).tensors}
+    out = []
+    for t in weight_tensors(spec):
+        if t.name not in held:
+            raise ValueError(f"{path}: no tensor {t.name}, which model {spec.name} has")
+        ggml_type, shape = held.pop(t.name)
+        if shape[:2] != ([t.ne0, t.ne1] if t.ne1 > 1 else [t.ne0]):
+            raise ValueError(f"{path}: {t.name} has shape {shape}, model {spec.name} says {t.ne0}x{t.ne1}")
+        out.append(WeightTensor(t.name, t.ne0, t.ne1, ggml_type, t.is_matmul_weight))
+    if held:
+        raise ValueError(f"{path}: tensors model {spec.name} does not have: {', '.join(sorted(held))}")
+    return out
 
 
 def vocabulary(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
@@ -316,7 +359,7 @@ def write_t5_model(path: str | os.PathLike[str], n_vocab: int = 264, n_embd: int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a tiny llama GGUF model.")
-    parser.add_argument("spec", choices=sorted(SPECS), help="named model spec")
+    parser.add_argument("spec", choices=sorted(SPECS), help="named model spec (a quantized one: its F32 source)")
     parser.add_argument("out", type=Path, help="output .gguf path")
     args = parser.parse_args(argv)
     path = write_model(SPECS[args.spec], args.out)
