@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what llama-wheels needs on a fresh Debian/Ubuntu machine, idempotently:
-#   Debian: qemu-user-static (emulated ARM test bed), ccache, git, python3-venv
+#   Debian: ccache, git, python3-venv, debian-archive-keyring (the emulated ARM test bed's qemu-user is not
+#           installed: llama-wheels fetches the .deb build_config/qemu.toml pins into its cache)
 #   PyPI:   this project and its pinned tools (zig, scikit-build-core, cmake, ninja, auditwheel, ...)
 #           into .venv/ of this checkout.
 # Sourced by scripts/build.sh and scripts/test.sh; prints where the venv is.
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 need_apt=()
-command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
+dpkg -s debian-archive-keyring >/dev/null 2>&1 || need_apt+=(debian-archive-keyring)  # checks qemu.toml's suite
 command -v ccache >/dev/null || need_apt+=(ccache)
 command -v git >/dev/null || need_apt+=(git)
 command -v c++ >/dev/null || need_apt+=(g++)  # host compiler: llama-quantize 0.3.2 (tests/test_oldquant.py)

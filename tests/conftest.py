@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -10,9 +11,22 @@ from pathlib import Path
 
 import pytest
 
+from llama_wheels.config import Config, Pin, load
 from llama_wheels.core.cache import Cache
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def repo_config() -> Config:
+    """This checkout's build_config/, loaded once. Tests take versions, commits and sdist names from it, never
+    from literals: adding a pin or moving the default one needs no test edit."""
+    return load(REPO)
+
+
+def pinned(name: str | None = None) -> Pin:
+    """A pin of build_config/pins.toml (default: the default pin)."""
+    return repo_config().pin(name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

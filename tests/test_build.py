@@ -33,15 +33,16 @@ from llama_wheels.stages.patching import patch_files
 from llama_wheels.stages.provenance import collect, read_provenance
 from llama_wheels.stages.repair import check_wheel
 from llama_wheels.stages.toolchain import zig_toolchain
+from llama_wheels.testbed.audit import pinned_variants
 from llama_wheels.testbed.verify import SmokeVerifier, smoke_test
 
-from .conftest import REPO, cache_root_sharing, cli
+from .conftest import REPO, cache_root_sharing, cli, pinned, repo_config
 
 pytestmark = pytest.mark.build
 
 
 def test_default_wheel_is_manylinux_2_17_aarch64(default_wheel: Path) -> None:
-    assert default_wheel.name.startswith("llama_cpp_python-0.3.36-py3-none-")
+    assert default_wheel.name.startswith(f"llama_cpp_python-{pinned().version}-py3-none-")
     assert "manylinux_2_17_aarch64" in default_wheel.name
     shown = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(default_wheel)],
                            capture_output=True, text=True, check=True).stdout
@@ -54,19 +55,19 @@ def test_default_wheel_is_manylinux_2_17_aarch64(default_wheel: Path) -> None:
     check_wheel(default_wheel, platform("linux-aarch64"))
 
 
-def test_default_wheel_layout(default_wheel: Path) -> None:
+def test_default_wheel_layout(default_wheel: Path, cache: Cache) -> None:
     """Patch 0001: only llama_cpp/, each library once, every CPU variant beside libllama via $ORIGIN."""
     with zipfile.ZipFile(default_wheel) as archive:
         names = archive.namelist()
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"llama_cpp", "llama_cpp_python-0.3.36.dist-info"}
+    assert tops == {"llama_cpp", f"llama_cpp_python-{pinned().version}.dist-info"}
     libs = sorted(PurePosixPath(n).name for n in names if n.startswith("llama_cpp/lib/"))
     assert len(libs) == len(set(libs))
     assert not [n for n in libs if ".so." in n], "versioned copies of a library"
     variants = [n for n in libs if n.startswith("libggml-cpu-")]
-    assert variants == [f"libggml-cpu-{v}.so" for v in ("armv8.0_1", "armv8.2_1", "armv8.2_2", "armv8.2_3",
-                                                       "armv8.6_1", "armv8.6_2", "armv8.6_nosve", "armv9.2_1",
-                                                       "armv9.2_2")]
+    # one library per Linux ARM variant the pinned ggml declares (its CMakeLists.txt, read by the oracle)
+    _, declared = pinned_variants(default_wheel, repo_config(), cache)
+    assert declared and variants == sorted(f"libggml-cpu-{v}.so" for v in declared)
     assert {"libllama.so", "libggml.so", "libggml-base.so", "libmtmd.so"} <= set(libs)
     facts = {PurePosixPath(lib.path).name: lib for lib in inspect_wheel(default_wheel).libraries}
     for name in variants:
@@ -159,18 +160,21 @@ def test_the_default_build_compiles_only_what_ships(default_wheel: Path, cache: 
         assert not [n for n in archive.namelist() if "common" in PurePosixPath(n).name]
 
 
-def test_missing_qemu_is_reported_before_building(tmp_path: Path) -> None:
+def test_a_test_bed_it_cannot_get_is_reported_before_building(tmp_path: Path) -> None:
+    """No apt-get and nothing cached: the pinned qemu cannot be fetched, and the build says so before
+    compiling anything."""
     bare = tmp_path / "bin"
     bare.mkdir()
     for tool in ("git",):
         (bare / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
-    env = {**os.environ, "PATH": str(bare)}
+    env = {**os.environ, "PATH": str(bare), "LLAMA_WHEELS_CACHE": str(tmp_path / "cache")}
     result = cli("--log", str(tmp_path / "log"), "build", "--dist", str(tmp_path / "dist"), env=env, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "llama-wheels: error: qemu-aarch64-static not found on PATH; "
-        "install qemu-user-static: apt-get install qemu-user-static")
+        "llama-wheels: error: apt-get not found on PATH; "
+        "the test bed is made of Debian packages: run on Debian or Ubuntu with apt-get and dpkg")
     assert not (tmp_path / "dist").exists()
+    assert not (tmp_path / "cache" / "sdists").exists()  # nothing fetched
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -265,6 +265,20 @@ def test_every_wheel_is_isa_audited_before_it_is_uploaded(path: Path) -> None:
     assert steps[upload]["with"]["path"] == "wheelhouse/*.whl"
 
 
+def test_ci_checks_every_pin_against_its_source(config_root: Path) -> None:
+    """`llama-wheels pin check --all` runs on every push; its sdist cache is keyed by every pin's sha256, so a
+    pin added or moved restores (and saves) another entry."""
+    job = workflow(REPO / workflows.WORKFLOW)["jobs"]["pins"]
+    assert [step["run"] for step in job["steps"] if "run" in step][-1] == "llama-wheels pin check --all"
+    [cache] = [step for step in job["steps"] if step.get("uses", "").startswith("actions/cache@")]
+    pins = config_root / "build_config/pins.toml"
+    legacy = load(REPO).pin("legacy").sdist_sha256
+    pins.write_text(pins.read_text().replace(legacy, "0" * 64))
+    changed = yaml.safe_load(workflows.workflow_yaml(load(config_root)))["jobs"]["pins"]["steps"]
+    [moved] = [step for step in changed if step.get("uses", "").startswith("actions/cache@")]
+    assert moved["with"]["key"] != cache["with"]["key"]
+
+
 # -------------------------------------------------------------------- offline workflow checkers
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli
+from .conftest import cli, pinned
 from .wheelfactory import built_wheel
 
 
@@ -32,9 +32,10 @@ def test_unknown_target(tmp_path: Path) -> None:
 
 
 def test_unknown_pin() -> None:
-    result = cli("plan", "--pin", "0.3.36")
+    version = pinned().version  # a version is not a pin's name
+    result = cli("plan", "--pin", version)
     assert result.returncode == 2
-    assert "unknown pin '0.3.36'" in error_line(result)
+    assert f"unknown pin '{version}'" in error_line(result)
 
 
 def test_malformed_toml(config_root: Path) -> None:
@@ -50,13 +51,13 @@ def test_option_the_pinned_source_does_not_define(config_root: Path, tmp_path: P
     pins.write_text(pins.read_text().replace('openmp = "GGML_OPENMP"', 'openmp = "GGML_OPENMP_RUNTIME"', 1))
     result = cli("--config", str(config_root), "--log", str(tmp_path / "log"), "fetch")
     assert result.returncode == 2
-    assert ("CMake option GGML_OPENMP_RUNTIME is not defined by llama-cpp-python 0.3.36"
+    assert (f"CMake option GGML_OPENMP_RUNTIME is not defined by llama-cpp-python {pinned().version}"
             in error_line(result))
 
 
 @pytest.mark.network
 def test_stale_patch_through_the_cli(config_root: Path, tmp_path: Path) -> None:
-    patch = config_root / "patches/0.3.36/0003-use-extra-bufts-keyword.patch"
+    patch = config_root / f"patches/{pinned().version}/0003-use-extra-bufts-keyword.patch"
     patch.write_text(patch.read_text().replace("         kv_overrides: Optional", "         kv_overridez: Optional"))
     result = cli("--config", str(config_root), "--log", str(tmp_path / "log"), "fetch")
     assert result.returncode == 2
@@ -70,7 +71,7 @@ def test_two_targets_with_one_wheel_name_into_one_dist(tmp_path: Path) -> None:
     result = cli("--log", str(tmp_path / "log"), "build", "linux-aarch64", "linux-aarch64-armv8.0",
                  "--dist", str(dist))
     assert result.returncode == 2
-    assert ("linux-aarch64@current and linux-aarch64-armv8.0@current make llama-cpp-python 0.3.36 wheels "
+    assert (f"linux-aarch64@current and linux-aarch64-armv8.0@current make llama-cpp-python {pinned().version} wheels "
             "for linux-aarch64 with the same file name; give each its own --dist") in error_line(result)
     assert not dist.exists()
 

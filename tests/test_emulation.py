@@ -7,6 +7,7 @@ is what keeps the data in build_config/cpus.toml honest.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import zipfile
 from dataclasses import replace
@@ -15,15 +16,17 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.config.cpus import Cpu, load_cpus
+from llama_wheels.config.qemu_spec import load_qemu_spec
 from llama_wheels.config.sysroot_spec import load_sysroot_spec
 from llama_wheels.core.cache import Cache
-from llama_wheels.core.errors import ConfigError, ToolchainError, UserError
+from llama_wheels.core.errors import ChecksumError, ConfigError, ToolchainError, UserError
 from llama_wheels.testbed import qemu, sysroot
 from llama_wheels.testbed.matrix import check_cpus
 from llama_wheels.testbed.qemu import install_wheel, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_CPUS = ["cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1", "a64fx", "max", "max-sve256"]
+EXPECTED_CPUS = ["cortex-a53", "cortex-a72", "cortex-a55", "cortex-a76", "neoverse-n1", "a64fx", "neoverse-v1",
+                 "neoverse-n2", "cortex-a710", "max-nosve", "max", "max-sve256"]
 
 # Runs raw A64 machine code given in hex (little-endian words, ending in RET) and prints what it returns.
 RUN_CODE = """\
@@ -59,6 +62,7 @@ def test_cpus_toml_loads_the_matrix() -> None:
     cpus = load_cpus(ROOT)
     assert list(cpus) == EXPECTED_CPUS
     assert cpus["max-sve256"].qemu_cpu == "max,sve256=on"
+    assert cpus["max-nosve"].qemu_cpu == "max,sve=off,sme=off"
     assert cpus["cortex-a53"].qemu_cpu == "cortex-a53"
     assert all(cpu.description for cpu in cpus.values())
     assert cpus["cortex-a53"].features.summary() == "armv8.0 baseline"
@@ -68,7 +72,7 @@ def test_cpus_toml_loads_the_matrix() -> None:
 def test_cpus_toml_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     root = _config_copy(tmp_path, "cpus.toml", ("dotprod = true", "dotprd = true"))
     with pytest.raises(
-        ConfigError, match=r"cpus\.cortex-a76: unknown key 'dotprd' \(did you mean 'dotprod'\?\)"
+        ConfigError, match=r"cpus\.cortex-a55: unknown key 'dotprd' \(did you mean 'dotprod'\?\)"
     ):
         load_cpus(root)
 
@@ -108,6 +112,91 @@ def test_sysroot_toml_unknown_key_and_loose_pin(tmp_path: Path) -> None:
     root = _config_copy(tmp_path, "sysroot.toml", ('numpy = "2.2.6"', 'numpy = ">=2"'))
     with pytest.raises(ConfigError, match=r"wheels\.pins\.numpy: '>=2' is not an exact version"):
         load_sysroot_spec(root)
+
+
+def test_qemu_toml_pins_one_deb_of_trixie() -> None:
+    spec = load_qemu_spec(ROOT)
+    assert (spec.package, spec.arch, spec.suite, str(spec.binary)) == (
+        "qemu-user", "amd64", "trixie", "usr/bin/qemu-aarch64")
+    assert spec.version.startswith("1:10.0.") and len(spec.sha256) == 64
+    assert spec.apt_name == f"qemu-user:amd64={spec.version}"
+    assert spec.sources_line == (
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (('sha256 = "ca6e', 'sha256 = "CA6E'), r"qemu\.toml: package\.sha256: 'CA6E.*' is not the \.deb's sha256"),
+    (('version = "1:', 'version = ">='), r"package\.version: '>=10\.0.*' is not an exact Debian version"),
+    (("binary =", "binray ="), r"package: unknown key 'binray' \(did you mean 'binary'\?\)"),
+    (('keyring = "/usr', 'keyring = "usr'), r"debian\.keyring: 'usr/.*' is not an absolute path"),
+])
+def test_qemu_toml_refuses_a_loose_pin(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_qemu_spec(_config_copy(tmp_path, "qemu.toml", edit))
+
+
+def test_an_emulator_that_needs_shared_libraries_is_refused(tmp_path: Path) -> None:
+    """The pinned qemu must run on this Debian 12 without its own suite's glibc: a dynamic binary (here
+    the host's ls) or something that is no ELF at all is refused before it is cached."""
+    spec = load_qemu_spec(ROOT)
+    ls = Path(shutil.which("ls") or "/bin/ls")
+    with pytest.raises(UserError, match=r"qemu\.toml: usr/bin/qemu-aarch64 of qemu-user 1:10\.0\.\S+ is dynamically "
+                                        r"linked \(needs .*libc\.so\.6"):
+        qemu.check_static_binary(ls, "EM_X86_64", spec)
+    script = tmp_path / "qemu-aarch64"
+    script.write_text("#!/bin/sh\necho 'qemu-aarch64 version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)'\n")
+    with pytest.raises(UserError, match=r"is not an ELF executable for EM_X86_64"):
+        qemu.check_static_binary(script, "EM_X86_64", spec)
+
+
+# ---- the pinned qemu (network: Debian's trixie suite) ---------------------------------------------------
+
+
+@pytest.mark.network
+def test_the_pinned_qemu_is_fetched_once_and_is_static_10_0(cache: Cache) -> None:
+    spec = load_qemu_spec(ROOT)
+    binary = qemu.ensure_qemu(cache)
+    assert binary.parent == cache.root / "tools" / f"qemu-user-{spec.sha256[:16]}"
+    record = json.loads((binary.parent / "deb.json").read_text())
+    assert (record["version"], record["sha256"], record["arch"]) == (spec.version, spec.sha256, "amd64")
+    qemu.check_static_binary(binary, "EM_X86_64", spec)  # what it was let in by, still true
+    started = time.monotonic()
+    assert qemu.ensure_qemu(cache) == binary
+    assert time.monotonic() - started < 1.0  # a cache hit: no apt, no network
+    older = replace(spec, version="1:10.0.12+ds-0+deb13u1")
+    with pytest.raises(UserError, match=r"does not run here or is another version: qemu-aarch64 version 10\.0\.13"):
+        qemu.check_static_binary(binary, "EM_X86_64", older)
+
+
+@pytest.mark.network
+def test_a_wrong_sha256_pin_is_refused_and_nothing_is_cached(tmp_path: Path) -> None:
+    """Sabotage: a copied qemu.toml with another sha256. apt's index contradicts the pin, so nothing is
+    downloaded, unpacked or cached; the error is one line naming the file, both hashes and the fix."""
+    real = load_qemu_spec(ROOT).sha256
+    spec = load_qemu_spec(_config_copy(tmp_path, "qemu.toml", (real, "0" * 64)))
+    fresh = Cache(tmp_path / "cache")
+    with pytest.raises(ChecksumError) as refused:
+        qemu.ensure_qemu(fresh, spec)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"{spec.source}: [package]: apt's index gives qemu-user_1%3a10.0.")
+    assert f"sha256 {real}, not the pinned {'0' * 64}" in message
+    assert "see the header of qemu.toml" in message
+    left = sorted(p.name for p in (fresh.root / "tools").iterdir())
+    assert left == [f".qemu-user-{'0' * 16}.lock"], left  # no binary, no scratch dir
+    assert not list(fresh.root.rglob("*.deb"))
+
+
+@pytest.mark.network
+def test_a_version_trixie_no_longer_has_is_refused_naming_the_pin(tmp_path: Path) -> None:
+    """What happens after a trixie point release replaces the pinned version: one line, nothing cached."""
+    spec = load_qemu_spec(_config_copy(tmp_path, "qemu.toml", ('version = "1:10.0.', 'version = "1:9.9.')))
+    fresh = Cache(tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"qemu\.toml: \[package\]: apt-get cannot download them: E: Version "
+                                          r"'1:9\.9\.\S+' for 'qemu-user' was not found; to move the pin, see the "
+                                          r"header of qemu\.toml$"):
+        qemu.ensure_qemu(fresh, spec)
+    assert not [p for p in (fresh.root / "tools").iterdir() if not p.name.endswith(".lock")]
 
 
 # ---- install_wheel (no qemu) ---------------------------------------------------------------------------
@@ -273,6 +362,9 @@ def test_sigill_is_reported_as_such(root: sysroot.Sysroot, tmp_path: Path) -> No
         pytest.param("cortex-a53", RDVL_X0_1, "SIGILL", id="cortex-a53-sve"),  # no SVE
         pytest.param("a64fx", RDVL_X0_1, "64", id="a64fx-sve"),  # 512-bit vectors = 64 bytes
         pytest.param("max-sve256", RDVL_X0_1, "32", id="max-sve256-sve"),
+        pytest.param("neoverse-v1", RDVL_X0_1, "32", id="neoverse-v1-sve"),  # Graviton3: 256 bits
+        pytest.param("neoverse-n2", RDVL_X0_1, "16", id="neoverse-n2-sve"),  # 128 bits
+        pytest.param("max-nosve", RDVL_X0_1, "SIGILL", id="max-nosve-sve"),  # max, but SVE really off
         pytest.param("cortex-a72", SDOT, "SIGILL", id="cortex-a72-dotprod"),  # armv8.0: no dotprod
         pytest.param("a64fx", SDOT, "SIGILL", id="a64fx-dotprod"),  # SVE, yet no dotprod
         pytest.param("neoverse-n1", SDOT, "0", id="neoverse-n1-dotprod"),
@@ -290,9 +382,8 @@ def test_qemu_enforces_the_isa(
         assert f"RESULT {result}" in outcome.tail
 
 
-def test_missing_qemu_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_apt_the_test_bed_says_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing cached and no apt-get: neither the pinned qemu nor the sysroot can be had."""
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(
-        ToolchainError, match=r"qemu-aarch64-static not found on PATH; install qemu-user-static: apt-get"
-    ):
+    with pytest.raises(ToolchainError, match=r"^apt-get not found on PATH; the test bed is made of Debian packages"):
         sysroot.ensure_sysroot(Cache(tmp_path / "cache"))

@@ -19,9 +19,9 @@ from llama_wheels.config import Pin, load
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ChecksumError, ConfigError, PatchError
 from llama_wheels.stages.fetch import fetch_sdist
-from llama_wheels.stages.patching import PreparedSource, prepare
+from llama_wheels.stages.patching import PreparedSource, prepare, unpack_sdist, vendored_commit
 
-from .conftest import REPO
+from .conftest import REPO, pinned, repo_config
 
 VERSION = "9.9.9"
 CHANGELOG = f"# Changelog\n\n## [{VERSION}]\n\n- feat: Update llama.cpp to ggml-org/llama.cpp@abcdef1234\n"
@@ -156,14 +156,40 @@ def test_failed_patch_names_patch_and_file_and_leaves_nothing(tmp_path: Path) ->
 def test_changelog_commit_must_match_the_pin(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     sdist, sha = _prepared_sdist(tmp_path, cache, {"CHANGELOG.md": CHANGELOG, "CMakeLists.txt": CMAKELISTS})
-    with pytest.raises(ConfigError, match=r"llama_cpp_commit is 1234567, but the sdist's CHANGELOG.md says it "
-                                          r"vendors llama.cpp@abcdef1234"):
+    with pytest.raises(ConfigError, match=r"llama_cpp_commit is 1234567, but the sdist vendors "
+                                          r"llama.cpp@abcdef1234 \(CHANGELOG.md\)"):
         prepare(fake_pin(sha, commit="1234567"), sdist, tmp_path / "patches", cache)
     assert list(cache.sources.iterdir()) == []
 
 
+SUBMODULE_HEAD = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    # the submodule's git metadata, as llama-cpp-python's sdists ship it, wins over the CHANGELOG's prose
+    ({"vendor/llama.cpp/.git": "gitdir: ../../.git/modules/vendor/llama.cpp\n",
+      ".git/modules/vendor/llama.cpp/HEAD": SUBMODULE_HEAD + "\n"},
+     (SUBMODULE_HEAD, "vendor/llama.cpp submodule HEAD")),
+    # a HEAD on a branch: the branch's commit from packed-refs
+    ({"vendor/llama.cpp/.git": "gitdir: ../../.git/modules/vendor/llama.cpp\n",
+      ".git/modules/vendor/llama.cpp/HEAD": "ref: refs/heads/master\n",
+      ".git/modules/vendor/llama.cpp/packed-refs": f"# pack-refs\n{SUBMODULE_HEAD} refs/heads/master\n"},
+     (SUBMODULE_HEAD, "vendor/llama.cpp submodule HEAD")),
+    # a gitdir pointing out of the sdist is not followed: the CHANGELOG is the fallback
+    ({"vendor/llama.cpp/.git": "gitdir: ../../../../outside\n"}, ("abcdef1234", "CHANGELOG.md")),
+    ({}, ("abcdef1234", "CHANGELOG.md")),
+])
+def test_vendored_commit_reads_the_submodule_head(tmp_path: Path, files: dict[str, str],
+                                                   expected: tuple[str, str]) -> None:
+    make_sdist(tmp_path / "s.tar.gz", {"CHANGELOG.md": CHANGELOG, **files})
+    (tmp_path / "tree").mkdir()
+    unpack_sdist(tmp_path / "s.tar.gz", VERSION, tmp_path / "tree")
+    found = vendored_commit(tmp_path / "tree", VERSION)
+    assert (found.commit, found.source) == expected
+
+
 @pytest.mark.network
-@pytest.mark.parametrize("pin_name", ["current", "legacy"])
+@pytest.mark.parametrize("pin_name", sorted(repo_config().pins))
 def test_real_pins_fetch_prepare_and_declare_their_options(pin_name: str, cache: Cache) -> None:
     """The committed pins: sdist hash, vendored commit and patch series match the real PyPI release."""
     config = load(REPO)
@@ -173,9 +199,12 @@ def test_real_pins_fetch_prepare_and_declare_their_options(pin_name: str, cache:
     for switch, mapping in pin.switches.items():
         if isinstance(mapping, str) and not mapping.startswith("-"):
             assert mapping in source.cmake_options, f"{pin_name}: {switch} -> {mapping} is not declared"
-    if pin_name == "legacy":
-        assert "GGML_CPU_ARM_ARCH" not in source.cmake_options
-        assert "GGML_CPU_REPACK" not in source.cmake_options
+    # A switch this pin maps otherwise than the default pin does (0.3.4: GGML_CPU_AARCH64 for
+    # GGML_CPU_REPACK, -march for GGML_CPU_ARM_ARCH): the default pin's name is one this revision lacks.
+    for switch, theirs in pinned().switches.items():
+        mapping = pin.switches.get(switch)
+        if isinstance(theirs, str) and not theirs.startswith("-") and isinstance(mapping, str) and mapping != theirs:
+            assert theirs not in source.cmake_options, f"{pin_name}: {switch} could be {theirs} here"
 
 
 @pytest.mark.network

@@ -24,7 +24,7 @@ from llama_wheels.release import index as index_module
 from llama_wheels.release.index import build_index, check_tree, parse_links
 
 from .conftest import cli
-from .wheelfactory import NAME, built_wheel, package_files, raw_wheel
+from .wheelfactory import NAME, VERSION, built_wheel, package_files, raw_wheel
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -81,7 +81,7 @@ def test_pages_follow_pep_503_and_691(dist: Path, tmp_path: Path) -> None:
     assert attrs["data-core-metadata"] == attrs["data-dist-info-metadata"] == f"sha256={metadata_digest}"
     data = json.loads((page / "index.json").read_text())
     assert data["meta"] == {"api-version": "1.1"} and data["name"] == "llama-cpp-python"
-    assert data["versions"] == ["0.3.36"]
+    assert data["versions"] == [VERSION]
     assert data["files"] == [{
         "filename": NAME, "url": NAME, "hashes": {"sha256": digest}, "requires-python": ">=3.8",
         "size": (page / NAME).stat().st_size, "core-metadata": {"sha256": metadata_digest},
@@ -95,14 +95,14 @@ def test_pip_installs_from_the_index_and_checks_the_hash(dist: Path, tmp_path: P
     target = ["--platform", "manylinux2014_aarch64", "--python-version", "3.11", "--implementation", "cp",
               "--only-binary=:all:", "--no-deps"]
     got = pip("download", "--index-url", url, *target, "-d", str(tmp_path / "got"),
-              "llama-cpp-python==0.3.36")
+              f"llama-cpp-python=={VERSION}")
     assert got.returncode == 0, got.stdout + got.stderr
     assert [p.name for p in (tmp_path / "got").iterdir()] == [NAME]
 
     page = out / "cpu" / "simple" / "llama-cpp-python" / "index.html"
     page.write_text(page.read_text().replace("#sha256=", "#sha256=0"))  # a fragment that cannot match
     bad = pip("download", "--index-url", url, *target, "-d", str(tmp_path / "bad"),
-              "llama-cpp-python==0.3.36")
+              f"llama-cpp-python=={VERSION}")
     assert bad.returncode != 0
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in bad.stdout + bad.stderr
 
@@ -173,7 +173,7 @@ def test_a_real_client_reads_every_page(dist: Path, tmp_path: Path, accept: str)
                 [pkg] = page.packages
                 metadata = wheel_metadata(wheel)
                 assert (pkg.filename, pkg.project, pkg.version, pkg.package_type) == (
-                    NAME, "llama_cpp_python", "0.3.36", "wheel")
+                    NAME, "llama_cpp_python", VERSION, "wheel")
                 assert pkg.url == f"{url}/{family}/simple/llama-cpp-python/{NAME}"
                 assert pkg.digests == {"sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()}
                 assert pkg.requires_python == ">=3.8"
@@ -182,7 +182,7 @@ def test_a_real_client_reads_every_page(dist: Path, tmp_path: Path, accept: str)
                 assert not pkg.is_yanked and not pkg.has_sig
                 if accept == ACCEPT_JSON_ONLY:  # only PEP 691 carries these
                     assert pkg.size == wheel.stat().st_size
-                    assert page.versions == ["0.3.36"]
+                    assert page.versions == [VERSION]
                 # both verify the digests of the page against what they download
                 simple.download_package(pkg, tmp_path / "got" / family / NAME)
                 assert (tmp_path / "got" / family / NAME).read_bytes() == wheel.read_bytes()
@@ -222,7 +222,7 @@ def test_a_failed_run_leaves_the_previous_index_intact(dist: Path, tmp_path: Pat
     build_index(dist, out)
     before = tree_digest(out)
 
-    foreign = raw_wheel(dist / NAME.replace("0.3.36", "0.3.37"), package_files())  # no provenance
+    foreign = raw_wheel(dist / NAME.replace(VERSION, f"{VERSION}.post1"), package_files())  # no provenance
     with pytest.raises(UserError, match=r"has no llama_wheels\.json provenance"):
         build_index(dist, out)
     assert tree_digest(out) == before

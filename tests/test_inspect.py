@@ -8,7 +8,7 @@ from pathlib import Path
 from llama_wheels.binaries.macho import macho_facts
 from llama_wheels.release.inspection import inspect, render
 
-from .wheelfactory import built_wheel
+from .wheelfactory import VERSION, built_wheel
 
 
 def _pad(data: bytes) -> bytes:
@@ -58,7 +58,7 @@ def test_inspect_a_linux_wheel(tmp_path: Path) -> None:
 def test_inspect_a_macos_wheel(tmp_path: Path) -> None:
     libs = {"libggml-base.dylib": macho((11, 0, 0)), "libllama.dylib": macho((12, 3, 0))}
     wheel = built_wheel(tmp_path, libs=libs,
-                        name="llama_cpp_python-0.3.36-py3-none-macosx_11_0_arm64.whl")
+                        name=f"llama_cpp_python-{VERSION}-py3-none-macosx_11_0_arm64.whl")
     facts = inspect(wheel)
     assert facts["macos_minos"] == "12.3" and facts["requires_glibc"] is None
     assert "requires  macOS >= 12.3 (highest minos of any library)" in render(facts)
@@ -72,7 +72,7 @@ def test_inspect_a_macos_wheel(tmp_path: Path) -> None:
 def test_inspect_reports_what_is_neither_elf_nor_a_readable_macho(tmp_path: Path) -> None:
     broken = macho()[:40]  # a Mach-O header whose load commands are cut off
     libs = {"libggml-base.dylib": broken, "libllama.dylib": b"not a library", "libggml.dylib": macho()}
-    wheel = built_wheel(tmp_path, libs=libs, name="llama_cpp_python-0.3.36-py3-none-macosx_11_0_arm64.whl")
+    wheel = built_wheel(tmp_path, libs=libs, name=f"llama_cpp_python-{VERSION}-py3-none-macosx_11_0_arm64.whl")
     facts = inspect(wheel)
     assert [(lib["path"].rsplit("/")[-1], lib["format"]) for lib in facts["libraries"]] == [
         ("libggml-base.dylib", "unknown"), ("libggml.dylib", "Mach-O"), ("libllama.dylib", "unknown")]

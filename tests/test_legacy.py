@@ -26,7 +26,7 @@ from llama_wheels.testbed.models import write_t5_model
 from llama_wheels.testbed.qemu import install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
-from .conftest import REPO, build_target, cli
+from .conftest import REPO, build_target, cli, pinned
 from .test_matrix import rewritten
 
 pytestmark = [pytest.mark.build, pytest.mark.emulated]
@@ -58,7 +58,8 @@ def test_legacy_wheels_hold_only_the_package(patched_wheel: Path, unpatched_whee
         check_wheel(wheel, platform("linux-aarch64"))
         with zipfile.ZipFile(wheel) as archive:
             names = archive.namelist()
-        assert {n.split("/")[0] for n in names} == {"llama_cpp", "llama_cpp_python-0.3.4.dist-info"}
+        dist_info = f"llama_cpp_python-{pinned('legacy').version}.dist-info"
+        assert {n.split("/")[0] for n in names} == {"llama_cpp", dist_info}
         assert "llama_cpp/lib/libllama.so" in names
     with zipfile.ZipFile(patched_wheel) as archive:
         assert archive.read("llama_cpp/lib/cpu-isa.txt").decode().strip() == "armv8.2-a+dotprod"  # 0005

@@ -14,9 +14,9 @@ from llama_wheels.plan import plan
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
-PATCH_DIR = REPO / "patches" / "0.3.4"
+PATCH_DIR = REPO / "patches" / pinned("legacy").version
 
 
 def test_unpatched_pin_is_the_legacy_pin_minus_the_fixes() -> None:

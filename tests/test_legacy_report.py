@@ -9,7 +9,7 @@ from typing import Any
 from llama_wheels.config import load
 from llama_wheels.testbed import legacy
 
-from .conftest import REPO, cli
+from .conftest import REPO, cli, pinned
 
 
 def _cell(verdict: str, layout: str | None, detail: str = "") -> dict[str, Any]:
@@ -54,7 +54,7 @@ def test_markdown_shows_before_and_after_per_cpu() -> None:
 def test_write_puts_both_files_in_place(tmp_path: Path) -> None:
     json_path, md_path = legacy.write(fake_data(), load(REPO), tmp_path / "docs")
     assert json.loads(json_path.read_text())["cells"]["after"]["cortex-a53"]["verdict"] == "unsupported"
-    assert md_path.read_text().startswith("# llama-cpp-python 0.3.4")
+    assert md_path.read_text().startswith(f"# llama-cpp-python {pinned('legacy').version}")
     assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["legacy-0.3.4.json", "legacy-0.3.4.md"]
 
 

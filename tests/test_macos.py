@@ -23,7 +23,7 @@ from llama_wheels.stages.macos import check_macos_wheel, describe
 from llama_wheels.stages.provenance import read_provenance
 from llama_wheels.stages.toolchain import zig_toolchain
 
-from .conftest import cli
+from .conftest import cli, pinned
 
 MACOS = platform("macos-arm64")
 TAG = "py3-none-macosx_11_0_arm64"
@@ -190,7 +190,7 @@ def test_macos_cpu_wheel_cross_built_with_zig(tmp_path: Path) -> None:
     result = cli("--log", str(log), "build", "macos-arm64", "--no-verify", "--dist", str(dist))
     assert result.returncode == 0, f"build failed (log {tmp_path / 'build.log'}):\n{result.stderr[-3000:]}"
     [wheel] = dist.glob("*.whl")
-    assert wheel.name == f"llama_cpp_python-0.3.36-{TAG}.whl"
+    assert wheel.name == f"llama_cpp_python-{pinned().version}-{TAG}.whl"
     libraries = check_macos_wheel(wheel, MACOS)
     print(describe(libraries))  # the otool -l view, in the test log
     names = {Path(lib.path).name for lib in libraries}

@@ -53,8 +53,13 @@ def test_default_wheel_passes_on_every_cpu(default_wheel: Path, tmp_path: Path) 
         "cortex-a53": ("armv8.0_1", "none"),
         "cortex-a72": ("armv8.0_1", "none"),
         "a64fx": ("armv8.0_1", "none"),
+        "cortex-a55": ("armv8.2_2", "q4_0_4x4"),
         "cortex-a76": ("armv8.2_2", "q4_0_4x4"),
         "neoverse-n1": ("armv8.2_2", "q4_0_4x4"),
+        "max-nosve": ("armv8.2_2", "q4_0_4x4"),
+        "neoverse-v1": ("armv8.6_1", "q4_0_8x8"),
+        "neoverse-n2": ("armv8.6_2", "q4_0_4x8"),
+        "cortex-a710": ("armv8.6_2", "q4_0_4x8"),
         "max": ("armv9.2_2", "q4_0_4x8"),
         "max-sve256": ("armv9.2_2", "q4_0_8x8"),
     }

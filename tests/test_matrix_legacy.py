@@ -11,7 +11,7 @@ import pytest
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.testbed.matrix import Observed, WheelBuild, _observed, expect, score_mismatch, wheel_labels
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
 _spec = importlib.util.spec_from_file_location("wheel_probe_copy", REPO / "wheel_tests" / "wheel_probe.py")
 assert _spec and _spec.loader
@@ -34,7 +34,7 @@ _spec.loader.exec_module(wheel_probe)
 )
 def test_patched_legacy_wheel_expectations(cpu: str, supported: bool, layout: str | None) -> None:
     """The patched wheel records -march in cpu-isa.txt: enough to derive every CPU's outcome."""
-    wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8.2-a+dotprod", variants=())
+    wheel = WheelBuild(path=Path("w.whl"), version=pinned("legacy").version, fixed_isa="armv8.2-a+dotprod", variants=())
     e = expect(wheel, load_cpus(REPO)[cpu], {})
     assert (e.supported, e.q4_0_layout, e.variant) == (supported, layout, None)
     assert e.missing == (() if supported else ("dotprod",))
@@ -42,13 +42,13 @@ def test_patched_legacy_wheel_expectations(cpu: str, supported: bool, layout: st
 
 def test_stock_wheel_has_no_expectation() -> None:
     """Without cpu-isa.txt nothing says what the wheel was built for: run it and see (SIGILL on a53)."""
-    wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa=None, variants=())
+    wheel = WheelBuild(path=Path("w.whl"), version=pinned("legacy").version, fixed_isa=None, variants=())
     e = expect(wheel, load_cpus(REPO)["cortex-a53"], {})
     assert (e.supported, e.q4_0_layout) == (True, None)
 
 
 def test_armv8_0_legacy_wheel_repacks_nothing() -> None:
-    wheel = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8-a", variants=())
+    wheel = WheelBuild(path=Path("w.whl"), version=pinned("legacy").version, fixed_isa="armv8-a", variants=())
     for cpu in load_cpus(REPO).values():
         assert expect(wheel, cpu, {}).q4_0_layout == "none"
 
@@ -94,7 +94,8 @@ def test_the_wheel_suite_derives_every_weight_from_the_q4_0_layout(
 
 def test_the_scores_a_wheel_reports_are_checked_against_the_oracles() -> None:
     """The IMPORT probe reads each variant library's own ggml_backend_score; they must be the oracle's."""
-    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=("armv8.0_1", "armv8.2_2"))
+    wheel = WheelBuild(path=Path("w.whl"), version=pinned().version, fixed_isa=None,
+                       variants=("armv8.0_1", "armv8.2_2"))
     variants = {"armv8.0_1": frozenset(), "armv8.2_2": frozenset({"dotprod", "fp16"})}
     e = expect(wheel, load_cpus(REPO)["neoverse-n1"], variants)
     assert score_mismatch({"armv8.0_1": 1, "armv8.2_2": 7}, e) == ""
@@ -103,5 +104,6 @@ def test_the_scores_a_wheel_reports_are_checked_against_the_oracles() -> None:
         "variant scores differ from ggml's rule: armv8.2_2 0 (oracle 7)")
     assert score_mismatch({"armv8.0_1": 1}, e) == "variant scores differ from ggml's rule: armv8.2_2 absent (oracle 7)"
     # A fixed-ISA or unpatched wheel reports none and expects none.
-    legacy = WheelBuild(path=Path("w.whl"), version="0.3.4", fixed_isa="armv8.2-a+dotprod", variants=())
+    legacy = WheelBuild(path=Path("w.whl"), version=pinned("legacy").version, fixed_isa="armv8.2-a+dotprod",
+                        variants=())
     assert score_mismatch({}, expect(legacy, load_cpus(REPO)["neoverse-n1"], {})) == ""

@@ -16,7 +16,7 @@ from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
 from llama_wheels.testbed.matrix import WheelBuild, declared_variants, expect, ggml_cmake
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 from .test_oracle import PINNED_CMAKE
 
 
@@ -59,7 +59,7 @@ def test_pinned_source_declares_the_apple_variants(source_tree: Path) -> None:
 
 
 def dispatch_wheel(variants: dict[str, frozenset[str]]) -> WheelBuild:
-    return WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=tuple(variants))
+    return WheelBuild(path=Path("w.whl"), version=pinned().version, fixed_isa=None, variants=tuple(variants))
 
 
 @pytest.mark.network
@@ -85,7 +85,7 @@ def test_dispatch_expectations_follow_from_features(
 
 def test_fixed_isa_wheel_is_unsupported_without_its_features() -> None:
     cpus = load_cpus(REPO)
-    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa="armv8.2-a+dotprod", variants=())
+    wheel = WheelBuild(path=Path("w.whl"), version=pinned().version, fixed_isa="armv8.2-a+dotprod", variants=())
     assert expect(wheel, cpus["cortex-a53"], {}).missing == ("dotprod",)
     assert not expect(wheel, cpus["a64fx"], {}).supported
     on_n1 = expect(wheel, cpus["neoverse-n1"], {})
@@ -95,7 +95,7 @@ def test_fixed_isa_wheel_is_unsupported_without_its_features() -> None:
 
 def test_a_wheel_the_oracle_cannot_judge_is_a_user_error() -> None:
     """A dispatch wheel checked against no declared variants (wrong pin, unreadable source): one line."""
-    wheel = WheelBuild(path=Path("w.whl"), version="0.3.36", fixed_isa=None, variants=("armv8.0_1",))
+    wheel = WheelBuild(path=Path("w.whl"), version=pinned().version, fixed_isa=None, variants=("armv8.0_1",))
     with pytest.raises(UserError, match=r"^w.whl on neoverse-n1: the pinned source declares no CPU variant"):
         expect(wheel, load_cpus(REPO)["neoverse-n1"], {})
 

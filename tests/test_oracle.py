@@ -162,9 +162,14 @@ def test_dispatch_expectations_on_every_emulated_cpu() -> None:
     assert got == {
         "cortex-a53": ("armv8.0_1", "none"),
         "cortex-a72": ("armv8.0_1", "none"),
+        "cortex-a55": ("armv8.2_2", "q4_0_4x4"),
         "cortex-a76": ("armv8.2_2", "q4_0_4x4"),
         "neoverse-n1": ("armv8.2_2", "q4_0_4x4"),
         "a64fx": ("armv8.0_1", "none"),  # SVE-512 but no dotprod: every other variant needs it
+        "neoverse-v1": ("armv8.6_1", "q4_0_8x8"),  # Graviton3: SVE-256 + i8mm, no SVE2
+        "neoverse-n2": ("armv8.6_2", "q4_0_4x8"),  # SVE2, but 128-bit: the 8x8 SVE kernel needs 256
+        "cortex-a710": ("armv8.6_2", "q4_0_4x8"),
+        "max-nosve": ("armv8.2_2", "q4_0_4x4"),  # i8mm without SVE: no Linux variant has i8mm alone
         "max": ("armv9.2_2", "q4_0_4x8"),  # i8mm, but 512-bit SVE: the 8x8 SVE kernel needs 256
         "max-sve256": ("armv9.2_2", "q4_0_8x8"),
     }

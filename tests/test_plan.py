@@ -6,7 +6,7 @@ from llama_wheels.config import load
 from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import describe, plan
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
 
 def test_default_target_is_runtime_dispatch_with_repacking() -> None:
@@ -31,14 +31,16 @@ def test_logical_switches_map_per_revision() -> None:
 
 
 def test_switch_the_pin_lacks_is_an_error() -> None:
-    with pytest.raises(ConfigError, match=r"needs switch 'all_variants', which llama-cpp-python 0.3.4"):
+    legacy = pinned("legacy").version
+    with pytest.raises(ConfigError, match=rf"needs switch 'all_variants', which llama-cpp-python {legacy}"):
         plan(load(REPO), ["linux-aarch64"], "legacy")
 
 
 def test_option_not_defined_by_the_pinned_source() -> None:
     [job] = plan(load(REPO))
     declared = frozenset({"GGML_NATIVE", "GGML_BACKEND_DL", "GGML_CPU_ALL_VARIANTS", "GGML_OPENMP", "LLAMA_OPENSSL"})
-    with pytest.raises(ConfigError, match=r"CMake option GGML_CPU_REPACK is not defined by llama-cpp-python 0.3.36"):
+    with pytest.raises(ConfigError,
+                       match=rf"CMake option GGML_CPU_REPACK is not defined by llama-cpp-python {pinned().version}"):
         job.check_against(declared)
 
 
@@ -52,4 +54,4 @@ def test_jobs_have_distinct_stable_keys() -> None:
 def test_describe_shows_args_and_patches() -> None:
     text = describe(plan(load(REPO)))
     assert "-DGGML_CPU_ALL_VARIANTS=ON" in text
-    assert "patches/0.3.36/0002-load-backends-and-check-cpu.patch" in text
+    assert f"patches/{pinned().version}/0002-load-backends-and-check-cpu.patch" in text

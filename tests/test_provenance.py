@@ -31,13 +31,13 @@ from llama_wheels.stages.patching import AppliedPatch, PreparedSource, patch_fil
 from llama_wheels.stages.provenance import FILENAME, Provenance, collect, read_provenance, source_date_epoch
 from llama_wheels.stages.toolchain import Toolchain, zig_toolchain
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 from .wheelfactory import DIST_INFO, EPOCH, NAME, package_files, raw_wheel, record
 
 SDIST_TIME = 1667997441  # what scikit-build-core stamps on every sdist member
 
 
-def fake_sdist(path: Path, version: str = "0.3.36", mtime: int = SDIST_TIME) -> Path:
+def fake_sdist(path: Path, version: str = pinned().version, mtime: int = SDIST_TIME) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as archive:
         for name, data in ((f"llama_cpp_python-{version}/PKG-INFO", b"Name: llama_cpp_python\n"),
@@ -90,9 +90,10 @@ def test_record_holds_every_input_and_no_machine_path(tmp_path: Path) -> None:
     data = collect_in(tmp_path / "cache", job).data
     text = json.dumps(data)
     assert str(tmp_path) not in text, "a path of this machine leaked into the provenance record"
-    assert data["pin"] == {"name": "current", "llama_cpp_python": "0.3.36", "llama_cpp_commit": "0c1e57098",
-                           "sdist": {"filename": "llama_cpp_python-0.3.36.tar.gz",
-                                     "sha256": job.pin.sdist_sha256}}
+    pin = pinned()  # the default pin, as build_config/pins.toml has it
+    assert data["pin"] == {"name": pin.name, "llama_cpp_python": pin.version, "llama_cpp_commit": pin.llama_cpp_commit,
+                           "sdist": {"filename": f"llama_cpp_python-{pin.version}.tar.gz",
+                                     "sha256": pin.sdist_sha256}}
     assert [p["name"] for p in data["patches"]] == list(job.pin.patches)
     assert all(len(p["sha256"]) == 64 for p in data["patches"])
     assert data["target"]["name"] == "linux-aarch64-armv8.0" and data["target"]["index"] == "armv8.0"
@@ -168,13 +169,14 @@ def test_every_input_changes_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_source_date_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    sdist = fake_sdist(tmp_path / "s" / "llama_cpp_python-0.3.36.tar.gz")
+    name = pinned().sdist_filename
+    sdist = fake_sdist(tmp_path / "s" / name)
     old = tmp_path / "0001-old.patch"
     old.write_text("From 0 Mon Sep 17 00:00:00 2001\nDate: Thu, 1 Jan 2015 00:00:00 +0000\n")
     new = tmp_path / "0002-new.patch"
     new.write_text("From 0 Mon Sep 17 00:00:00 2001\nDate: Wed, 25 Nov 2026 06:06:20 +0000\n")
-    assert source_date_epoch(sdist, []) == (SDIST_TIME, "llama_cpp_python-0.3.36.tar.gz PKG-INFO mtime")
-    assert source_date_epoch(sdist, [old]) == (SDIST_TIME, "llama_cpp_python-0.3.36.tar.gz PKG-INFO mtime")
+    assert source_date_epoch(sdist, []) == (SDIST_TIME, f"{name} PKG-INFO mtime")
+    assert source_date_epoch(sdist, [old]) == (SDIST_TIME, f"{name} PKG-INFO mtime")
     assert source_date_epoch(sdist, [old, new]) == (1795586780, "Date: of 0002-new.patch")
     assert (sdist.parent / (sdist.name + ".epoch")).read_text() == f"{SDIST_TIME}\n"  # memo, no tar re-read
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")

@@ -2,7 +2,7 @@
 
 The default wheel (``cpu`` family) is built through the CLI (a cache hit when test_build.py built it
 already), indexed with ``llama-wheels index``, and installed by **pip running inside the emulated arm64
-Python** (Debian's python3.11 under qemu-aarch64-static, neoverse-n1): pip itself decides that the
+Python** (Debian's python3.11 under the pinned qemu-aarch64, neoverse-n1): pip itself decides that the
 manylinux_2_17_aarch64 wheel fits that interpreter, reads the ``cpu/simple`` page from a file:// URL and
 checks the wheel against the page's ``#sha256=`` fragment. The Debian sysroot has no pip, so pip's own
 wheel (pinned by sha256, downloaded once from PyPI) is put on the guest's PYTHONPATH; ``--isolated``
@@ -29,7 +29,7 @@ from llama_wheels.testbed.qemu import run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 from llama_wheels.testbed.verify import run_smoke
 
-from .conftest import REPO
+from .conftest import REPO, pinned
 
 pytestmark = [pytest.mark.build, pytest.mark.emulated]
 
@@ -76,7 +76,7 @@ def test_pip_in_the_emulated_python_installs_our_wheel_from_the_index(tmp_path: 
         sysroot, cpu,
         ["-m", "pip", "--isolated", "--disable-pip-version-check",
          "install", "--no-cache-dir", "--no-compile", "--index-url", url, "--only-binary=:all:", "--no-deps",
-         "--target", str(target), "--report", str(report), "llama-cpp-python==0.3.36"],
+         "--target", str(target), "--report", str(report), f"llama-cpp-python=={pinned().version}"],
         pythonpath=[guest_pip(cache)], timeout=1200)
     assert installed.returncode == 0, "\n".join(installed.tail)
     entry = json.loads(report.read_text())["install"][0]
@@ -86,7 +86,7 @@ def test_pip_in_the_emulated_python_installs_our_wheel_from_the_index(tmp_path: 
     smoke = run_smoke(target, cpu, cache, label=f"{wheel.name} installed by pip")
     assert smoke.package == target / "llama_cpp" / "__init__.py"  # what pip installed, nothing else
     assert smoke.layout == "q4_0_4x4"  # neoverse-n1: dotprod, repacked
-    dist_info = target / "llama_cpp_python-0.3.36.dist-info"
+    dist_info = target / f"llama_cpp_python-{pinned().version}.dist-info"
     installed_record = json.loads((dist_info / "llama_wheels.json").read_text())
     assert installed_record == read_provenance(wheel)
     assert installed_record["target"]["index"] == "cpu"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -13,13 +14,13 @@ from llama_wheels.core.errors import RepairError, UserError
 from llama_wheels.release.index import build_index, read_wheel
 from llama_wheels.stages.repair import check_wheel
 
-from .wheelfactory import NAME, built_wheel
+from .wheelfactory import NAME, VERSION, built_wheel
 
 
 def test_parse_wheel_name() -> None:
     parsed = parse_wheel_name(NAME)
     assert parsed is not None
-    assert (parsed.project, str(parsed.version), parsed.build) == ("llama-cpp-python", "0.3.36", ())
+    assert (parsed.project, str(parsed.version), parsed.build) == ("llama-cpp-python", VERSION, ())
     assert parsed.platforms == {"manylinux_2_17_aarch64", "manylinux2014_aarch64"}
     assert {str(t) for t in parsed.tags} == {"py3-none-manylinux_2_17_aarch64", "py3-none-manylinux2014_aarch64"}
     tagged = parse_wheel_name("Demo.Pkg-1.0-1abc-py2.py3-none-any.whl")  # a build tag, compressed tags
@@ -68,23 +69,23 @@ def test_fixed_isa(tmp_path: Path) -> None:
 
 
 def test_the_index_refuses_a_file_that_is_not_named_as_a_wheel(tmp_path: Path) -> None:
-    built_wheel(tmp_path / "dist", name="llama_cpp_python-0.3.36-py3-none.whl")
-    with pytest.raises(UserError, match=r"llama_cpp_python-0\.3\.36-py3-none\.whl: not a wheel file name"):
+    built_wheel(tmp_path / "dist", name=f"llama_cpp_python-{VERSION}-py3-none.whl")
+    with pytest.raises(UserError, match=rf"llama_cpp_python-{re.escape(VERSION)}-py3-none\.whl: not a wheel file name"):
         build_index(tmp_path / "dist", tmp_path / "site")
 
 
 def test_the_index_refuses_a_file_name_its_metadata_contradicts(tmp_path: Path) -> None:
-    for name in ("llama_cpp_python-0.3.37-py3-none-any.whl", "other-0.3.36-py3-none-any.whl"):
+    for name in (f"llama_cpp_python-{VERSION}.post1-py3-none-any.whl", f"other-{VERSION}-py3-none-any.whl"):
         wheel = built_wheel(tmp_path / name, name=name)
         with pytest.raises(UserError, match="file name does not match its METADATA"):
             read_wheel(wheel)
     # the same name, spelled another way, with a build tag: one project, one version
-    same = read_wheel(built_wheel(tmp_path / "b", name="Llama.CPP_python-0.3.36-1-py3-none-any.whl"))
-    assert (same.project, same.version) == ("llama-cpp-python", "0.3.36")
+    same = read_wheel(built_wheel(tmp_path / "b", name=f"Llama.CPP_python-{VERSION}-1-py3-none-any.whl"))
+    assert (same.project, same.version) == ("llama-cpp-python", VERSION)
 
 
 def test_repair_checks_the_platform_tag_of_the_name(tmp_path: Path) -> None:
-    for name in (NAME.replace("aarch64", "x86_64"), "llama_cpp_python-0.3.36.whl"):
+    for name in (NAME.replace("aarch64", "x86_64"), f"llama_cpp_python-{VERSION}.whl"):
         wheel = built_wheel(tmp_path / name, name=name)
         with pytest.raises(RepairError, match="tag is not manylinux_2_17_aarch64"):
             check_wheel(wheel, platform("linux-aarch64"))

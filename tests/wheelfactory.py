@@ -9,12 +9,17 @@ from typing import Any
 from llama_wheels.stages.finalize import write_wheel
 from llama_wheels.stages.provenance import SCHEMA, Provenance
 
-NAME = "llama_cpp_python-0.3.36-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
-DIST_INFO = "llama_cpp_python-0.3.36.dist-info"
-# llama-cpp-python 0.3.36's own core metadata (its dependencies are what pip must get from PyPI)
-METADATA = (b"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36\nRequires-Python: >=3.8\n"
-            b"Requires-Dist: typing-extensions>=4.5.0\nRequires-Dist: numpy>=1.20.0\n"
-            b"Requires-Dist: diskcache>=5.6.1\nRequires-Dist: jinja2>=2.11.3\n\n")
+from .conftest import pinned
+
+# The wheels are of the default pin's release (build_config/pins.toml), whichever it is.
+PIN = pinned()
+VERSION = PIN.version
+NAME = f"llama_cpp_python-{VERSION}-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
+DIST_INFO = f"llama_cpp_python-{VERSION}.dist-info"
+# llama-cpp-python's own core metadata (its dependencies are what pip must get from PyPI)
+METADATA = (f"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: {VERSION}\nRequires-Python: >=3.8\n"
+            "Requires-Dist: typing-extensions>=4.5.0\nRequires-Dist: numpy>=1.20.0\n"
+            "Requires-Dist: diskcache>=5.6.1\nRequires-Dist: jinja2>=2.11.3\n\n").encode()
 WHEEL = (b"Wheel-Version: 1.0\nGenerator: scikit-build-core 1.1.2\nRoot-Is-Purelib: false\n"
          b"Tag: py3-none-manylinux_2_17_aarch64\nTag: py3-none-manylinux2014_aarch64\n\n")
 EPOCH = 1764000000
@@ -24,8 +29,8 @@ def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EP
     """A complete provenance record, as ``provenance.collect`` writes one."""
     data: dict[str, Any] = {
         "schema": SCHEMA,
-        "pin": {"name": "current", "llama_cpp_python": "0.3.36", "llama_cpp_commit": "0c1e57098",
-                "sdist": {"filename": "llama_cpp_python-0.3.36.tar.gz", "sha256": "83" * 32}},
+        "pin": {"name": PIN.name, "llama_cpp_python": VERSION, "llama_cpp_commit": PIN.llama_cpp_commit,
+                "sdist": {"filename": PIN.sdist_filename, "sha256": "83" * 32}},
         "patches": [{"name": "0001-install-only-the-package.patch", "sha256": "8d" * 32}],
         "target": {"name": target, "platform": "linux-aarch64", "index": index, "switches": {"repack": True}},
         "cmake": {"config_settings": ["build-dir=<build>", "cmake.define.CMAKE_BUILD_TYPE=Release"],
@@ -41,7 +46,7 @@ def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EP
 
 def package_files(libs: dict[str, bytes] | None = None) -> dict[str, tuple[bytes, bool]]:
     files: dict[str, tuple[bytes, bool]] = {
-        "llama_cpp/__init__.py": (b"__version__ = '0.3.36'\n", False),
+        "llama_cpp/__init__.py": (f"__version__ = '{VERSION}'\n".encode(), False),
         "llama_cpp/llama.py": (b"class Llama: ...\n", False),
         f"{DIST_INFO}/METADATA": (METADATA, False),
         f"{DIST_INFO}/WHEEL": (WHEEL, False),

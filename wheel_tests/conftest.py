@@ -192,15 +192,22 @@ def _quantized(models_module: ModuleType, spec: Any, source: Path, cache: Path) 
 def model_files(models_module: ModuleType, facts: dict[str, Any],
                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every model of ``models.SPECS``: written by gguf-py, or made by this wheel's quantizer."""
+    import llama_cpp
+
     root = tmp_path_factory.mktemp("models")
     cache = Path(os.environ.get("LLAMA_WHEELS_MODEL_CACHE") or tmp_path_factory.mktemp("quantized"))
     cache.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    facts["quantized"] = {}
+    facts["quantized"], facts["quantizer_lacks"] = {}, {}
     for name, spec in models_module.SPECS.items():
         files[name] = models_module.write_model(spec, root / f"{name}.gguf")
-        if spec.quantize is not None:
-            files[name], facts["quantized"][name] = _quantized(models_module, spec, files[name], cache)
+        if spec.quantize is None:
+            continue
+        if not hasattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{spec.quantize}"):  # a file type newer than the wheel
+            facts["quantizer_lacks"][name] = (f"llama_cpp {getattr(llama_cpp, '__version__', '?')} has no "
+                                              f"LLAMA_FTYPE_MOSTLY_{spec.quantize}: its quantizer predates it")
+            continue
+        files[name], facts["quantized"][name] = _quantized(models_module, spec, files[name], cache)
     return files
 
 
@@ -209,6 +216,8 @@ def probe(
     model_files: dict[str, Path], facts: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[str], ProbeOutcome]:
     """``probe(spec_name)``: run the model through the wheel once per session (child process if possible)."""
+    import llama_cpp
+
     cache: dict[str, ProbeOutcome] = {}
     cmd = _probe_command()
     facts["probe_command"] = cmd or "in-process"
@@ -222,12 +231,11 @@ def probe(
         models_module = load_models_module()[0]
         unknown = wheel_probe.unknown_types([t.ggml_type for t in models_module.file_tensors(
             models_module.SPECS[name], model)])
-        if unknown:
-            import llama_cpp
-
-            cache[name] = ProbeOutcome(name, None, None, "", cannot_hold=(
-                f"llama_cpp {getattr(llama_cpp, '__version__', '?')} knows no ggml type {', '.join(unknown)}"))
-            facts["models"][name] = {"cannot_hold": cache[name].cannot_hold}
+        reason = facts["quantizer_lacks"].get(name) or (unknown and (
+            f"llama_cpp {getattr(llama_cpp, '__version__', '?')} knows no ggml type {', '.join(unknown)}"))
+        if reason:
+            cache[name] = ProbeOutcome(name, None, None, "", cannot_hold=reason)
+            facts["models"][name] = {"cannot_hold": reason}
             return cache[name]
         if cmd is None:
             outcome = _run_in_process(name, model)

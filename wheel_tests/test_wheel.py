@@ -20,14 +20,15 @@ SPECS = tuple(MODELS.SPECS)
 Q4_0_SPECS = tuple(name for name, spec in MODELS.SPECS.items() if spec.weight_type == "Q4_0")
 
 # Repack on vs off, first-token logits: max |on - off| must stay within this fraction of the off logits'
-# range (max - min). Both paths quantize activations to Q8_0 and sum exact int8 block products, but the
-# repacked kernels scale and accumulate blocks in a different order, so the result need not be
-# bit-identical. Measured on x86_64 AVX2 (q4_0_8x8, ggml 0.3.36): max |diff| 9.5e-7 on a logit range of
-# ~16-19 (~5e-8 of the range; f32 rounding) and greedy tokens identical. The bound leaves four orders of
-# magnitude for other kernels (ARM 4x4/4x8, activation rounding ties) and still catches a wrong
-# interleave, which scrambles rows and moves logits by a sizeable part of their range. The same bound holds
-# for every type: K-quants quantize activations to Q8_K on both paths, IQ4_NL and MXFP4 to Q8_0.
-LOGIT_REL_TOL = 1e-3
+# range (max - min). Both paths quantize activations the same way (Q8_0; Q8_K for the K-quants) and sum exact
+# int8 block products, but the repacked kernels scale and accumulate blocks in another order, so the results
+# need not be bit-identical, and a last-bit difference can move the next layer's activation quantization by
+# one step, which the layers after it carry on. Measured under qemu (llama-cpp-python 0.3.36, patched): Q4_0,
+# Q8_0, Q4_K_M, Q5_K_M, Q6_K, Q1_0 and MXFP4 differ by at most 1.7e-7 of the range on cortex-a76, max,
+# max,sve128 and max,sve256; IQ4_NL by 3.9e-3 on cortex-a76 and max (0 with sve256), greedy tokens identical
+# everywhere. The bound leaves that a factor of 2.5 and still catches a wrong interleave, which scrambles rows
+# and moves logits by a sizeable part of their range (the SVE-512 K-quant defect of patch 0006 changed tokens).
+LOGIT_REL_TOL = 1e-2
 
 
 def _machine() -> str:

@@ -187,6 +187,32 @@ def cmd_lock(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.release import pinning
+
+    config = _config(args)
+    if args.pin_command == "add":
+        added = pinning.add_pin(config, args.version, from_pin=args.from_pin, name=args.name, cache=cache,
+                                overrides=pinning.parse_overrides(args.switch))
+        print(added.report.render())
+        if not added.written:
+            raise pinning.summary_error(added.report, f"pin add {args.version}: nothing written")
+        for path in added.written:
+            print(f"wrote {path}")
+        print(f"next: review the entry, `llama-wheels pin check {added.report.pin.name}`, then commit")
+        return 0
+    names = sorted(config.pins) if args.all else (args.pins or [config.default_pin])
+    for name in names:
+        config.pin(name)  # every name checked before any work
+    reports = pinning.check_pins(config, names, cache)
+    print("\n\n".join(report.render() for report in reports))
+    failed = [report for report in reports if report.problems]
+    if failed:
+        also = f" (pins failing: {', '.join(r.pin.name for r in failed)})" if len(failed) > 1 else ""
+        raise pinning.summary_error(failed[0], f"pin check {failed[0].pin.name}{also}")
+    return 0
+
+
 def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.gguf_tools.convert import convert_model
 
@@ -288,6 +314,20 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lock", help="hash-locked requirements/*.txt from pyproject.toml (uv); --check: offline")
     p.add_argument("--check", action="store_true", help="fail if the locks do not match pyproject.toml")
     p.set_defaults(func=cmd_lock)
+    p = sub.add_parser("pin", help="take a new llama-cpp-python release into build_config/, or check the pins")
+    pin_sub = p.add_subparsers(dest="pin_command", required=True)
+    q = pin_sub.add_parser("add", help="add [pins.NAME] for a PyPI release: sdist, commit, patches carried over, "
+                                       "switches and every target checked; written only if all pass")
+    q.add_argument("version", metavar="VERSION", help="a llama-cpp-python release on the package index")
+    q.add_argument("--from", dest="from_pin", metavar="PIN", help="the pin whose patches and switches to carry "
+                   "over (default: the default pin)")
+    q.add_argument("--name", help="the new pin's name (default: VERSION)")
+    q.add_argument("--switch", action="append", default=[], metavar="KEY=VALUE",
+                   help="a switch that differs from the --from pin's (a CMake name, -flag={}, or false; repeatable)")
+    q = pin_sub.add_parser("check", help="the same checks for committed pins (offline once their sdists are cached)")
+    q.add_argument("pins", nargs="*", metavar="PIN", help="default: the default pin")
+    q.add_argument("--all", action="store_true", help="every pin of build_config/pins.toml")
+    p.set_defaults(func=cmd_pin)
     p = sub.add_parser("convert-model", help="rewrite an old GGUF's Q4_0_4_4/4_8/8_8 tensors as plain Q4_0")
     p.add_argument("input", type=Path, metavar="IN", help="GGUF from a llama.cpp that still had those types")
     p.add_argument("output", type=Path, metavar="OUT", help="the converted GGUF (written atomically)")

@@ -89,10 +89,11 @@ def _resolve(pin: Pin, target: Target) -> tuple[list[tuple[str, str]], list[str]
 
 
 def plan(config: Config, targets: Sequence[str] = (), pin: str | None = None) -> list[BuildJob]:
-    """The jobs that build ``targets`` (default: the default target) at ``pin`` (default: default pin)."""
+    """The jobs that build ``targets`` at ``pin`` (default: the default pin). No target named: the pin's own
+    ``targets``, else the default target."""
     chosen_pin = config.pin(pin)
     jobs = []
-    for name in targets or [config.default_target]:
+    for name in targets or chosen_pin.targets or [config.default_target]:
         target = config.target(name)
         defines, flags = _resolve(chosen_pin, target)
         jobs.append(BuildJob(pin=chosen_pin, target=target, defines=tuple(defines), compiler_flags=tuple(flags)))

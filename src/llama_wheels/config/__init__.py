@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,11 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 T = TypeVar("T")
 
 
+def sdist_filename(version: str) -> str:
+    """The file name of llama-cpp-python ``version``'s sdist (as PyPI names sdists since PEP 625)."""
+    return f"llama_cpp_python-{version}.tar.gz"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pin:
     name: str
@@ -39,6 +44,7 @@ class Pin:
     sdist_sha256: str
     llama_cpp_commit: str
     patches: tuple[str, ...]
+    # Resolved: a table with ``extends = "<pin>"`` holds its parent's entries under its own.
     switches: Mapping[str, SwitchMapping]
     # True: CI builds this pin's targets and a release publishes them beside every earlier release's wheels
     # (several versions side by side in one index). False: built on request only.
@@ -46,10 +52,12 @@ class Pin:
     # PEP 427 build tag of this pin's wheels (``...-0.3.36-2-py3-none-...whl``): a rebuild of an already
     # published version gets a new file name (an old name never changes its bytes) that pip prefers.
     build: int | None = None
+    # What ``plan`` builds at this pin when no target is named (empty: the default target).
+    targets: tuple[str, ...] = ()
 
     @property
     def sdist_filename(self) -> str:
-        return f"llama_cpp_python-{self.version}.tar.gz"
+        return sdist_filename(self.version)
 
     @property
     def build_tag(self) -> str | None:
@@ -96,15 +104,24 @@ def _lookup(table: Mapping[str, T], name: str, kind: str, where: str) -> T:
     raise ConfigError(f"unknown {kind} {name!r}{suggest(name, table)}; the {kind}s are defined in {where}")
 
 
-def _parse_pin(name: str, data: Any, source: str) -> Pin:
+def _parse_pin(name: str, data: Any, source: str) -> tuple[Pin, str | None]:
+    """The pin as written, and the pin its switch table extends (resolved by ``_resolve_switches``)."""
     t = Table(data, f"{source}: pins.{name}")
-    t.check_keys(("version", "sdist_sha256", "llama_cpp_commit", "patches", "switches", "publish", "build"))
+    t.check_keys(("version", "sdist_sha256", "llama_cpp_commit", "patches", "switches", "publish", "build",
+                  "targets"))
     patches = t.get("patches", list)
     if not all(isinstance(p, str) and p.endswith(".patch") for p in patches):
         raise ConfigError(f"{t.where}.patches: every entry must be a file name ending in .patch")
+    targets = t.get("targets", list, [])
+    if (not targets and "targets" in t.data) or not all(isinstance(n, str) for n in targets):
+        raise ConfigError(f"{t.where}.targets: a non-empty list of target names (or leave it out: the default "
+                          "target)")
     switches = Table(t.get("switches", dict), f"{t.where}.switches")
-    switches.check_keys(SWITCHES)
+    switches.check_keys((*SWITCHES, "extends"))
+    extends = switches.get("extends", str) if "extends" in switches.data else None
     for key, value in switches.data.items():
+        if key == "extends":
+            continue
         if value is True or not isinstance(value, str | bool):
             raise ConfigError(f"{switches.where}.{key}: must be a CMake variable name, a '-flag={{}}' or false")
         if isinstance(value, str) and value.startswith("-") and "{}" not in value:
@@ -113,7 +130,7 @@ def _parse_pin(name: str, data: Any, source: str) -> Pin:
     if build is not None and (isinstance(build, bool) or build < 1):
         raise ConfigError(f"{t.where}.build: {build!r} is not a build number (an integer >= 1, the wheel's "
                           "PEP 427 build tag); remove it for wheels without a build tag")
-    return Pin(
+    pin = Pin(
         name=name,
         publish=t.get("publish", bool, False),
         build=build,
@@ -121,8 +138,29 @@ def _parse_pin(name: str, data: Any, source: str) -> Pin:
         sdist_sha256=t.match("sdist_sha256", _SHA256, "a lowercase hex sha256"),
         llama_cpp_commit=t.match("llama_cpp_commit", _COMMIT, "a git commit (7-40 hex digits)"),
         patches=tuple(patches),
-        switches=dict(switches.data),
+        switches={k: v for k, v in switches.data.items() if k != "extends"},
+        targets=tuple(targets),
     )
+    return pin, extends
+
+
+def _resolve_switches(pins: Mapping[str, Pin], parents: Mapping[str, str | None], source: str) -> dict[str, Pin]:
+    """Each pin with its switch table merged over the tables it extends (nearest wins)."""
+    resolved = {}
+    for name, pin in pins.items():
+        chain = [name]
+        while (parent := parents[chain[-1]]) is not None:
+            where = f"{source}: pins.{chain[-1]}.switches.extends"
+            if parent not in pins:
+                raise ConfigError(f"{where}: unknown pin {parent!r}{suggest(parent, pins)}; name a pin of this file")
+            if parent in chain:
+                raise ConfigError(f"{where}: {' -> '.join([*chain, parent])} is a cycle; let one table stand alone")
+            chain.append(parent)
+        merged: dict[str, SwitchMapping] = {}
+        for link in reversed(chain):
+            merged.update(pins[link].switches)
+        resolved[name] = replace(pin, switches=merged)
+    return resolved
 
 
 def _parse_target(name: str, data: Any, source: str) -> Target:
@@ -164,7 +202,9 @@ def load(root: Path) -> Config:
     targets_doc = Table(read_toml(targets_path), str(targets_path))
     targets_doc.check_keys(("default", "targets"))
 
-    pins = {n: _parse_pin(n, d, str(pins_path)) for n, d in pins_doc.get("pins", dict).items()}
+    parsed = {n: _parse_pin(n, d, str(pins_path)) for n, d in pins_doc.get("pins", dict).items()}
+    pins = _resolve_switches({n: p for n, (p, _) in parsed.items()}, {n: e for n, (_, e) in parsed.items()},
+                             str(pins_path))
     targets = {n: _parse_target(n, d, str(targets_path)) for n, d in targets_doc.get("targets", dict).items()}
     config = Config(
         root=root,
@@ -176,6 +216,10 @@ def load(root: Path) -> Config:
     config.pin(None)  # the defaults must resolve
     config.target(None)
     for pin in pins.values():
+        for name in pin.targets:
+            if name not in targets:
+                raise ConfigError(f"{pins_path}: pins.{pin.name}.targets: unknown target {name!r}"
+                                  f"{suggest(name, targets)}; the targets are defined in build_config/targets.toml")
         for patch in pin.patches:
             if not (config.patches_dir / pin.version / patch).is_file():
                 raise ConfigError(

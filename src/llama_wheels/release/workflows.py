@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import platform
-from llama_wheels.core.cache import atomic_path
+from llama_wheels.core.cache import atomic_path, hash_key
 from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import BuildJob, published_jobs
 
@@ -344,6 +344,37 @@ def _matrix_job(config: Config) -> str:
 """
 
 
+def _pins_job(config: Config) -> str:
+    """Every committed pin checked against its own source (``llama-wheels pin check --all``): the patch series
+    applies, each switch's CMake name is declared, each pin's targets plan. No compiler; the sdists cached."""
+    a = ACTIONS
+    sdists = hash_key(sorted({pin.sdist_sha256 for pin in config.pins.values()}))
+    return f"""\
+  pins:
+    name: pin check (every pin's patch series, switches and targets against its source)
+    runs-on: ubuntu-24.04
+    permissions:
+      contents: read
+    timeout-minutes: 30
+    steps:
+      - uses: {a["checkout"]}
+        with:
+          persist-credentials: false
+      - uses: {a["setup-python"]}
+        with:
+          python-version: "{PYTHON}"
+      - name: Restore the pinned sdists (keyed by every pin's sha256)
+        uses: {a["cache"]}
+        with:
+          path: {RUNNER_CACHE}/sdists
+          key: sdists-{sdists}
+      - name: Install llama-wheels
+        run: {INSTALL}
+      - name: Check every pin against its source
+        run: llama-wheels pin check --all
+"""
+
+
 def _header(config: Config, what: str) -> str:
     jobs = ci_jobs(config)
     pins = list(dict.fromkeys(f"{job.pin.name} ({job.pin.version})" for job in jobs))
@@ -365,7 +396,8 @@ env:
 
 
 def workflow_yaml(config: Config) -> str:
-    """``.github/workflows/wheels.yml``: every target's wheel on each push and pull request (with caches)."""
+    """``.github/workflows/wheels.yml``: every pin checked, every target's wheel on each push and pull request
+    (with caches)."""
     return f"""\
 {_header(config, "Every target's wheel, built, repaired and tested natively; the Linux wheels on every "
                  "emulated CPU class. Releases: release.yml.")}\
@@ -383,6 +415,7 @@ concurrency:
   cancel-in-progress: true
 
 jobs:
+{_pins_job(config)}
 {_wheel_job(config, caches=True)}
 {_matrix_job(config)}"""
 

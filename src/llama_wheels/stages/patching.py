@@ -5,7 +5,7 @@ applied. Its ``key`` hashes the sdist and each patch and is recorded, with what 
 ``PREPARED.json``: an edited patch prepares the tree anew and replaces the old one. The path stays the
 same on purpose, so the CMake build tree and ccache keep working and only what changed recompiles.
 Preparing also reads two facts from the pinned source that configuration is checked against: the
-llama.cpp commit its CHANGELOG names, and every CMake option/cache variable it declares.
+llama.cpp commit it vendors (``vendored_commit``), and every CMake option/cache variable it declares.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +83,88 @@ def patch_files(pin: Pin, patches_dir: Path) -> list[Path]:
     return [patches_dir / pin.version / name for name in pin.patches]
 
 
-def vendored_commit(tree: Path, version: str) -> str:
-    """The llama.cpp commit the sdist's CHANGELOG names for ``version`` (or the newest before it)."""
+@dataclass(frozen=True)
+class VendoredCommit:
+    commit: str
+    source: str  # where it was read, for messages
+
+
+_SUBMODULE = "vendor/llama.cpp"
+_FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _submodule_head(tree: Path) -> str | None:
+    """The commit checked out in the sdist's vendor/llama.cpp submodule, from the git metadata the sdist ships
+    (``vendor/llama.cpp/.git`` -> ``gitdir: ../../.git/modules/vendor/llama.cpp`` -> ``HEAD``), or None."""
+    link = tree / _SUBMODULE / ".git"
+    if link.is_file():
+        text = link.read_text(encoding="utf-8", errors="replace").strip()
+        if not text.startswith("gitdir:"):
+            return None
+        gitdir = (link.parent / text.removeprefix("gitdir:").strip()).resolve()
+    elif link.is_dir():
+        gitdir = link.resolve()
+    else:
+        return None
+    if not gitdir.is_relative_to(tree.resolve()) or not (gitdir / "HEAD").is_file():
+        return None  # never read outside the unpacked sdist
+    head = (gitdir / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+    if head.startswith("ref:"):  # a branch: its commit is in refs/ or packed-refs
+        ref = head.removeprefix("ref:").strip()
+        loose = gitdir / ref
+        if loose.is_file() and loose.resolve().is_relative_to(gitdir):
+            head = loose.read_text(encoding="utf-8", errors="replace").strip()
+        elif (gitdir / "packed-refs").is_file():
+            packed = (gitdir / "packed-refs").read_text(encoding="utf-8", errors="replace")
+            head = next((line.split()[0] for line in packed.splitlines() if line.endswith(f" {ref}")), "")
+    return head if _FULL_COMMIT.match(head) else None
+
+
+def vendored_commit(tree: Path, version: str) -> VendoredCommit:
+    """The llama.cpp commit the sdist vendors.
+
+    The reliable source is the submodule's own HEAD: llama-cpp-python's sdists (0.3.4 .. 0.3.36 at least)
+    carry the git metadata of vendor/llama.cpp, whose HEAD is the full commit that was checked out when the
+    sdist was made. A pin's ``llama_cpp_commit`` is that commit or a prefix of it. Without that metadata, the
+    CHANGELOG's section for ``version`` names the newest llama.cpp update (abbreviated) as a fallback.
+    """
+    head = _submodule_head(tree)
+    if head is not None:
+        return VendoredCommit(head, f"{_SUBMODULE} submodule HEAD")
     changelog = (tree / "CHANGELOG.md").read_text(encoding="utf-8")
     start = changelog.find(f"## [{version}]")
     if start < 0:
-        raise ConfigError(f"CHANGELOG.md of llama-cpp-python {version} has no '## [{version}]' section")
+        raise ConfigError(f"llama-cpp-python {version}: no {_SUBMODULE} git metadata and CHANGELOG.md has no "
+                          f"'## [{version}]' section; cannot tell which llama.cpp it vendors")
     found = _VENDORED.search(changelog, start)
     if found is None:
         raise ConfigError(f"CHANGELOG.md of llama-cpp-python {version} names no llama.cpp commit")
-    return found.group(1)
+    return VendoredCommit(found.group(1), "CHANGELOG.md")
+
+
+def commit_matches(pinned: str, found: str) -> bool:
+    """Whether a pin's (possibly abbreviated) commit and one read from the source name the same commit."""
+    return found.startswith(pinned) or pinned.startswith(found)
+
+
+def unpack_sdist(sdist: Path, version: str, dest: Path, wanted: Callable[[str], bool] | None = None) -> None:
+    """Extract the sdist's top directory into ``dest`` (its content becomes ``dest``'s), only the paths
+    (relative to that top) ``wanted`` accepts if given."""
+    top = f"llama_cpp_python-{version}"
+    with tarfile.open(sdist) as archive:
+        members = []
+        for member in archive:
+            if member.name != top and not member.name.startswith(top + "/"):
+                continue
+            if wanted is None or member.isdir() or wanted(member.name[len(top) + 1:]):
+                members.append(member)
+        archive.extractall(dest, members=members, filter="data")
+    inner = dest / top
+    if not inner.is_dir():
+        raise ConfigError(f"{sdist.name} has no {top}/ directory; is it llama-cpp-python {version}'s sdist?")
+    for child in inner.iterdir():
+        child.rename(dest / child.name)
+    inner.rmdir()
 
 
 def declared_cmake_options(tree: Path) -> frozenset[str]:
@@ -141,21 +214,12 @@ def prepare(pin: Pin, sdist: Path, patches_dir: Path, cache: Cache) -> PreparedS
 def _prepare(pin: Pin, sdist: Path, patches: list[Path], applied: tuple[AppliedPatch, ...], key: str,
              final: Path) -> PreparedSource:
     with atomic_path(final, directory=True) as tmp:
-        with tarfile.open(sdist) as archive:
-            top = f"llama_cpp_python-{pin.version}"
-            members = [m for m in archive.getmembers() if m.name == top or m.name.startswith(top + "/")]
-            archive.extractall(tmp, members=members, filter="data")
-        # Move the sdist's top directory's content up so the tree root is the package root.
-        inner = tmp / top
-        for child in inner.iterdir():
-            child.rename(tmp / child.name)
-        inner.rmdir()
-
-        commit = vendored_commit(tmp, pin.version)
-        if not (commit.startswith(pin.llama_cpp_commit) or pin.llama_cpp_commit.startswith(commit)):
+        unpack_sdist(sdist, pin.version, tmp)  # the tree root is the package root
+        vendored = vendored_commit(tmp, pin.version)
+        if not commit_matches(pin.llama_cpp_commit, vendored.commit):
             raise ConfigError(
-                f"pins.{pin.name}.llama_cpp_commit is {pin.llama_cpp_commit}, but the sdist's CHANGELOG.md "
-                f"says it vendors llama.cpp@{commit}; correct build_config/pins.toml"
+                f"pins.{pin.name}.llama_cpp_commit is {pin.llama_cpp_commit}, but the sdist vendors "
+                f"llama.cpp@{vendored.commit} ({vendored.source}); correct build_config/pins.toml"
             )
         for patch in patches:
             apply_patch(tmp, patch)

@@ -30,7 +30,7 @@ from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import CommandTimedOut, UserError
 from llama_wheels.core.runner import commands_stopped, current_log, telling_line
 from llama_wheels.stages.provenance import read_provenance
-from llama_wheels.testbed.qemu import Sysroot, install_wheel, measure_features, require_qemu, run_python
+from llama_wheels.testbed.qemu import Sysroot, install_wheel, measure_features, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
 _IMPORT_PROBE = """\
@@ -326,15 +326,15 @@ def wheel_labels(wheels: Sequence[Path]) -> dict[Path, str]:
 
 
 def check_cpus(sysroot: Sysroot, cpus: Sequence[Cpu], *, jobs: int | None = None) -> None:
-    """Measure each CPU's features under this machine's qemu and refuse a matrix judged against stale
-    build_config/cpus.toml data (another qemu may give a model other features)."""
+    """Measure each CPU's features under the pinned qemu and refuse a matrix judged against stale
+    build_config/cpus.toml data (another qemu, as qemu.toml moves on, may give a model other features)."""
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
         measured = list(pool.map(lambda cpu: measure_features(sysroot, cpu), cpus))
     stale = [f"{cpu.name}: cpus.toml says {cpu.features.summary()}, qemu gives {got.summary()}"
              for cpu, got in zip(cpus, measured, strict=True) if got != cpu.features]
     if stale:
-        raise UserError(f"build_config/cpus.toml does not match this machine's qemu ({require_qemu()}): "
-                        + "; ".join(stale) + "; update cpus.toml or use the qemu it was measured with")
+        raise UserError(f"build_config/cpus.toml does not match the pinned qemu ({sysroot.qemu}): "
+                        + "; ".join(stale) + "; measure again and update cpus.toml (tests/test_emulation.py)")
 
 
 def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache,

@@ -137,6 +137,8 @@ SPECS: Mapping[str, ModelSpec] = {
         ModelSpec("q6_k", 264, 256, 384, 2, 8, 2, "F32", output_tensor=False, seed=11, quantize="Q6_K"),
         # IQ4_NL (4x4 only): the 12-row attn_k/attn_v are repacked, the 262-row output is not.
         ModelSpec("iq4_nl", 262, 96, 128, 2, 8, 1, "F32", output_tensor=True, seed=12, quantize="IQ4_NL"),
+        # Q1_0 (128-wide blocks; 4x8 with i8mm, 4x4 with dotprod): the 268-row output takes a 4-row layout.
+        ModelSpec("q1_0", 268, 256, 512, 2, 8, 2, "F32", output_tensor=True, seed=13, quantize="Q1_0"),
     )
 }
 

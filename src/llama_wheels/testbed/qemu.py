@@ -1,6 +1,10 @@
-"""The emulated ARM CPUs (build_config/cpus.toml) and running the sysroot's Python under qemu-user.
+"""The emulator of the ARM test bed, the emulated CPUs (build_config/cpus.toml), and running the sysroot's
+Python under qemu-user.
 
-Each CPU is a ``qemu-aarch64-static -cpu`` model plus the ISA features ggml's ARM kernels care about, as
+The emulator is the qemu-user .deb that build_config/qemu.toml pins by sha256 (Debian 13's 10.0, a static
+binary), fetched through a private apt configuration and kept, unpacked, in the cache by that sha256
+(``ensure_qemu``); never a qemu found on PATH, so every machine judges with the qemu cpus.toml was measured
+with. Each CPU is a ``qemu-aarch64 -cpu`` model plus the ISA features ggml's ARM kernels care about, as
 data that ``measure_features`` checks against what the guest really sees (ELF auxv hwcaps, SVE vector
 length). The guest runs in an environment built from scratch (``env -i``), so nothing of the host's Python
 setup (PYTHONHOME, PYTHONSTARTUP, user site, LD_PRELOAD, QEMU_*) reaches it, and with core dumps off, so
@@ -10,26 +14,31 @@ return code: ``Outcome.signal_name == "SIGILL"``.
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.binaries.elf import elf_facts
 from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.cpus import FEATURE_NAMES, Cpu, Features
+from llama_wheels.config.qemu_spec import QemuSpec, load_qemu_spec
 from llama_wheels.core import runner
-from llama_wheels.core.cache import atomic_path
-from llama_wheels.core.errors import CommandFailed, UserError
-from llama_wheels.testbed import hostcpu
-
-QEMU = "qemu-aarch64-static"
-QEMU_HINT = "install qemu-user-static: apt-get install qemu-user-static"
+from llama_wheels.core.cache import Cache, atomic_path, locked
+from llama_wheels.core.errors import CommandFailed, ToolchainError, UserError
+from llama_wheels.testbed import debs, hostcpu
 
 _ENV_PASSTHROUGH = ("HOME", "TMPDIR")
 _EM_AARCH64 = 183
-
+_DEB_RECORD = "deb.json"
+# Debian architecture -> what platform.machine() and pyelftools call the machine that runs the emulator.
+_HOST_MACHINES = {"amd64": ("x86_64", "EM_X86_64"), "arm64": ("aarch64", "EM_AARCH64")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,15 +47,86 @@ class Sysroot:
     python: Path  # root/usr/bin/python3.11
     site: Path  # the aarch64 site-packages, to go on the guest's PYTHONPATH
     manifest: dict[str, Any]
+    qemu: Path  # the pinned qemu-aarch64 that runs it (ensure_qemu)
 
     @property
     def key(self) -> str:
         return self.root.name
 
 
-def require_qemu() -> str:
-    """Absolute path of qemu-aarch64-static, or a ToolchainError saying how to install it."""
-    return runner.require_tool(QEMU, QEMU_HINT)
+def checkout_root() -> Path:
+    """The llama-wheels checkout this module runs from (holds build_config/)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def ensure_qemu(cache: Cache, spec: QemuSpec | None = None) -> Path:
+    """The pinned qemu-aarch64 (``spec``, default: this checkout's qemu.toml), unpacked into the cache
+    (``tools/qemu-user-<sha256 prefix>/``) from its .deb first if not there.
+
+    A .deb whose sha256 is not the pinned one is refused (apt's index is compared with the pin before
+    anything is downloaded, then the file with the index), and so is a binary that is not static or does not
+    run here; nothing is cached then.
+    """
+    spec = spec or load_qemu_spec(checkout_root())
+    final = cache.dir("tools") / f"{spec.package}-{spec.sha256[:16]}"
+    binary = final / spec.binary.name
+    if binary.is_file():
+        return binary
+    machine, em = _HOST_MACHINES.get(spec.arch, ("", ""))
+    if platform.machine() != machine:
+        raise ToolchainError(
+            f"{spec.source}: pins qemu-user for {spec.arch}, but this machine is {platform.machine()}; "
+            "pin the .deb of this machine's architecture (see the file's header)"
+        )
+    if not spec.keyring.is_file():
+        raise ToolchainError(f"{spec.keyring} (the keyring {spec.source} names) is missing; "
+                             "install it: apt-get install debian-archive-keyring")
+    with locked(cache.dir("tools") / f".{final.name}.lock"):
+        if binary.is_file():  # another process may have fetched it while we waited
+            return binary
+        subject = f"{spec.package} {spec.version} ({spec.suite}, sha256 {spec.sha256[:12]})"
+        with runner.current_log().stage("qemu", subject), tempfile.TemporaryDirectory(
+            prefix=".scratch-", dir=cache.dir("tools")
+        ) as scratch_name:
+            scratch = Path(scratch_name)
+            apt, update = debs.private_apt(cache, spec.sources_line, spec.arch)
+            [(deb, sha256)] = debs.fetch_debs(
+                [spec.apt_name], scratch=scratch, apt=apt, update=update, pinned={spec.package: spec.sha256},
+                where=f"{spec.source}: [package]",
+                fix=f"to move the pin, see the header of {spec.source.name}",
+            )
+            runner.run(["dpkg", "-x", deb, scratch / "root"])
+            unpacked = scratch / "root" / spec.binary
+            check_static_binary(unpacked, em, spec)
+            with atomic_path(final, directory=True) as tmp:
+                tmp.chmod(0o755)
+                shutil.copy2(unpacked, tmp / binary.name)
+                record = {"package": spec.package, "version": spec.version, "arch": spec.arch,
+                          "sha256": sha256, "file": deb.name, "binary": str(spec.binary)}
+                (tmp / _DEB_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return binary
+
+
+def check_static_binary(binary: Path, machine: str, spec: QemuSpec) -> None:
+    """Refuse ``binary`` unless it is an ELF for ``machine`` (pyelftools' name) that needs no shared library
+    (it must run on this Debian 12 without the newer glibc of its suite) and ``--version`` names ``spec``'s
+    version."""
+    if not binary.is_file():
+        raise UserError(f"{spec.source}: {spec.package} {spec.version} has no {spec.binary}; fix [package].binary")
+    data = binary.read_bytes()
+    facts = elf_facts(binary.name, data) if data.startswith(b"\x7fELF") else None
+    if facts is None or facts.machine != machine:
+        raise UserError(f"{spec.source}: {spec.binary} of {spec.package} {spec.version} is not an ELF "
+                        f"executable for {machine}; pin the package of this machine's architecture")
+    if facts.needed:
+        raise UserError(f"{spec.source}: {spec.binary} of {spec.package} {spec.version} is dynamically linked "
+                        f"(needs {', '.join(facts.needed)}), so it depends on its suite's libraries; "
+                        "pin a package whose binaries are static")
+    outcome = runner.probe([binary, "--version"], timeout=60)
+    if outcome.returncode != 0 or f"(Debian {spec.version})" not in outcome.output:
+        said = next((line for line in outcome.output.splitlines() if " version " in line), None)
+        raise UserError(f"{spec.source}: {spec.binary} of {spec.package} {spec.version} does not run here or "
+                        f"is another version: {said or runner.telling_line(outcome.tail)}")
 
 
 def guest_env(pythonpath: Sequence[Path], env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -70,6 +150,7 @@ def run_guest(
     qemu_cpu: str,
     args: Sequence[str],
     *,
+    qemu: Path,
     env: Mapping[str, str] | None = None,
     pythonpath: Sequence[Path] = (),
     cwd: Path | None = None,
@@ -77,14 +158,13 @@ def run_guest(
 ) -> runner.Outcome:
     """Run ``python args`` from sysroot ``root`` on emulated ``qemu_cpu``; the caller judges the Outcome.
 
-    The low-level form of ``run_python`` for a sysroot that is still being built.
+    The low-level form of ``run_python`` for a sysroot that is still being built; ``qemu``: ``ensure_qemu``'s.
     """
-    qemu = require_qemu()
     assignments = [f"{key}={value}" for key, value in guest_env(pythonpath, env).items()]
     argv = [
         *("prlimit", "--core=0", "--"),  # qemu dumps a guest core into the cwd on SIGILL/SIGSEGV
         *("env", "-i", *assignments),
-        *(qemu, "-cpu", qemu_cpu, "-L", os.fspath(root)),
+        *(os.fspath(qemu), "-cpu", qemu_cpu, "-L", os.fspath(root)),
         os.fspath(python),
         *args,
     ]
@@ -110,6 +190,7 @@ def run_python(
         sysroot.python,
         cpu.qemu_cpu,
         args,
+        qemu=sysroot.qemu,
         env=env,
         pythonpath=[*pythonpath, sysroot.site],
         cwd=cwd,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -25,14 +24,13 @@ from typing import Any
 from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.sysroot_spec import LAYOUT, SysrootSpec, load_sysroot_spec
 from llama_wheels.core import runner
-from llama_wheels.core.cache import Cache, atomic_path, locked, publish_file, sha256_file
-from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
-from llama_wheels.testbed.qemu import Sysroot, require_qemu, run_guest
+from llama_wheels.core.cache import Cache, atomic_path, locked, sha256_file
+from llama_wheels.core.errors import ConfigError, LlamaWheelsError, ToolchainError
+from llama_wheels.testbed.debs import fetch_debs, require_apt
+from llama_wheels.testbed.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
 
 _SITE = "site-packages"
 _MANIFEST = "manifest.json"
-_URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+\.deb) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
-_APT_HINT = "the sysroot is built from Debian packages: run on Debian or Ubuntu with apt-get and dpkg"
 
 # Imports each module named on the command line; reports where each was found.
 _SMOKE = """\
@@ -42,32 +40,27 @@ print("SMOKE " + json.dumps({"version": sys.version.split()[0], "path": sys.path
 """
 
 
-def checkout_root() -> Path:
-    """The llama-wheels checkout this module runs from (holds build_config/)."""
-    return Path(__file__).resolve().parents[3]
-
-
 def ensure_sysroot(cache: Cache, spec: SysrootSpec | None = None) -> Sysroot:
     """The sysroot for ``spec`` (default: this checkout's sysroot.toml), built first if not cached."""
     spec = spec or load_sysroot_spec(checkout_root())
-    require_qemu()
+    qemu = ensure_qemu(cache)
     final = cache.sysroots / spec.key
-    found = _open(final, spec)
+    found = _open(final, spec, qemu)
     if found is not None:
         return found
     with locked(cache.sysroots / f".{spec.key}.lock"):
-        found = _open(final, spec)  # another process may have built it while we waited
+        found = _open(final, spec, qemu)  # another process may have built it while we waited
         if found is not None:
             return found
         subject = f"{spec.key} ({len(spec.packages)} debs, {len(spec.wheels)} wheels)"
         with runner.current_log().stage("sysroot", subject), atomic_path(final, directory=True) as tmp:
-            _build(cache, spec, tmp)
-    found = _open(final, spec)
+            _build(cache, spec, tmp, qemu)
+    found = _open(final, spec, qemu)
     assert found is not None, final
     return found
 
 
-def _open(root: Path, spec: SysrootSpec) -> Sysroot | None:
+def _open(root: Path, spec: SysrootSpec, qemu: Path) -> Sysroot | None:
     try:
         manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -75,18 +68,23 @@ def _open(root: Path, spec: SysrootSpec) -> Sysroot | None:
     if not isinstance(manifest, dict) or manifest.get("key") != spec.key:
         return None
     return Sysroot(
-        root=root, python=root / "usr" / "bin" / f"python{spec.python}", site=root / _SITE, manifest=manifest
+        root=root, python=root / "usr" / "bin" / f"python{spec.python}", site=root / _SITE, manifest=manifest,
+        qemu=qemu,
     )
 
 
-def _build(cache: Cache, spec: SysrootSpec, root: Path) -> None:
+def _build(cache: Cache, spec: SysrootSpec, root: Path, qemu: Path) -> None:
     started = time.monotonic()
-    for tool in ("apt-get", "dpkg", "dpkg-deb"):
-        runner.require_tool(tool, _APT_HINT)
+    require_apt()
     with tempfile.TemporaryDirectory(prefix=".scratch-", dir=cache.sysroots) as scratch_name:
         scratch = Path(scratch_name)
         updated = _ensure_foreign_arch(spec.arch)
-        debs = _fetch_debs(cache, spec, scratch, updated=updated)
+        debs = fetch_debs(
+            [_apt_name(p, spec.arch) for p in spec.packages], scratch=scratch, store=cache.dir("debs"),
+            # an index older than the architecture or the package: only root can update the system's
+            update=None if updated or os.geteuid() != 0 else lambda: runner.run(["apt-get", "update"]),
+            where=f"{spec.source}: [debian].packages",
+        )
         debian = [_unpack(deb, sha256, root) for deb, sha256 in debs]
         python = root / "usr" / "bin" / f"python{spec.python}"
         if not python.is_file():
@@ -96,8 +94,8 @@ def _build(cache: Cache, spec: SysrootSpec, root: Path) -> None:
             )
         site = root / _SITE
         wheels = _install_wheels(spec, site, scratch / "wheels")
-    _precompile(spec, root, python, site)
-    guest = _smoke(spec, root, python, site)
+    _precompile(spec, root, python, site, qemu)
+    guest = _smoke(spec, root, python, site, qemu)
     manifest = {
         "key": spec.key,
         "layout": LAYOUT,
@@ -131,47 +129,6 @@ def _ensure_foreign_arch(arch: str) -> bool:
 
 def _apt_name(package: str, arch: str) -> str:
     return package if package.endswith(":all") else f"{package}:{arch}"
-
-
-def _fetch_debs(cache: Cache, spec: SysrootSpec, scratch: Path, *, updated: bool) -> list[tuple[Path, str]]:
-    """The .debs apt's index offers now, from cache.dir("debs") when their sha256 matches, else downloaded."""
-    names = [_apt_name(p, spec.arch) for p in spec.packages]
-    outcome = runner.probe(["apt-get", "download", "--print-uris", *names])
-    if outcome.returncode != 0 and not updated and os.geteuid() == 0:
-        runner.run(["apt-get", "update"])  # an index older than the architecture or the package
-        outcome = runner.probe(["apt-get", "download", "--print-uris", *names])
-    if outcome.returncode != 0:
-        errors = [line for line in outcome.tail if line.startswith("E:")] or list(outcome.tail[-1:])
-        raise ConfigError(
-            f"{spec.source}: [debian].packages: apt-get cannot download them: {' '.join(errors)}"
-        )
-    wanted = [m for m in map(_URI_LINE.match, outcome.output.splitlines()) if m]
-    if len(wanted) != len(names):
-        raise ToolchainError(
-            f"apt-get download --print-uris listed {len(wanted)} files with SHA256 for {len(names)} packages"
-        )
-    debs_dir = cache.dir("debs")
-    missing = [m for m in wanted if not _cached(debs_dir / m["file"], m["sha256"])]
-    if missing:
-        # apt names the file NAME_VERSION_ARCH.deb; download by NAME:ARCH (its candidate, as listed above).
-        apt_names = [
-            f"{m['file'].split('_')[0]}:{m['file'].rsplit('_', 1)[1].removesuffix('.deb')}" for m in missing
-        ]
-        download = scratch / "debs"
-        download.mkdir()
-        runner.run(["apt-get", "download", "-o", "APT::Sandbox::User=root", *apt_names], cwd=download)
-        for m in missing:
-            got = sha256_file(download / m["file"])
-            if got != m["sha256"]:
-                raise ChecksumError(
-                    f"{m['file']}: sha256 {got} but apt's index says {m['sha256']}; run apt-get update"
-                )
-            publish_file(download / m["file"], debs_dir)
-    return [(debs_dir / m["file"], m["sha256"]) for m in wanted]
-
-
-def _cached(path: Path, sha256: str) -> bool:
-    return path.is_file() and sha256_file(path) == sha256
 
 
 def _unpack(deb: Path, sha256: str, root: Path) -> dict[str, str]:
@@ -227,7 +184,7 @@ def _install_wheels(spec: SysrootSpec, site: Path, wheel_dir: Path) -> list[dict
     ]
 
 
-def _precompile(spec: SysrootSpec, root: Path, python: Path, site: Path) -> None:
+def _precompile(spec: SysrootSpec, root: Path, python: Path, site: Path, qemu: Path) -> None:
     """Write .pyc files once, so each emulated start does not recompile the stdlib (~3x faster startup).
 
     The host's python does it when it is the guest's version (same bytecode magic); otherwise the guest.
@@ -236,14 +193,15 @@ def _precompile(spec: SysrootSpec, root: Path, python: Path, site: Path) -> None
     if f"{sys.version_info.major}.{sys.version_info.minor}" == spec.python:
         runner.run([sys.executable, "-m", "compileall", "-q", "-j0", *dirs])
         return
-    outcome = run_guest(root, python, spec.smoke_cpu, ["-m", "compileall", "-q", *dirs])
+    outcome = run_guest(root, python, spec.smoke_cpu, ["-m", "compileall", "-q", *dirs], qemu=qemu)
     if outcome.returncode != 0:
         raise LlamaWheelsError(f"compileall in the new sysroot failed: {' | '.join(outcome.tail[-3:])}")
 
 
-def _smoke(spec: SysrootSpec, root: Path, python: Path, site: Path) -> dict[str, Any]:
+def _smoke(spec: SysrootSpec, root: Path, python: Path, site: Path, qemu: Path) -> dict[str, Any]:
     outcome = run_guest(
-        root, python, spec.smoke_cpu, ["-c", _SMOKE, *spec.smoke_imports], pythonpath=[site], timeout=300
+        root, python, spec.smoke_cpu, ["-c", _SMOKE, *spec.smoke_imports], qemu=qemu, pythonpath=[site],
+        timeout=300,
     )
     lines = [line for line in outcome.tail if line.startswith("SMOKE ")]
     if outcome.returncode != 0 or not lines:

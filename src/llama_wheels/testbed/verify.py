@@ -26,7 +26,7 @@ from llama_wheels.stages.provenance import FILENAME as PROVENANCE
 from llama_wheels.stages.provenance import read_provenance
 from llama_wheels.testbed.matrix import declared_variants, expectation_for
 from llama_wheels.testbed.models import SPECS, weight_tensors, write_model
-from llama_wheels.testbed.qemu import install_wheel, require_qemu, run_python
+from llama_wheels.testbed.qemu import ensure_qemu, install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
 SMOKE_CPU = "neoverse-n1"
@@ -150,7 +150,7 @@ class SmokeVerifier:
         return f"{self.cpu.name}, rules {judge_id()}"
 
     def preflight(self) -> None:
-        require_qemu()
+        ensure_qemu(self.cache)
 
     def verify(self, wheel: Path, source_tree: Path) -> str:
         build, declared = intended_build(wheel, source_tree)
