@@ -82,3 +82,10 @@ def build_target(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Path:
 def default_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default target's wheel, built, repaired and smoke-tested by `llama-wheels build`."""
     return build_target(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def macos_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The macos-arm64 wheel (runtime dispatch over ggml's Apple variants), cross built with zig; nothing here
+    can run it."""
+    return build_target(tmp_path_factory, "macos-arm64", "--no-verify")

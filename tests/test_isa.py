@@ -14,7 +14,7 @@ import pytest
 from llama_wheels.binaries import isa
 from llama_wheels.binaries.audit import audit_library
 from llama_wheels.core.cache import Cache
-from llama_wheels.oracle import instruction_features
+from llama_wheels.oracle import instruction_features, variant_march
 
 # One instruction of each feature, and what it must be classified as (empty: armv8-a).
 PROBE = (
@@ -102,7 +102,10 @@ def test_architecture_levels() -> None:
     assert {"i8mm", "bf16"} <= instruction_features("armv8.6-a")
     assert {"sve", "sve2"} <= instruction_features("armv9-a") and "i8mm" not in instruction_features("armv9-a")
     assert {"i8mm", "sve2"} <= instruction_features("armv9.2-a")
-    assert isa.variant_features("armv8.2_1", {"dotprod"}) == {"lse", "crc", "rdm", "dotprod"}
+    assert instruction_features(variant_march("armv8.2_1", ["DOTPROD"])) == {"lse", "crc", "rdm", "dotprod"}
+    # ggml's apple_m4 (DOTPROD MATMUL_INT8 NOSVE SME): armv9.2-a without SVE or SVE2, with SME
+    m4 = instruction_features(variant_march("apple_m4", ["DOTPROD", "MATMUL_INT8", "NOSVE", "SME"]))
+    assert {"i8mm", "sme", "dotprod", "fp16"} <= m4 and not {"sve", "sve2"} & m4
     for bad in ("armv8.2", "x86-64-v3", "armv7-a"):
         with pytest.raises(ValueError, match="not an AArch64 -march"):
             instruction_features(bad)

@@ -44,6 +44,20 @@ def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[s
     assert variants == oracle.declared_arm_variants(PINNED_CMAKE)
 
 
+@pytest.mark.network
+def test_pinned_source_declares_the_apple_variants(source_tree: Path) -> None:
+    """macOS (``elseif (APPLE)``): three variants, with the features and -march ggml-cpu/CMakeLists.txt gives."""
+    cmake = ggml_cmake(source_tree)
+    builds = oracle.declared_arm_builds(cmake, "Darwin")
+    assert {name: (build.features, build.march) for name, build in builds.items()} == {
+        "apple_m1": ({"dotprod"}, "armv8.2-a+dotprod"),
+        "apple_m2_m3": ({"dotprod", "i8mm"}, "armv8.6-a+dotprod+i8mm"),
+        "apple_m4": ({"dotprod", "i8mm", "sme"}, "armv9.2-a+dotprod+i8mm+nosve+sme"),
+    }
+    # The fast tier's copy of the declarations (tests/test_oracle.py) is the pin's.
+    assert oracle.declared_arm_variants(cmake, "Darwin") == oracle.declared_arm_variants(PINNED_CMAKE, "Darwin")
+
+
 def dispatch_wheel(variants: dict[str, frozenset[str]]) -> WheelBuild:
     return WheelBuild(path=Path("w.whl"), version=pinned().version, fixed_isa=None, variants=tuple(variants))
 

@@ -2,7 +2,7 @@
 
 ``PINNED_CMAKE`` is the CPU-variant part of the pinned ggml/src/CMakeLists.txt (llama-cpp-python 0.3.36) as
 our patch series leaves it (0007 adds armv8.6_nosve), trimmed; tests/test_matrix_rules.py checks that the
-prepared tree declares the same Linux ARM variants.
+prepared tree declares the same Linux and macOS ARM variants.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ if (GGML_CPU_ALL_VARIANTS)
             ggml_add_cpu_backend_variant(android_armv9.0_1    DOTPROD MATMUL_INT8 FP16_VECTOR_ARITHMETIC SVE2)
         elseif (APPLE)
             ggml_add_cpu_backend_variant(apple_m1             DOTPROD)
+            ggml_add_cpu_backend_variant(apple_m2_m3          DOTPROD MATMUL_INT8)
             ggml_add_cpu_backend_variant(apple_m4             DOTPROD MATMUL_INT8 NOSVE SME)
         else()
             message(FATAL_ERROR "Unsupported ARM target OS: ${CMAKE_SYSTEM_NAME}")
@@ -57,6 +58,7 @@ if (GGML_CPU_ALL_VARIANTS)
 endif()
 """
 LINUX_ARM = oracle.declared_arm_variants(PINNED_CMAKE)
+DARWIN_ARM = oracle.declared_arm_variants(PINNED_CMAKE, "Darwin")
 EVERYTHING = Cpu(features=frozenset(oracle.ARM_FEATURES), sve_bits=256)
 
 
@@ -85,6 +87,34 @@ def test_linux_arm_variants_are_chosen_by_their_if_blocks_not_their_names() -> N
     # The same variant moved into the else() branch: no longer Linux's.
     moved = PINNED_CMAKE.replace('MATCHES "Linux"', 'MATCHES "Haiku"')
     assert oracle.declared_arm_variants(moved) == {}
+
+
+def test_apple_variants_come_from_the_apple_block() -> None:
+    """macOS: CMAKE_SYSTEM_NAME Darwin takes ggml's ``elseif (APPLE)`` branch; each variant with the -march
+    ggml-cpu/CMakeLists.txt compiles it with (NOSVE: no SVE although SME raises the level to armv9.2-a)."""
+    assert dict(DARWIN_ARM) == {"apple_m1": {"dotprod"}, "apple_m2_m3": {"dotprod", "i8mm"},
+                                "apple_m4": {"dotprod", "i8mm", "sme"}}
+    builds = oracle.declared_arm_builds(PINNED_CMAKE, "Darwin")
+    assert {name: build.march for name, build in builds.items()} == {
+        "apple_m1": "armv8.2-a+dotprod", "apple_m2_m3": "armv8.6-a+dotprod+i8mm",
+        "apple_m4": "armv9.2-a+dotprod+i8mm+nosve+sme"}
+    assert oracle.declared_arm_builds(PINNED_CMAKE)["armv9.2_1"].march == "armv9.2-a+dotprod+fp16+sve+i8mm+sme"
+    # Linux's variants are not Darwin's, nor the other way round.
+    assert not set(DARWIN_ARM) & set(LINUX_ARM)
+    with pytest.raises(OracleError, match=r"CPU variant apple_m5: unknown ggml CMake feature 'SME2'") as exc:
+        oracle.variant_march("apple_m5", ["DOTPROD", "SME2"])
+    one_line(exc)
+
+
+@pytest.mark.parametrize(("features", "variant", "layout"), [
+    ({"dotprod", "fp16"}, "apple_m1", "q4_0_4x4"),  # M1 (the macos-14 runner)
+    ({"dotprod", "fp16", "i8mm", "bf16"}, "apple_m2_m3", "q4_0_4x8"),  # M2, M3
+    ({"dotprod", "fp16", "i8mm", "bf16", "sme"}, "apple_m4", "q4_0_4x8"),  # M4: SME, no SVE
+])
+def test_apple_silicon_gets_its_variant(features: set[str], variant: str, layout: str) -> None:
+    cpu = Cpu(features=frozenset(features) & frozenset(oracle.ARM_FEATURES))
+    got = oracle.expect(Build(variants=tuple(DARWIN_ARM)), cpu, DARWIN_ARM)
+    assert (got.variant, got.q4_0_layout) == (variant, layout)
 
 
 def test_a_condition_over_several_lines_keeps_the_blocks_in_step() -> None:
@@ -382,8 +412,9 @@ def test_the_wheel_suite_finds_the_oracle_by_file_path_without_llama_wheels() ->
 def test_a_variants_march_comes_from_its_features_not_its_name() -> None:
     """ggml-cpu/CMakeLists.txt bumps armv8-a to the first level of each declared feature; the ISA audit allows
     what that -march allows (patch 0007's armv8.6_nosve has no upstream-style name)."""
-    assert [oracle.variant_march(LINUX_ARM[v]) for v in ("armv8.0_1", "armv8.2_3", "armv8.6_nosve", "armv9.2_2")] == [
+    builds = oracle.declared_arm_builds(PINNED_CMAKE)
+    assert [builds[v].march for v in ("armv8.0_1", "armv8.2_3", "armv8.6_nosve", "armv9.2_2")] == [
         "armv8-a", "armv8.2-a+dotprod+fp16+sve", "armv8.6-a+dotprod+fp16+i8mm",
         "armv9.2-a+dotprod+fp16+sve+i8mm+sve2+sme"]
-    nosve = oracle.instruction_features(oracle.variant_march(LINUX_ARM["armv8.6_nosve"]))
+    nosve = oracle.instruction_features(builds["armv8.6_nosve"].march)
     assert {"i8mm", "bf16", "dotprod", "fp16"} <= nosve and not nosve & {"sve", "sve2", "sme"}

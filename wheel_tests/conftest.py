@@ -15,6 +15,8 @@ Environment:
 
 - ``LLAMA_WHEELS_EXPECT_LAYOUT``: ``q4_0_4x4`` | ``q4_0_4x8`` | ``q4_0_8x8`` | ``none`` - the Q4_0 layout this
   CPU must get; unset = only checks that hold on every CPU.
+- ``LLAMA_WHEELS_EXPECT_VARIANT``: the CPU variant ggml must load on this machine (CI sets it where it knows
+  the runner's hardware: ``apple_m1`` on macos-14); it must equal the derived one wherever that can be derived.
 - ``LLAMA_WHEELS_RESULT``: write the observed facts (system info, repacked tensors, tokens, first logits
   per model and per load mode) to this JSON file at the end of the session.
 - ``LLAMA_WHEELS_PROBE_PYTHON``: command (shell-split) that runs a Python with the wheel installed, for the

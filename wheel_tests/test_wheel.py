@@ -156,3 +156,11 @@ def test_expect_layout_is_observed(probe: Any) -> None:
     expect = wheel_probe.expect_layout()
     layouts = set(probe("q4_0").require("llama")["llama"]["repacked"].values())
     assert layouts == (set() if expect == "none" else {expect}), f"expected {expect}"
+
+
+def test_expected_cpu_variant_is_loaded(facts: dict[str, Any]) -> None:
+    """A runtime-dispatch wheel loads the CPU variant the oracle derives for this CPU from the wheel's record
+    (and LLAMA_WHEELS_EXPECT_VARIANT, where CI knows its runner: apple_m1 on macos-14); a fixed-ISA wheel none."""
+    expect = wheel_probe.expect_variant()
+    facts["cpu_variant"] = loaded = wheel_probe.loaded_variant() if expect is not None else None
+    assert loaded == expect, f"ggml loaded CPU variant {loaded}, expected {expect}"

@@ -185,6 +185,39 @@ def expect_layout() -> str:
     return layout
 
 
+def env_variant() -> str | None:
+    """``$LLAMA_WHEELS_EXPECT_VARIANT``: the CPU variant a runner of known hardware must load (CI sets it where
+    it knows the machine: ``apple_m1`` on macos-14), or None."""
+    return os.environ.get("LLAMA_WHEELS_EXPECT_VARIANT") or None
+
+
+def expect_variant() -> str | None:
+    """The CPU variant ggml must load here (None: the wheel ships none, a fixed ISA): the derived one, which
+    ``$LLAMA_WHEELS_EXPECT_VARIANT`` must equal when set; the variable alone where nothing can be derived."""
+    value = env_variant()
+    try:
+        derived = derived_expectation()
+    except CannotJudge:
+        if value is None:
+            raise
+        return value
+    variant: str | None = derived.variant
+    if value is not None and value != variant:
+        raise CannotJudge(f"LLAMA_WHEELS_EXPECT_VARIANT={value} but this CPU and the wheel's provenance record "
+                          f"give {variant} (oracle: {derived})")
+    return variant
+
+
+def loaded_variant() -> str | None:
+    """The CPU variant ggml loaded in this process (its library ``libggml-cpu-<variant>``), from the wheel's
+    ``llama_cpp._backends``; None when the CPU backend is not a variant library."""
+    import llama_cpp.llama_cpp as lib
+
+    backends = importlib.import_module("llama_cpp._backends")
+    variant: str | None = backends.cpu_backend(lib._lib)["variant"]
+    return variant
+
+
 def expected_repack(ggml_type: str, ne1: int, expect: str, generation: str, machine: str | None = None) -> str | None:
     """The layout a MUL_MAT weight must get on ``machine`` (default: this one) when its Q4_0 layout is
     ``expect``: the oracle's rules applied to the weakest code that gives ``expect``

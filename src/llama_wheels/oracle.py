@@ -138,14 +138,69 @@ def declared_cmake_variants(cmake_text: str) -> dict[str, tuple[tuple[str, ...],
     return found
 
 
-def declared_arm_variants(cmake_text: str, system: str = "Linux") -> dict[str, frozenset[str]]:
-    """The ARM CPU variants ggml builds for ``system`` (CMAKE_SYSTEM_NAME), with their features: those
-    declared inside ``GGML_SYSTEM_ARCH STREQUAL "ARM"`` and ``CMAKE_SYSTEM_NAME MATCHES "<system>"``."""
+# CMake's platform variables: on these CMAKE_SYSTEM_NAMEs ggml's ``elseif (APPLE)`` block is taken.
+APPLE_SYSTEMS = ("Darwin", "iOS", "tvOS", "visionOS", "watchOS")
+
+
+def _declared_arm_tokens(cmake_text: str, system: str) -> dict[str, tuple[str, ...]]:
+    """name -> CMake tokens of the ARM CPU variants ggml builds for ``system`` (CMAKE_SYSTEM_NAME): those
+    declared inside ``GGML_SYSTEM_ARCH STREQUAL "ARM"`` and ``CMAKE_SYSTEM_NAME MATCHES "<system>"`` (or,
+    for Darwin, ``APPLE``)."""
     arm = 'GGML_SYSTEM_ARCH STREQUAL "ARM"'
-    wanted = f'CMAKE_SYSTEM_NAME MATCHES "{system}"'
-    return {name: cmake_features(name, tokens)
-            for name, (tokens, conditions) in declared_cmake_variants(cmake_text).items()
-            if arm in conditions and wanted in conditions}
+    wanted = {f'CMAKE_SYSTEM_NAME MATCHES "{system}"'} | ({"APPLE"} if system in APPLE_SYSTEMS else set())
+    return {name: tokens for name, (tokens, conditions) in declared_cmake_variants(cmake_text).items()
+            if arm in conditions and wanted & set(conditions)}
+
+
+def declared_arm_variants(cmake_text: str, system: str = "Linux") -> dict[str, frozenset[str]]:
+    """The ARM CPU variants ggml builds for ``system`` (CMAKE_SYSTEM_NAME: ``Linux``, ``Android``,
+    ``Darwin``), with the features each is built with and scored on."""
+    return {name: cmake_features(name, tokens) for name, tokens in _declared_arm_tokens(cmake_text, system).items()}
+
+
+# ggml-cpu/CMakeLists.txt (GGML_CPU_ALL_VARIANTS on ARM): each token of a variant raises the architecture
+# level to the first that has it and appends an extension, in this order; NOSVE only appends +nosve.
+_MARCH_TOKENS: tuple[tuple[str, str | None, str], ...] = (
+    ("DOTPROD", "armv8.2-a", "+dotprod"),
+    ("FP16_VECTOR_ARITHMETIC", "armv8.2-a", "+fp16"),
+    ("SVE", "armv8.2-a", "+sve"),
+    ("MATMUL_INT8", "armv8.6-a", "+i8mm"),
+    ("SVE2", "armv8.6-a", "+sve2"),
+    ("NOSVE", None, "+nosve"),
+    ("SME", "armv9.2-a", "+sme"),
+)
+
+
+def variant_march(variant: str, tokens: Iterable[str]) -> str:
+    """The ``-march`` ggml-cpu/CMakeLists.txt compiles a variant declared with ``tokens`` with
+    (``DOTPROD MATMUL_INT8 NOSVE SME`` -> ``armv9.2-a+dotprod+i8mm+nosve+sme``)."""
+    wanted = set(tokens)
+    cmake_features(variant, wanted)  # an unknown token is an error here too
+    level, tags = "armv8-a", ""
+    for token, raises, tag in _MARCH_TOKENS:
+        if token in wanted:
+            level, tags = raises or level, tags + tag
+    return level + tags
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantBuild:
+    """How ggml compiles one CPU variant: the features it declares (and is scored on) and its ``-march``,
+    whose instructions its code may use (the ISA audit's rule for a variant library)."""
+
+    features: frozenset[str]
+    march: str
+
+
+def variant_build(variant: str, tokens: Iterable[str]) -> VariantBuild:
+    """The build of a variant declared with ggml's CMake ``tokens``."""
+    tokens = tuple(tokens)
+    return VariantBuild(features=cmake_features(variant, tokens), march=variant_march(variant, tokens))
+
+
+def declared_arm_builds(cmake_text: str, system: str = "Linux") -> dict[str, VariantBuild]:
+    """The ARM CPU variants ggml builds for ``system``, each with its features and ``-march``."""
+    return {name: variant_build(name, tokens) for name, tokens in _declared_arm_tokens(cmake_text, system).items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,7 +251,7 @@ def choose_variant(shipped: Collection[str], declared: Mapping[str, frozenset[st
     """The shipped variant with the highest score on ``cpu`` among those the pinned source declares."""
     if not declared:
         raise OracleError("the pinned source declares no CPU variant for this platform; is the source tree "
-                          "ggml's, and is the platform one with variants (Linux ARM)?")
+                          "ggml's, and is the platform one with variants (Linux or macOS ARM)?")
     if not shipped:
         raise OracleError("the wheel ships no CPU variant library (libggml-cpu-*); nothing to choose from")
     unknown = sorted(set(shipped) - set(declared))
@@ -234,22 +289,6 @@ def instruction_features(march: str) -> frozenset[str]:
         else:
             out |= EXTENSIONS.get(ext, frozenset({ext}))
     return frozenset(out)
-
-
-# ggml-cpu/CMakeLists.txt (GGML_CPU_ALL_VARIANTS on ARM) starts a variant at -march=armv8-a and bumps it to the
-# first architecture level of each feature the variant declares, in this order; the last bump wins.
-_VARIANT_LEVEL_BUMPS = (("dotprod", "armv8.2-a"), ("fp16", "armv8.2-a"), ("sve", "armv8.2-a"), ("i8mm", "armv8.6-a"),
-                        ("sve2", "armv8.6-a"), ("sme", "armv9.2-a"))
-
-
-def variant_march(features: Collection[str]) -> str:
-    """The -march ggml compiles a CPU variant declared with ``features`` for (``armv8.6-a+dotprod+fp16+i8mm``):
-    its level comes from the features, not from the variant's name."""
-    level = "armv8-a"
-    for feature, bumped in _VARIANT_LEVEL_BUMPS:
-        if feature in features:
-            level = bumped
-    return level + "".join(f"+{feature}" for feature, _ in _VARIANT_LEVEL_BUMPS if feature in features)
 
 
 def arch_features(level: str) -> frozenset[str]:

@@ -2,8 +2,9 @@
 
 Each ELF and Mach-O file is disassembled (binaries/isa.py) and every instruction is held against what its
 library may use:
-- a CPU variant library ``llama_cpp/lib/libggml-cpu-<variant>.so`` of a dispatch wheel: the features the pinned
-  ggml declares for that variant, plus those its architecture level implies (``armv8.2_2`` -> armv8.2-a);
+- a CPU variant library ``llama_cpp/lib/libggml-cpu-<variant>.so`` of a dispatch wheel: the ``-march`` the pinned
+  ggml compiles that variant with (``oracle.variant_march``: its declared features and the architecture level
+  they raise it to; ``armv8.2_2`` -> armv8.2-a+dotprod+fp16, ``apple_m4`` -> armv9.2-a+dotprod+i8mm+nosve+sme);
 - every library of a fixed-ISA wheel (``llama_cpp/lib/cpu-isa.txt``): that ISA; the wheel refuses to import on
   a CPU without it before any library is loaded;
 - every other library (libggml-base, libggml, libllama, libmtmd, ...): the platform's baseline
@@ -26,7 +27,7 @@ from llama_wheels.binaries import isa
 from llama_wheels.binaries.macho import is_macho
 from llama_wheels.binaries.wheel import fixed_isa, variant_of
 from llama_wheels.core.errors import UserError, VerifyError
-from llama_wheels.oracle import instruction_features
+from llama_wheels.oracle import VariantBuild, instruction_features
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,7 +133,7 @@ def _code_objects(archive: zipfile.ZipFile) -> list[isa.CodeObject]:
 
 
 def _allowed(path: str, *, isa_name: str | None, baseline: frozenset[str],
-             variants: Mapping[str, frozenset[str]] | None, wheel: str) -> tuple[str, frozenset[str], frozenset[str]]:
+             variants: Mapping[str, VariantBuild] | None, wheel: str) -> tuple[str, frozenset[str], frozenset[str]]:
     """(rule, allowed features, features allowed only by a variant's architecture level) for one library."""
     variant = variant_of(path)
     if isa_name is not None:
@@ -143,8 +144,9 @@ def _allowed(path: str, *, isa_name: str | None, baseline: frozenset[str],
         known = ", ".join(sorted(variants or ())) or "none given"
         raise UserError(f"{wheel}: {path} is CPU variant {variant!r}, which the pinned ggml does not declare "
                         f"(declared: {known}); audit wheels of a pin in build_config/pins.toml")
-    allowed = baseline | isa.variant_features(variant, variants[variant])
-    return f"variant {variant}", allowed, allowed - baseline - variants[variant]
+    build = variants[variant]
+    allowed = baseline | instruction_features(build.march)
+    return f"variant {variant}", allowed, allowed - baseline - build.features
 
 
 def audit_library(code: isa.CodeObject, rule: str, allowed: frozenset[str],
@@ -167,10 +169,11 @@ def audit_library(code: isa.CodeObject, rule: str, allowed: frozenset[str],
                         implied_only=tuple(sorted(implied & set(counts))))
 
 
-def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, frozenset[str]] | None,
+def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, VariantBuild] | None,
                 recorded_isa: str | None = None) -> WheelAudit:
     """Audit every code object of ``wheel``. ``baseline``: the platform's ``-march`` floor; ``variants``: the
-    pinned ggml's declared CPU variants with their features (needed for a dispatch wheel); ``recorded_isa``:
+    pinned ggml's declared CPU variants for the wheel's platform, with their features and ``-march``
+    (``oracle.declared_arm_builds``; needed for a dispatch wheel); ``recorded_isa``:
     the fixed ISA the wheel's provenance record names (else lib/cpu-isa.txt, which must agree with it).
     UserError for input that cannot be audited; the verdict is in the result (``check()``)."""
     started = time.monotonic()

@@ -34,9 +34,6 @@ from elftools.elf.sections import SymbolTableSection
 from macholib import mach_o
 from macholib.MachO import MachO
 
-from llama_wheels import oracle
-from llama_wheels.oracle import instruction_features
-
 # LLVM's AArch64 predicates -> feature names. NEON and FP are the armv8-a baseline of every AArch64 ABI.
 _BASELINE_PREDICATES = frozenset({"HasNEON", "HasFPARMv8", "HasNEONorSME"})
 _PREDICATES = {
@@ -53,11 +50,6 @@ _PREDICATES = {
 _SME_SYSREG = re.compile(r"^(smstart|smstop)\b|^(mrs|msr)\b.*\b(SVCR\w*|TPIDR2_EL0|SMCR_EL\w+|SMPRI\w*|SMIDR_EL1)\b",
                          re.IGNORECASE)
 UNDECODED = "undecoded"  # a word in an executable section capstone cannot decode: never allowed
-
-def variant_features(variant: str, declared: Iterable[str]) -> frozenset[str]:
-    """What ggml's CPU variant ``variant`` may use: the instruction features of the -march ggml compiles it for,
-    derived from the features it declares (``oracle.variant_march``), whatever its name."""
-    return instruction_features(oracle.variant_march(frozenset(declared)))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,9 @@
 - The file name (PEP 427 ``NAME-VERSION[-BUILD]-PY-ABI-PLATFORM.whl``) is parsed by
   ``packaging.utils.parse_wheel_filename``, which knows build tags, compressed tag sets
   (``py2.py3``, ``manylinux_2_17_aarch64.manylinux2014_aarch64``) and PEP 503 name normalization.
-- The CPU code a llama-cpp-python wheel ships: one ``llama_cpp/lib/libggml-cpu-<variant>.so`` (``.dylib``
-  on macOS) per variant of a runtime-dispatch build (``GGML_CPU_ALL_VARIANTS``), or, for a build fixed to
+- The CPU code a llama-cpp-python wheel ships: one ``llama_cpp/lib/libggml-cpu-<variant>.so`` (on macOS too:
+  ggml's loader looks for ``.so``; ``.dylib`` is accepted) per variant of a runtime-dispatch build
+  (``GGML_CPU_ALL_VARIANTS``), or, for a build fixed to
   one ISA, ``llama_cpp/lib/cpu-isa.txt`` naming the ``-march`` it was compiled for (patch 0005).
 """
 

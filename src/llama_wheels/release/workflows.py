@@ -100,13 +100,23 @@ class Runner:
     arch: str
     identifier: str
     image: str | None = None  # manylinux image (cibuildwheel's name)
+    # Where the runner's hardware is known: what the wheel suite must see there (cibuildwheel's
+    # test-environment, LLAMA_WHEELS_EXPECT_*). The suite also derives both from the CPU it reads and the
+    # wheel's record and fails when they differ, so a runner on other hardware is noticed, not trusted.
+    # tests/test_ci.py checks them against the oracle for ``cpu_features``.
+    cpu: str | None = None  # e.g. "Apple M1"
+    cpu_features: tuple[str, ...] = ()  # its ARM features (oracle.ARM_FEATURES names)
+    expect_variant: str | None = None  # the CPU variant a dispatch wheel loads there
+    expect_layout: str | None = None  # the Q4_0 repack layout there
 
 
 RUNNERS = {
     "linux-aarch64": Runner(runner="ubuntu-24.04-arm", cibw_platform="linux", arch="aarch64",
                             identifier=f"{CPYTHON}-manylinux_aarch64", image="manylinux2014"),
+    # GitHub's macos-14 arm64 runner is an Apple M1 (sysctl: FEAT_DotProd, FEAT_FP16; no FEAT_I8MM, FEAT_SME).
     "macos-arm64": Runner(runner="macos-14", cibw_platform="macos", arch="arm64",
-                          identifier=f"{CPYTHON}-macosx_arm64"),
+                          identifier=f"{CPYTHON}-macosx_arm64", cpu="Apple M1", cpu_features=("dotprod", "fp16"),
+                          expect_variant="apple_m1", expect_layout="q4_0_4x4"),
 }
 _SAFE = re.compile(r"^[A-Za-z0-9._+-]+$")  # what the generator puts into YAML unquoted
 
@@ -193,7 +203,17 @@ def cibuildwheel_toml(config: Config) -> str:
         lines.append(f"archs = {_toml_list([run.arch])}")
         if run.image:
             lines.append(f"manylinux-{run.arch}-image = {_toml_str(run.image)}")
-        lines += [f"environment = {_toml_table(env)}", ""]
+        lines.append(f"environment = {_toml_table(env)}")
+        if run.expect_variant or run.expect_layout:
+            # cibuildwheel's default test environment (PYTHONSAFEPATH=1) kept, plus what this hardware must show.
+            expect = {"PYTHONSAFEPATH": "1"}
+            if run.expect_variant:
+                expect["LLAMA_WHEELS_EXPECT_VARIANT"] = run.expect_variant
+            if run.expect_layout:
+                expect["LLAMA_WHEELS_EXPECT_LAYOUT"] = run.expect_layout
+            lines += [f"# {run.runner} is an {run.cpu}: the wheel suite asserts its CPU variant and Q4_0 layout.",
+                      f"test-environment = {_toml_table(expect)}"]
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -8,21 +8,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_wheels import oracle
 from llama_wheels.binaries.audit import WheelAudit, audit_wheel
 from llama_wheels.binaries.wheel import cpu_variants, parse_wheel_name
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import PLATFORMS, Platform, platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError, UserError
+from llama_wheels.oracle import VariantBuild
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
 from llama_wheels.stages.provenance import read_provenance
-from llama_wheels.testbed.matrix import WheelBuild, declared_variants
+from llama_wheels.testbed.matrix import WheelBuild, ggml_cmake
 
 
 def pinned_variants(wheel: Path, config: Config, cache: Cache) -> dict[str, frozenset[str]]:
-    """The CPU variants the ggml of ``wheel``'s pin declares: the pin its provenance record names (several
-    pins may build one version, with other patch series), else the pin of its llama-cpp-python version."""
+    """The CPU variants ``wheel``'s pin's ggml declares for its platform, with their features."""
+    return {name: build.features for name, build in pinned_builds(wheel, config, cache).items()}
+
+
+def pinned_builds(wheel: Path, config: Config, cache: Cache) -> dict[str, VariantBuild]:
+    """The CPU variants ``wheel``'s pin's ggml declares for its platform, with their features and ``-march``:
+    the pin its provenance record names (several pins may build one version, with other patch series), else
+    the pin of its llama-cpp-python version."""
     version = WheelBuild.read(wheel).version
     record = read_provenance(wheel)
     named = record["pin"].get("name") if record is not None else None
@@ -31,7 +39,15 @@ def pinned_variants(wheel: Path, config: Config, cache: Cache) -> dict[str, froz
     if not pins:
         raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
     source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
-    return declared_variants(source.tree)
+    return declared_builds(source.tree, wheel_platform(wheel))
+
+
+def declared_builds(source_tree: Path, target: Platform) -> dict[str, VariantBuild]:
+    """The ARM CPU variants the pinned ggml in ``source_tree`` declares for ``target``'s system."""
+    try:
+        return oracle.declared_arm_builds(ggml_cmake(source_tree), target.cmake_system_name)
+    except oracle.OracleError as exc:
+        raise UserError(f"{source_tree}: {exc}") from None
 
 
 def wheel_platform(wheel: Path) -> Platform:
@@ -48,10 +64,10 @@ def wheel_platform(wheel: Path) -> Platform:
 
 def audit(wheel: Path, config: Config, cache: Cache) -> WheelAudit:
     """Audit ``wheel``; a dispatch wheel's variants come from its pin's prepared source (fetched if need be)."""
-    return _audit(wheel, wheel_platform(wheel), lambda: pinned_variants(wheel, config, cache))
+    return _audit(wheel, wheel_platform(wheel), lambda: pinned_builds(wheel, config, cache))
 
 
-def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, frozenset[str]]]) -> WheelAudit:
+def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, VariantBuild]]) -> WheelAudit:
     """Audit ``wheel`` of ``target`` (which has an ISA baseline); ``declared`` is asked only for a dispatch wheel."""
     if target.isa_baseline is None:
         raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
@@ -71,7 +87,7 @@ class IsaAuditor:
         target = platform(platform_name)
         if target.isa_baseline is None:
             return f"skipped: {platform_name} code is not AArch64"
-        report = _audit(wheel, target, lambda: declared_variants(source_tree))
+        report = _audit(wheel, target, lambda: declared_builds(source_tree, target))
         report.check()
         features = sorted({f for lib in report.libraries for f, _ in lib.features})
         return (f"{report.wheel}: {len(report.libraries)} libraries within their ISA (uses {', '.join(features)} "
