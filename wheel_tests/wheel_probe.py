@@ -29,7 +29,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,23 +165,35 @@ def env_layout() -> str | None:
     return value
 
 
+def _derived_or_given(variable: str, given: str | None, pick: Callable[[Any], str | None]) -> str | None:
+    """``pick`` of ``derived_expectation()``, which ``given`` (``$variable``) must equal when set; ``given``
+    alone where nothing can be derived (``CannotJudge`` when neither is there)."""
+    try:
+        derived = derived_expectation()
+    except CannotJudge:
+        if given is None:
+            raise
+        return given
+    value = pick(derived)
+    if given is not None and given != value:
+        raise CannotJudge(f"{variable}={given} but this CPU and the wheel's provenance record give {value} "
+                          f"(oracle: {derived})")
+    return value
+
+
+def _q4_0_layout(derived: Any) -> str:
+    layout: str | None = derived.q4_0_layout
+    if layout is None:
+        raise CannotJudge(f"the oracle cannot tell this wheel's layout on this CPU: {derived}")
+    return layout
+
+
 def expect_layout() -> str:
     """The Q4_0 layout this CPU must get: ``$LLAMA_WHEELS_EXPECT_LAYOUT`` when set (it must then agree with
     the derived one wherever that can be derived), else ``derived_expectation()``'s. ``CannotJudge`` fails
     the test that asks (a wheel on a CPU it should have refused, an unknown host), not the session."""
-    value = env_layout()
-    try:
-        derived = derived_expectation()
-    except CannotJudge:
-        if value is None:
-            raise
-        return value
-    layout: str | None = derived.q4_0_layout
-    if layout is None:
-        raise CannotJudge(f"the oracle cannot tell this wheel's layout on this CPU: {derived}")
-    if value is not None and value != layout:
-        raise CannotJudge(f"LLAMA_WHEELS_EXPECT_LAYOUT={value} but this CPU and the wheel's provenance record "
-                          f"give {layout} (oracle: {derived})")
+    layout = _derived_or_given("LLAMA_WHEELS_EXPECT_LAYOUT", env_layout(), _q4_0_layout)
+    assert layout is not None  # _q4_0_layout never gives None
     return layout
 
 
@@ -194,18 +206,7 @@ def env_variant() -> str | None:
 def expect_variant() -> str | None:
     """The CPU variant ggml must load here (None: the wheel ships none, a fixed ISA): the derived one, which
     ``$LLAMA_WHEELS_EXPECT_VARIANT`` must equal when set; the variable alone where nothing can be derived."""
-    value = env_variant()
-    try:
-        derived = derived_expectation()
-    except CannotJudge:
-        if value is None:
-            raise
-        return value
-    variant: str | None = derived.variant
-    if value is not None and value != variant:
-        raise CannotJudge(f"LLAMA_WHEELS_EXPECT_VARIANT={value} but this CPU and the wheel's provenance record "
-                          f"give {variant} (oracle: {derived})")
-    return variant
+    return _derived_or_given("LLAMA_WHEELS_EXPECT_VARIANT", env_variant(), lambda derived: derived.variant)
 
 
 def loaded_variant() -> str | None:
