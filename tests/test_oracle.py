@@ -418,3 +418,13 @@ def test_a_variants_march_comes_from_its_features_not_its_name() -> None:
         "armv9.2-a+dotprod+fp16+sve+i8mm+sve2+sme"]
     nosve = oracle.instruction_features(builds["armv8.6_nosve"].march)
     assert {"i8mm", "bf16", "dotprod", "fp16"} <= nosve and not nosve & {"sve", "sve2", "sme"}
+
+
+def test_a_release_before_a_types_repack_branch_does_not_repack_it() -> None:
+    """llama-cpp-python 0.3.35's repack.cpp has no Q1_0 branch (0.3.36's has): measured by `pin add 0.3.35`."""
+    code = frozenset({"dotprod", "i8mm"})
+    assert oracle.repack_layout("Q1_0", 64, code=code) == "q1_0_4x8"  # the pinned sources
+    assert oracle.repack_layout("Q1_0", 64, code=code, version="0.3.36") == "q1_0_4x8"
+    assert oracle.repack_layout("Q1_0", 64, code=code, version="0.3.35") is None
+    assert oracle.repack_layout("Q4_0", 64, code=code, version="0.3.35") == "q4_0_4x8"
+    assert oracle._release("0.3.36.dev1+g1") == (0, 3, 36) and oracle._release("0.3.4") < oracle._release("0.3.35")

@@ -76,6 +76,7 @@ def test_repack_placement(probe: Any, models_module: Any, model_files: dict[str,
     repacked: dict[str, str] = result["llama"]["repacked"]
     weights = _weights(models_module, model_files, name)
     generation = wheel_probe.oracle().repack_generation(result["system_info"]) or "repack"
+    version = result["llama_cpp_version"]  # a release may predate a type's repack branch (oracle.REPACKED_SINCE)
 
     unknown = sorted(set(repacked) - set(weights))
     assert not unknown, f"repacked tensors not in the model: {unknown}"
@@ -87,7 +88,8 @@ def test_repack_placement(probe: Any, models_module: Any, model_files: dict[str,
     # Whatever this CPU offers, ggml's rules (the oracle) allow each weight only some layouts: none for F16,
     # for a type or a row count no layout takes, or for what the wheel's repack generation cannot do.
     possible = {
-        n: {wheel_probe.expected_repack(t.ggml_type, t.ne1, q4_0, generation) for q4_0 in wheel_probe.q4_0_layouts()}
+        n: {wheel_probe.expected_repack(t.ggml_type, t.ne1, q4_0, generation, version=version)
+            for q4_0 in wheel_probe.q4_0_layouts()}
         for n, t in weights.items()
         if t.is_matmul_weight
     }
@@ -100,7 +102,7 @@ def test_repack_placement(probe: Any, models_module: Any, model_files: dict[str,
 
     expect = wheel_probe.expect_layout()
     predicted = {
-        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, generation)
+        n: wheel_probe.expected_repack(t.ggml_type, t.ne1, expect, generation, version=version)
         for n, t in weights.items()
         if t.is_matmul_weight
     }

@@ -219,15 +219,17 @@ def loaded_variant() -> str | None:
     return variant
 
 
-def expected_repack(ggml_type: str, ne1: int, expect: str, generation: str, machine: str | None = None) -> str | None:
+def expected_repack(ggml_type: str, ne1: int, expect: str, generation: str, machine: str | None = None,
+                    version: str | None = None) -> str | None:
     """The layout a MUL_MAT weight must get on ``machine`` (default: this one) when its Q4_0 layout is
     ``expect``: the oracle's rules applied to the weakest code that gives ``expect``
-    (``oracle.code_for_q4_0_layout``)."""
+    (``oracle.code_for_q4_0_layout``); ``version``: the wheel's llama-cpp-python release (a type whose repack
+    came later is not repacked by it; None: the rules of the newest pin)."""
     rules = oracle()
     arch = rules.machine_arch(machine or platform.machine())
     code, sve_bits = rules.code_for_q4_0_layout(expect, arch)
     layout: str | None = rules.repack_layout(ggml_type, ne1, code=code, sve_bits=sve_bits, arch=arch,
-                                             generation=generation)
+                                             generation=generation, version=version)
     return layout
 
 

@@ -409,9 +409,31 @@ def _check_generation(generation: str) -> None:
         raise OracleError(f"unknown repack generation {generation!r}; known: {', '.join(GENERATIONS)}")
 
 
-def type_rules(ggml_type: str, arch: str = "arm", generation: str = "repack") -> tuple[RepackRule, ...]:
+# A type whose branch came to ggml after its generation's first release: llama-cpp-python 0.3.35's repack.cpp
+# has no Q1_0 branch, 0.3.36's has (measured by `pin add 0.3.35`). A wheel older than this repacks none of it.
+REPACKED_SINCE: Mapping[str, str] = {"Q1_0": "0.3.36"}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"0.3.36"`` -> (0, 3, 36): llama-cpp-python's plain release numbers (a suffix such as ``.dev1`` or
+    ``+local`` ends the comparison)."""
+    parts = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        parts.append(int(digits[0]))
+        if digits[0] != part:
+            break
+    return tuple(parts)
+
+
+def type_rules(ggml_type: str, arch: str = "arm", generation: str = "repack",
+               version: str | None = None) -> tuple[RepackRule, ...]:
     """The branches ggml tries, in order, for a weight of ``ggml_type`` on ``arch`` in ``generation``
-    (``"repack"``: 0.3.36's repack.cpp; ``"aarch64"``: 0.3.4's ggml-cpu-aarch64.cpp); () if never repacked."""
+    (``"repack"``: 0.3.36's repack.cpp; ``"aarch64"``: 0.3.4's ggml-cpu-aarch64.cpp); () if never repacked.
+    ``version``: the wheel's llama-cpp-python release, where it predates a type's branch (REPACKED_SINCE);
+    None: the pinned sources'."""
     _check_generation(generation)
     if ggml_type in NEVER_REPACKED:
         return ()
@@ -419,17 +441,21 @@ def type_rules(ggml_type: str, arch: str = "arm", generation: str = "repack") ->
         raise OracleError(f"{ggml_type!r} is no ggml type of the pinned sources (GGML_TYPES in "
                           "llama_wheels/oracle.py); for a new ggml, add its type there and its branches of "
                           "ggml_repack_get_optimal_repack_type to REPACK_RULES")
+    since = REPACKED_SINCE.get(ggml_type)
+    if version is not None and since is not None and _release(version) < _release(since):
+        return ()
     return tuple(r for r in REPACK_RULES[ggml_type] if r.arch == arch and generation in r.generations)
 
 
 def repack_layout(ggml_type: str, ne1: int, *, code: frozenset[str], sve_bits: int = 0, arch: str = "arm",
-                  generation: str = "repack") -> str | None:
+                  generation: str = "repack", version: str | None = None) -> str | None:
     """The layout ggml repacks a MUL_MAT weight of ``ggml_type`` with ``ne1`` rows into, or None.
 
     ``code``: the features the running CPU code was compiled with (the loaded variant's, or a fixed ISA's);
-    ``sve_bits``: the CPU's SVE vector length; ``generation``: ``"repack"`` (0.3.36) or ``"aarch64"`` (0.3.4).
+    ``sve_bits``: the CPU's SVE vector length; ``generation``: ``"repack"`` (0.3.36) or ``"aarch64"`` (0.3.4);
+    ``version``: the wheel's llama-cpp-python release (``type_rules``).
     """
-    for rule in type_rules(ggml_type, arch, generation):
+    for rule in type_rules(ggml_type, arch, generation, version):
         if rule.needs <= code and rule.sve_bits in (None, sve_bits) and ne1 % rule.rows == 0:
             return rule.layout
     return None
