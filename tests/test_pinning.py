@@ -72,9 +72,21 @@ openmp = false
 """
 
 
+REPACK_CPP = """\
+static const ggml::cpu::tensor_traits * ggml_repack_get_optimal_repack_type(const struct ggml_tensor * cur) {
+    if (cur->type == GGML_TYPE_Q4_0) {
+        return nullptr;
+%s    }
+    return nullptr;
+}
+"""
+
+
 def release(version: str, *, llama_py: str = LLAMA_PY, repack: str = "GGML_CPU_REPACK",
-            extra_variant: str = "") -> dict[str, str]:
+            extra_variant: str = "", repack_q1_0: bool = True) -> dict[str, str]:
+    q1_0 = "    } else if (cur->type == GGML_TYPE_Q1_0) {\n" if repack_q1_0 else ""
     return {
+        "vendor/llama.cpp/ggml/src/ggml-cpu/repack.cpp": REPACK_CPP % q1_0,
         "CHANGELOG.md": f"## [{version}]\n\n- update llama.cpp to ggml-org/llama.cpp@{COMMITS[version][:9]}\n",
         "vendor/llama.cpp/.git": "gitdir: ../../.git/modules/vendor/llama.cpp\n",
         ".git/modules/vendor/llama.cpp/HEAD": COMMITS[version] + "\n",
@@ -129,7 +141,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     shifted = "new a\nnew b\n" + LLAMA_PY
     releases = {
         BASE: release(BASE),
-        "9.9.10": release("9.9.10", llama_py=shifted,
+        "9.9.10": release("9.9.10", llama_py=shifted, repack_q1_0=False,
                           extra_variant="            ggml_add_cpu_backend_variant(armv9.2_1 SVE2)\n"),
         "9.9.11": release("9.9.11", llama_py=LLAMA_PY.replace("line 23\n", "line 23 changed\n"),
                           repack="GGML_CPU_REPACKING"),
@@ -196,6 +208,7 @@ def test_pin_add_writes_the_entry_and_refreshed_patches(world: Path) -> None:
     assert "    ok        dispatch" in result.stdout
     assert "    cannot    fixed  target fixed sets switch 'openmp'" in result.stdout
     assert "added: armv9.2_1; removed: none" in result.stdout
+    assert "    at 9.9.10: Q4_0\n    9.9.9 -> 9.9.10: added none; no longer repacked Q1_0" in result.stdout
     after = (world / "build_config" / "pins.toml").read_text()
     assert after.startswith(before)  # appended: the committed entries and their comments stay as written
     pin = load(world).pin("next")

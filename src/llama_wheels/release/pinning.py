@@ -43,6 +43,11 @@ from llama_wheels.stages.fetch import fetch_sdist, find_sdist
 from llama_wheels.stages.patching import commit_matches, declared_cmake_options, unpack_sdist, vendored_commit
 
 GGML_CMAKE = "vendor/llama.cpp/ggml/src/CMakeLists.txt"
+# Where ggml chooses a weight's repacked layout (repack.cpp since mid 2025, ggml-cpu-aarch64.cpp before).
+GGML_REPACK = ("vendor/llama.cpp/ggml/src/ggml-cpu/repack.cpp",
+               "vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu-aarch64.cpp")
+_REPACK_FUNCTION = re.compile(r"^static [^\n]*\bggml_\w*get_optimal_repack_type\([^\n]*\{\n(.*?)^\}", re.M | re.S)
+_REPACK_TYPE = re.compile(r"\bcur->type == GGML_TYPE_(\w+)")
 _DIFF_PATH = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 _OFFSET = re.compile(r"^Hunk #(\d+) succeeded at (\d+) (?:\((offset -?\d+ lines?)\)|\(fuzz)", re.MULTILINE)
 _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -99,6 +104,7 @@ class PinReport:
     switches: tuple[SwitchResult, ...]
     targets: tuple[TargetResult, ...]
     variants: tuple[str, ...]  # lines describing ggml's declared CPU variants and how they changed
+    repack: tuple[str, ...] = ()  # lines naming the weight types ggml repacks and how that changed
 
     @property
     def problems(self) -> list[str]:
@@ -134,6 +140,9 @@ class PinReport:
             lines.append(f"    {status:<9} {t.target}" + (f"  {t.problem}" if t.problem else ""))
         lines.append(f"  variants   (ggml's declared CPU variants, {GGML_CMAKE})")
         lines.extend(f"    {line}" for line in self.variants)
+        if self.repack:
+            lines.append("  repack     (the weight types ggml's get_optimal_repack_type handles, ggml-cpu/repack.cpp)")
+            lines.extend(f"    {line}" for line in self.repack)
         problems = self.problems
         lines.append("  result     " + (f"{len(problems)} problem(s): " + "; ".join(problems) if problems else "ok"))
         return "\n".join(lines)
@@ -153,7 +162,8 @@ def _touched(patches: Sequence[Path]) -> set[str]:
 def _extract(sdist: Path, version: str, dest: Path, touched: set[str]) -> Path:
     """The parts of the sdist the checks read, unpacked into ``dest``."""
     def wanted(rel: str) -> bool:
-        return (rel in touched or rel in _SUBMODULE_META or rel.endswith(("CMakeLists.txt", ".cmake"))
+        return (rel in touched or rel in _SUBMODULE_META or rel in GGML_REPACK
+                or rel.endswith(("CMakeLists.txt", ".cmake"))
                 or rel.startswith(".git/modules/vendor/llama.cpp/refs/"))
 
     dest.mkdir(parents=True)
@@ -373,12 +383,37 @@ class TreeFacts:
     pin: Pin
     declared: frozenset[str]  # option()/CACHE names
     ggml: str | None  # ggml/src/CMakeLists.txt (None: the file is not there)
+    repack: tuple[str, ...] | None = None  # the types ggml repacks (None: no repack source found)
 
     @classmethod
     def read(cls, pin: Pin, tree: Path) -> TreeFacts:
         ggml = tree / GGML_CMAKE
         return cls(pin=pin, declared=declared_cmake_options(tree),
-                   ggml=ggml.read_text(encoding="utf-8", errors="replace") if ggml.is_file() else None)
+                   ggml=ggml.read_text(encoding="utf-8", errors="replace") if ggml.is_file() else None,
+                   repack=repacked_types(tree))
+
+
+def repacked_types(tree: Path) -> tuple[str, ...] | None:
+    """The weight types ggml's ``*get_optimal_repack_type`` gives a repacked layout, in its order."""
+    for rel in GGML_REPACK:
+        if (tree / rel).is_file():
+            body = _REPACK_FUNCTION.search((tree / rel).read_text(encoding="utf-8", errors="replace"))
+            if body is not None:
+                return tuple(dict.fromkeys(_REPACK_TYPE.findall(body.group(1))))
+    return None
+
+
+def repack_lines(base: TreeFacts, new: TreeFacts) -> list[str]:
+    if new.repack is None:
+        return [f"no get_optimal_repack_type found at {new.pin.version}"]
+    lines = [f"at {new.pin.version}: {', '.join(new.repack) or 'none'}"]
+    if base.pin.version != new.pin.version and base.repack is not None and base.repack != new.repack:
+        gone = [t for t in base.repack if t not in new.repack]
+        added = [t for t in new.repack if t not in base.repack]
+        lines.append(f"{base.pin.version} -> {new.pin.version}: added {', '.join(added) or 'none'}; no longer "
+                     f"repacked {', '.join(gone) or 'none'} (the wheel suite judges this pin's wheels by "
+                     "oracle.py's REPACK_RULES: check they agree)")
+    return lines
 
 
 def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], sources: _Sources,
@@ -406,6 +441,7 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
         targets=tuple(check_targets(config, pin, facts.declared)),
         variants=tuple(variant_lines(other.ggml, facts.ggml, other.pin.version, pin.version,
                                      detail=variant_detail)),
+        repack=tuple(repack_lines(other, facts)),
     )
     return report, facts, base_facts
 
