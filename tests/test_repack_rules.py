@@ -331,14 +331,22 @@ def test_the_table_is_the_pinned_sources(sources: dict[str, PinnedSource], pin: 
 
 @pytest.mark.network
 def test_the_pins_generations_and_ggml_types(sources: dict[str, PinnedSource]) -> None:
-    assert {name: s.generation for name, s in sources.items()} == {
-        "current": "repack", "legacy": "aarch64", "legacy-unpatched": "aarch64"}
+    """Every pin's source has one of the oracle's repack generations, one per release (pins that share a
+    version, with other patch series, share it); the default pin's is the newest."""
+    config = load(REPO)
+    generations = {name: s.generation for name, s in sources.items()}
+    assert set(generations) == set(config.pins) and set(generations.values()) <= set(oracle.GENERATIONS)
+    assert generations[config.default_pin] == oracle.GENERATIONS[0]
+    per_release: dict[str, set[str]] = {}
+    for name, generation in generations.items():
+        per_release.setdefault(config.pin(name).version, set()).add(generation)
+    assert all(len(g) == 1 for g in per_release.values()), per_release
     enums = {}
     for name, s in sources.items():
         ggml_h = COMMENT.sub("", (s.tree / "vendor/llama.cpp/ggml/include/ggml.h").read_text())
         enum = ggml_h[ggml_h.index("enum ggml_type {"):]
         enums[name] = [t for t in ENUM_TYPE.findall(enum[:enum.index("};")]) if t != "COUNT"]
-    assert enums["current"] == list(oracle.GGML_TYPES)
+    assert enums[config.default_pin] == list(oracle.GGML_TYPES)
     assert all(set(types) <= set(oracle.GGML_TYPES) for types in enums.values()), enums
 
 
