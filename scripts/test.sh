@@ -5,6 +5,8 @@
 #   scripts/test.sh --fast   the offline tier: no build, no qemu, no download (run without a network
 #                            where this machine can: `unshare -n`, as root), about a minute
 #   scripts/test.sh --bench  the benchmark-only x86_64 wheels, built and run natively (not published)
+#   scripts/test.sh --extended  `pin add` of the newest unpinned release, compiled from nothing, built,
+#                            audited and run on every emulated CPU class (about 6 min of compiling)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,13 +14,15 @@ tier="full"
 case "${1:-}" in
   --fast) tier="fast"; shift ;;
   --bench) tier="bench"; shift ;;
+  --extended) tier="extended"; shift ;;
 esac
 
 scripts/bootstrap.sh || exit 1
 case "$tier" in
-  full) marks="not bench" ;;
-  fast) marks="not build and not emulated and not network and not bench" ;;
+  full) marks="not bench and not extended" ;;
+  fast) marks="not build and not emulated and not network and not bench and not extended" ;;
   bench) marks="bench" ;;
+  extended) marks="extended" ;;
 esac
 pytest=(.venv/bin/python -m pytest -m "$marks" "$@")
 if [ "$tier" = fast ] && [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then

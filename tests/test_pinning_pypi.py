@@ -118,6 +118,7 @@ def test_a_version_the_index_does_not_have(config_root: Path) -> None:
 
 
 @pytest.mark.build
+@pytest.mark.extended  # a release no other test compiles: 5-6 min of compiling from nothing (test.sh --extended)
 def test_a_fixed_isa_wheel_of_the_added_pin_passes_the_emulated_matrix(config_root: Path, release: dict[str, str],
                                                                        tmp_path: Path) -> None:
     """The whole way: pin add, then `build` (compiled, repaired, smoke-verified, ISA-audited) and `test` on
