@@ -1,14 +1,14 @@
-"""Tokens/s of one model under several configurations, measured side by side in one run.
+"""Tokens/s of one model under several configurations, measured in lock-step so that ratios are paired.
 
-Each configuration (a *case*: an installed wheel, repacking on or off, optionally one forced CPU variant)
-runs in its own child process (worker.py) that loads the model once, warms up, then times ``reps``
-prompt-processing and generation passes. ``rounds`` repeats every case in turn, each round starting
-further on in the list (A B C D, C D A B, ...): no case runs twice in a row, and each runs early in some
-rounds and late in others. On a shared VM the speed changes in phases of several seconds, so two
-back-to-back processes of one case would be one sample, not two. One unrecorded warm-up run comes before
-all of them (the first process on a quiet machine ran measurably slower: page cache, clock ramp). Every
-run is checked to measure what it claims: repacking on repacked tensors, off repacked none, a forced
-variant is the one ggml ran.
+A *case* is one configuration: an installed wheel, repacking on or off, optionally one forced CPU variant.
+Cases that share an install (and a forced variant) share one worker process (worker.py) that holds the
+model once per repack setting; the others each get their own process. All of a comparison's workers are
+loaded and warmed up first; then the controller asks for one pass at a time, round after round, every case
+once per round, in an order that alternates (A B, B A, B A, A B for two cases; rotated and reversed for more).
+A case's pass i and another's pass i are therefore seconds apart, so a speed phase of the shared machine
+(they last several seconds) falls on both: their ratio cancels it (``stats.PairedRatio``). Every worker is
+checked to measure what it claims: repacking on repacked tensors, off repacked none, a forced variant is
+the one ggml runs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ from typing import Any
 from llama_wheels.core import runner
 from llama_wheels.core.errors import VerifyError
 
-from .stats import Summary, summarize
+from .stats import PairedRatio, Summary, summarize
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
-_MARK = "BENCH "
+KINDS = ("pp", "tg")  # prompt processing, generation
+LOAD_TIMEOUT = 600.0
+PASS_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +38,7 @@ class Settings:
     threads: int
     n_prompt: int
     n_gen: int
-    reps: int
-    rounds: int
+    passes: int  # recorded passes per case and kind (rounds of the lock-step)
 
     def to_json(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -53,43 +55,44 @@ class Case:
     # (or dotprod/i8mm on ARM) has no repacked layout: there it is only recorded.
     must_repack: bool = False
 
+    @property
+    def slot(self) -> str:
+        return "on" if self.repack else "off"
+
+    @property
+    def process(self) -> tuple[Path, Path | None]:
+        """Cases with the same install and forced variant run in one worker process."""
+        return self.site, self.lib_path
+
 
 @dataclass(kw_only=True)
 class CaseResult:
     case: Case
-    pp: list[float] = field(default_factory=list)
+    pp: list[float] = field(default_factory=list)  # tokens/s, pass i of round i
     tg: list[float] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def pp_summary(self) -> Summary:
-        return summarize(self.pp)
-
-    @property
-    def tg_summary(self) -> Summary:
-        return summarize(self.tg)
-
-    def summary(self, key: str) -> Summary:
+    def summary(self, kind: str) -> Summary:
         """``pp`` (prompt processing) or ``tg`` (generation) tokens/s."""
-        return {"pp": self.pp_summary, "tg": self.tg_summary}[key]
+        return summarize(self.rates(kind))
+
+    def rates(self, kind: str) -> list[float]:
+        return {"pp": self.pp, "tg": self.tg}[kind]
 
     def to_json(self) -> dict[str, Any]:
-        keep = (
-            "variant",
-            "library",
-            "fixed_isa",
-            "repacked",
-            "layouts",
-            "q4_0_repack_layout",
-            "load_seconds",
-        )
+        keep = ("variant", "library", "fixed_isa", "repacked", "layouts", "q4_0_repack_layout", "load_seconds")
         return {
             "repack": self.case.repack,
             "forced_variant": self.case.expect_variant,
-            "pp_tokens_per_s": self.pp_summary.to_json(),
-            "tg_tokens_per_s": self.tg_summary.to_json(),
+            "pp_tokens_per_s": self.summary("pp").to_json(),
+            "tg_tokens_per_s": self.summary("tg").to_json(),
             **{k: self.info.get(k) for k in keep},
         }
+
+
+def paired(a: CaseResult, b: CaseResult, kind: str) -> PairedRatio:
+    """How many times faster ``a`` ran than ``b``, pass by pass (they must come from one lock-step run)."""
+    return PairedRatio(tuple(a.rates(kind)), tuple(b.rates(kind)))
 
 
 def diagnostics(site: Path, lib_path: Path | None = None) -> dict[str, Any]:
@@ -114,89 +117,81 @@ def _env(site: Path, lib_path: Path | None) -> dict[str, str | None]:
     }
 
 
-def run_once(case: Case, model: Path, settings: Settings, probe_dir: Path) -> dict[str, Any]:
-    """One worker process for ``case``: its parsed BENCH record, checked against what the case claims."""
-    out = runner.run(
-        [
-            sys.executable,
-            WORKER,
-            model,
-            "--probe-dir",
-            probe_dir,
-            "--threads",
-            str(settings.threads),
-            "--repack",
-            "on" if case.repack else "off",
-            "--n-prompt",
-            str(settings.n_prompt),
-            "--n-gen",
-            str(settings.n_gen),
-            "--reps",
-            str(settings.reps),
-        ],
-        env=_env(case.site, case.lib_path),
-        capture=True,
-        cwd=case.site,
-    )
-    lines = [line for line in out.splitlines() if line.startswith(_MARK)]
-    if len(lines) != 1:
-        raise VerifyError(
-            f"{case.name}: the worker printed {len(lines)} results, expected 1 "
-            f"(log {runner.current_log().path})"
-        )
-    record: dict[str, Any] = json.loads(lines[0][len(_MARK) :])
-    if case.must_repack and record["repacked"] == 0:
+def check_claims(case: Case, ready: dict[str, Any]) -> dict[str, Any]:
+    """What the worker reported for ``case``'s slot, refused unless it measures what the case claims."""
+    slot = ready["slots"][case.slot]
+    info = {**{k: v for k, v in ready.items() if k != "slots"}, **slot}
+    if case.must_repack and slot["repacked"] == 0:
         raise VerifyError(
             f"{case.name}: repacking on, yet ggml repacked no tensor (layout "
-            f"{record['q4_0_repack_layout']}); the comparison would be meaningless"
+            f"{ready['q4_0_repack_layout']}); the comparison would be meaningless"
         )
-    if not case.repack and record["repacked"]:
-        raise VerifyError(
-            f"{case.name}: use_extra_bufts=False, yet {record['repacked']} tensors were repacked"
-        )
-    if case.expect_variant is not None and record["variant"] != case.expect_variant:
-        raise VerifyError(
-            f"{case.name}: forced CPU variant {case.expect_variant}, but ggml ran {record['variant']}"
-        )
-    return record
+    if not case.repack and slot["repacked"]:
+        raise VerifyError(f"{case.name}: use_extra_bufts=False, yet {slot['repacked']} tensors were repacked")
+    if case.expect_variant is not None and ready["variant"] != case.expect_variant:
+        raise VerifyError(f"{case.name}: forced CPU variant {case.expect_variant}, but ggml ran {ready['variant']}")
+    return info
 
 
-def schedule(cases: Sequence[Case], rounds: int) -> list[tuple[int, Case]]:
-    """(round, case) in the order they run: every round runs every case, round r rotated by r * step.
-
-    ``step`` = len(cases) // rounds (at least 1) spreads each case's positions over the rounds. A round
-    ends with case (r * step - 1) and the next starts with case ((r + 1) * step): never the same case
-    unless there are only two.
-    """
-    step = max(1, len(cases) // rounds)
-    order = []
-    for index in range(rounds):
-        start = index * step % len(cases)
-        order += [(index + 1, case) for case in [*cases[start:], *cases[:start]]]
-    return order
+def round_order(cases: Sequence[Case], index: int) -> list[Case]:
+    """Round ``index``'s order: rotated by index // 2, reversed in odd rounds (ABBA for two cases), so each
+    case runs first, last and in between, and never in the same place twice in a row."""
+    shift = index // 2 % len(cases)
+    order = [*cases[shift:], *cases[:shift]]
+    return order[::-1] if index % 2 else order
 
 
-def run_cases(
+@contextmanager
+def _workers(
     cases: Sequence[Case], model: Path, settings: Settings, probe_dir: Path
-) -> dict[str, CaseResult]:
-    log = runner.current_log()
-    results = {case.name: CaseResult(case=case) for case in cases}
-    with log.stage("warm-up", f"{cases[0].name} (not recorded)"):
-        run_once(cases[0], model, settings, probe_dir)
-    for round_no, case in schedule(cases, settings.rounds):
-        with log.stage("measure", f"{case.name} (round {round_no}/{settings.rounds})"):
-            record = run_once(case, model, settings, probe_dir)
-        result = results[case.name]
-        if result.info and record["variant"] != result.info["variant"]:
-            raise VerifyError(
-                f"{case.name}: ran variant {record['variant']}, earlier {result.info['variant']}"
+) -> Iterator[dict[str, runner.Session]]:
+    """One loaded, warmed-up worker per process group of ``cases``: case name -> its session."""
+    groups: dict[tuple[Path, Path | None], list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.process, []).append(case)
+    with ExitStack() as stack:
+        sessions: dict[str, runner.Session] = {}
+        for (site, lib_path), members in groups.items():
+            slots = ",".join(dict.fromkeys(c.slot for c in members))
+            worker = stack.enter_context(
+                runner.session(
+                    [sys.executable, WORKER, model, "--probe-dir", probe_dir, "--threads", str(settings.threads),
+                     "--slots", slots, "--n-prompt", str(settings.n_prompt), "--n-gen", str(settings.n_gen)],
+                    env=_env(site, lib_path),
+                    cwd=site,
+                )
             )
-        result.info = {k: v for k, v in record.items() if k not in ("pp", "tg")}
-        result.pp += record["pp"]
-        result.tg += record["tg"]
-        log.progress(
-            f"result   {case.name}: pp {summarize(record['pp']).median:.1f} t/s, "
-            f"tg {summarize(record['tg']).median:.1f} t/s, variant {record['variant']}, "
-            f"{record['repacked']} tensors repacked {record['layouts']}"
-        )
+            for case in members:
+                sessions[case.name] = worker
+        yield sessions
+        for worker in dict.fromkeys(sessions.values()):
+            worker.send("quit")
+
+
+def run_lockstep(cases: Sequence[Case], model: Path, settings: Settings, probe_dir: Path) -> dict[str, CaseResult]:
+    """``settings.passes`` rounds of every case (pp then tg), in lock-step: results with paired passes."""
+    log = runner.current_log()
+    names = ", ".join(c.name for c in cases)
+    results = {case.name: CaseResult(case=case) for case in cases}
+    with _workers(cases, model, settings, probe_dir) as sessions:
+        with log.stage("load", f"{names}: model loaded and warmed up per case"):
+            readies: dict[int, dict[str, Any]] = {}
+            for case in cases:
+                worker = sessions[case.name]
+                if id(worker) not in readies:
+                    readies[id(worker)] = json.loads(worker.expect("READY ", timeout=LOAD_TIMEOUT))
+                results[case.name].info = check_claims(case, readies[id(worker)])
+        for index in range(settings.passes):
+            with log.stage("measure", f"{names}: round {index + 1}/{settings.passes}"):
+                for kind in KINDS:
+                    for case in round_order(cases, index):
+                        sessions[case.name].send(f"{kind} {case.slot}")
+                        rate = json.loads(sessions[case.name].expect("PASS ", timeout=PASS_TIMEOUT))["rate"]
+                        results[case.name].rates(kind).append(float(rate))
+        for result in results.values():
+            log.progress(
+                f"result   {result.case.name}: pp {result.summary('pp').median:.1f} t/s, "
+                f"tg {result.summary('tg').median:.1f} t/s, variant {result.info['variant']}, "
+                f"{result.info['repacked']} tensors repacked {result.info['layouts']}"
+            )
     return results

@@ -26,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import builds, machine, model, perf, stats, wheels
+from benchmarks import builds, machine, model, perf, wheels
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 # fixed-ISA target whose `variant` (build_config/targets.toml) is the one ggml chose on this machine.
 DISPATCH_TARGETS = {"x86_64": "linux-x86_64", "aarch64": "linux-aarch64"}
 GOALS = {"repack_pp": 1.4, "repack_tg": 1.5, "dispatch": 0.97}
-FULL = perf.Settings(threads=2, n_prompt=256, n_gen=64, reps=3, rounds=2)
-SMOKE = perf.Settings(threads=2, n_prompt=16, n_gen=4, reps=1, rounds=1)
+FULL = perf.Settings(threads=2, n_prompt=256, n_gen=64, passes=12)
+SMOKE = perf.Settings(threads=2, n_prompt=16, n_gen=4, passes=3)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,8 +55,9 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=REPO / "reports" / "benchmarks", help="where the JSON and PNG go"
     )
     p.add_argument("--threads", type=int, help=f"threads per run (default {FULL.threads})")
-    p.add_argument("--reps", type=int, help="timed passes per process (default 3, smoke 1)")
-    p.add_argument("--rounds", type=int, help="processes per case, interleaved (default 2, smoke 1)")
+    p.add_argument(
+        "--passes", type=int, help=f"paired passes per case (default {FULL.passes}, smoke {SMOKE.passes}; at least 2)"
+    )
     p.add_argument("--dispatch-target", help="runtime-dispatch target (default: by machine)")
     p.add_argument(
         "--exact-target",
@@ -76,11 +77,10 @@ def settings_from(args: argparse.Namespace) -> perf.Settings:
         threads=pick(args.threads, base.threads),
         n_prompt=base.n_prompt,
         n_gen=base.n_gen,
-        reps=pick(args.reps, base.reps),
-        rounds=pick(args.rounds, base.rounds),
+        passes=pick(args.passes, base.passes),
     )
-    if min(chosen.threads, chosen.reps, chosen.rounds, args.build_reps) < 1:
-        raise UserError("--threads, --reps, --rounds and --build-reps must be at least 1")
+    if min(chosen.threads, args.build_reps) < 1 or chosen.passes < 2:
+        raise UserError("--threads and --build-reps must be at least 1, --passes at least 2 (a paired interval)")
     return chosen
 
 
@@ -101,104 +101,111 @@ def exact_target_for(config: Config, dispatch_target: str, variant: str) -> str:
     return matches[0]
 
 
-def _pair(results: dict[str, perf.CaseResult], a: str, b: str) -> dict[str, float]:
-    return {key: round(stats.ratio(results[a].summary(key), results[b].summary(key)), 4) for key in ("pp", "tg")}
+def _ratios(a: perf.CaseResult, b: perf.CaseResult) -> dict[str, dict[str, Any]]:
+    return {kind: perf.paired(a, b, kind).to_json() for kind in perf.KINDS}
 
 
-def variant_verdict(runs: dict[str, perf.CaseResult], auto: str, statistic: str) -> dict[str, Any]:
-    """Which forced variant was fastest by ``statistic`` ("median" or "high": the best process's pass),
-    whether that is ggml's automatic choice, and how far behind the automatic choice is (0.05 = 5%).
+def _goal(ratios: dict[str, dict[str, Any]], goals: dict[str, float]) -> dict[str, Any]:
+    """Per kind: the goal, whether the paired ratio meets it, and whether the whole 95% interval does."""
+    return {
+        kind: {
+            "goal": goals[kind],
+            "met": ratios[kind]["ratio"] >= goals[kind],
+            "lower95_met": ratios[kind]["ci95"][0] >= goals[kind],
+        }
+        for kind in perf.KINDS
+    }
 
-    Both are reported because noise on a shared machine only ever slows a run down: where the machine's
-    speed changes in phases of seconds, medians rank variants by which phases their passes fell into, and
-    the best pass does not.
-    """
-    verdict: dict[str, Any] = {"fastest": {}, "auto_is_fastest": {}, "auto_behind_fastest": {}}
-    for key in ("pp", "tg"):
-        value = {name: getattr(run.summary(key), statistic) for name, run in runs.items()}
-        fastest = max(value, key=lambda name: value[name])
-        verdict["fastest"][key] = fastest
-        verdict["auto_is_fastest"][key] = fastest == auto
-        verdict["auto_behind_fastest"][key] = round(1 - value[auto] / value[fastest], 4)
+
+def variant_verdict(runs: dict[str, perf.CaseResult], auto: str) -> dict[str, Any]:
+    """Each forced variant against ggml's automatic choice, pass by pass (all ran in one lock-step):
+    the fastest by paired ratio, whether that is the automatic choice, and whether a faster one is faster
+    beyond doubt (its whole 95% interval above 1)."""
+    verdict: dict[str, Any] = {"vs_auto": {}, "fastest": {}, "auto_is_fastest": {}, "beats_auto_surely": {}}
+    for kind in perf.KINDS:
+        vs_auto = {name: perf.paired(run, runs[auto], kind) for name, run in runs.items()}
+        fastest = max(vs_auto, key=lambda name: vs_auto[name].ratio)
+        verdict["vs_auto"][kind] = {name: r.to_json() for name, r in vs_auto.items()}
+        verdict["fastest"][kind] = fastest
+        verdict["auto_is_fastest"][kind] = fastest == auto
+        verdict["beats_auto_surely"][kind] = sorted(n for n, r in vs_auto.items() if r.interval[0] > 1)
     return verdict
 
 
 def report(
-    results: dict[str, perf.CaseResult],
+    repack: dict[str, perf.CaseResult],
+    dispatch: dict[str, perf.CaseResult],
+    variants: dict[str, perf.CaseResult],
     auto: str,
     scores: dict[str, int],
     exact_target: str,
 ) -> dict[str, Any]:
-    repack = _pair(results, "repack-on", "repack-off")
-    dispatch = _pair(results, "repack-on", "exact-isa")
-    runs = {name.removeprefix("variant:"): r for name, r in results.items() if name.startswith("variant:")}
+    """The JSON report of the three lock-step runs: repack on/off, dispatch/exact, every variant forced."""
+    repack_ratio = _ratios(repack["repack-on"], repack["repack-off"])
+    dispatch_ratio = _ratios(dispatch["dispatch"], dispatch["exact-isa"])
+    runs = {name.removeprefix("variant:"): r for name, r in variants.items()}
     return {
         "repack": {
-            "on": results["repack-on"].to_json(),
-            "off": results["repack-off"].to_json(),
-            "ratio": repack,
-            "goal": {"pp": GOALS["repack_pp"], "tg": GOALS["repack_tg"]},
-            "met": {"pp": repack["pp"] >= GOALS["repack_pp"], "tg": repack["tg"] >= GOALS["repack_tg"]},
+            "on": repack["repack-on"].to_json(),
+            "off": repack["repack-off"].to_json(),
+            "ratio": repack_ratio,
+            "goal": _goal(repack_ratio, {"pp": GOALS["repack_pp"], "tg": GOALS["repack_tg"]}),
         },
         "dispatch": {
-            "dispatch": results["repack-on"].to_json(),
-            "exact": results["exact-isa"].to_json(),
+            "dispatch": dispatch["dispatch"].to_json(),
+            "exact": dispatch["exact-isa"].to_json(),
             "exact_target": exact_target,
-            "ratio": dispatch,
-            "goal": GOALS["dispatch"],
-            "met": {k: v >= GOALS["dispatch"] for k, v in dispatch.items()},
+            "ratio": dispatch_ratio,
+            "goal": _goal(dispatch_ratio, {"pp": GOALS["dispatch"], "tg": GOALS["dispatch"]}),
         },
         "variants": {
             "auto": auto,
             "scores": scores,
             "runs": {v: r.to_json() for v, r in runs.items()},
-            "by_median": variant_verdict(runs, auto, "median"),
-            "by_best_pass": variant_verdict(runs, auto, "high"),
+            "paired": variant_verdict(runs, auto),
         },
     }
 
 
+def _ratio_cell(ratio: dict[str, Any]) -> str:
+    low, high = ratio["ci95"]
+    return f"x{ratio['ratio']:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def table(data: dict[str, Any]) -> str:
-    rows = [("measurement", "pp t/s", "tg t/s")]
+    rows = [("measurement", "pp", "tg")]
 
     def add(label: str, run: dict[str, Any]) -> None:
         rows.append(
             (
                 label,
-                f"{run['pp_tokens_per_s']['median']:.1f} (±{run['pp_tokens_per_s']['spread']:.0%})",
-                f"{run['tg_tokens_per_s']['median']:.1f} (±{run['tg_tokens_per_s']['spread']:.0%})",
+                f"{run['pp_tokens_per_s']['median']:.1f} t/s (±{run['pp_tokens_per_s']['spread']:.0%})",
+                f"{run['tg_tokens_per_s']['median']:.1f} t/s (±{run['tg_tokens_per_s']['spread']:.0%})",
             )
         )
 
+    def ratio(label: str, ratios: dict[str, Any]) -> None:
+        rows.append((label, _ratio_cell(ratios["pp"]), _ratio_cell(ratios["tg"])))
+
     add("repack on", data["repack"]["on"])
     add("repack off", data["repack"]["off"])
-    rows.append(
-        (
-            "  ratio on/off (goal 1.4 / 1.5)",
-            f"x{data['repack']['ratio']['pp']:.2f}",
-            f"x{data['repack']['ratio']['tg']:.2f}",
-        )
-    )
+    ratio(f"  paired on/off, 95% CI (goal {GOALS['repack_pp']} / {GOALS['repack_tg']})", data["repack"]["ratio"])
+    add(f"dispatch ({data['dispatch']['dispatch']['variant']})", data["dispatch"]["dispatch"])
     add(f"exact ISA ({data['dispatch']['exact_target']})", data["dispatch"]["exact"])
-    rows.append(
-        (
-            "  ratio dispatch/exact (goal 0.97)",
-            f"x{data['dispatch']['ratio']['pp']:.3f}",
-            f"x{data['dispatch']['ratio']['tg']:.3f}",
-        )
-    )
+    ratio(f"  paired dispatch/exact, 95% CI (goal {GOALS['dispatch']})", data["dispatch"]["ratio"])
+    paired = data["variants"]["paired"]
     for variant, run in data["variants"]["runs"].items():
         add(f"variant {variant}" + (" (auto)" if variant == data["variants"]["auto"] else ""), run)
-    for label, verdict in (("median", data["variants"]["by_median"]), ("best pass", data["variants"]["by_best_pass"])):
-        rows.append(
-            (
-                f"  fastest by {label} (auto {data['variants']['auto']} behind by)",
-                f"{verdict['fastest']['pp']} ({verdict['auto_behind_fastest']['pp']:.0%})",
-                f"{verdict['fastest']['tg']} ({verdict['auto_behind_fastest']['tg']:.0%})",
-            )
+        ratio(f"  paired {variant}/auto, 95% CI", {k: paired["vs_auto"][k][variant] for k in perf.KINDS})
+    rows.append(
+        (
+            "  fastest (surely faster than auto)",
+            f"{paired['fastest']['pp']} ({', '.join(paired['beats_auto_surely']['pp']) or 'none'})",
+            f"{paired['fastest']['tg']} ({', '.join(paired['beats_auto_surely']['tg']) or 'none'})",
         )
+    )
     width = max(len(r[0]) for r in rows)
-    lines = [f"{a:<{width}}  {b:>16}  {c:>16}" for a, b, c in rows]
+    lines = [f"{a:<{width}}  {b:>26}  {c:>26}" for a, b, c in rows]
     if data.get("builds"):
         b = data["builds"]
         lines.append(
@@ -247,24 +254,26 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
         build_and_install(exact_target)
         with log.stage("model", f"{spec.name} ({model.parameters(spec) / 1e6:.0f} M parameters, cached)"):
             gguf = model.ensure_model(spec, cache)
-        cases = [
-            perf.Case(name="repack-on", site=sites[dispatch_target], repack=True, must_repack=True),
-            perf.Case(name="repack-off", site=sites[dispatch_target], repack=False),
-            perf.Case(name="exact-isa", site=sites[exact_target], repack=True, must_repack=True),
+        dispatch_site = sites[dispatch_target]
+        probe_dir = REPO / "wheel_tests"
+        with log.stage("lockstep", "repack on vs off (one process, both models)"):
+            repack = perf.run_lockstep(
+                [perf.Case(name="repack-on", site=dispatch_site, repack=True, must_repack=True),
+                 perf.Case(name="repack-off", site=dispatch_site, repack=False)],
+                gguf, settings, probe_dir)
+        with log.stage("lockstep", f"dispatch vs exact ISA {exact_target} (two processes)"):
+            dispatch = perf.run_lockstep(
+                [perf.Case(name="dispatch", site=dispatch_site, repack=True, must_repack=True),
+                 perf.Case(name="exact-isa", site=sites[exact_target], repack=True, must_repack=True)],
+                gguf, settings, probe_dir)
+        forced = [
+            perf.Case(name=f"variant:{variant}", site=dispatch_site, repack=True, expect_variant=variant,
+                      lib_path=wheels.single_variant_lib(dispatch_site, variant, scratch / f"lib-{variant}"))
+            for variant, score in scores.items() if score > 0
         ]
-        for variant in (v for v, score in scores.items() if score > 0):
-            lib = wheels.single_variant_lib(sites[dispatch_target], variant, scratch / f"lib-{variant}")
-            cases.append(
-                perf.Case(
-                    name=f"variant:{variant}",
-                    site=sites[dispatch_target],
-                    repack=True,
-                    lib_path=lib,
-                    expect_variant=variant,
-                )
-            )
-        results = perf.run_cases(cases, gguf, settings, REPO / "wheel_tests")
-        data = report(results, auto, scores, exact_target)
+        with log.stage("lockstep", f"{len(forced)} CPU variants, each forced (one process each)"):
+            variants = perf.run_lockstep(forced, gguf, settings, probe_dir)
+        data = report(repack, dispatch, variants, auto, scores, exact_target)
         build_times = None
         if args.builds:
             root = args.build_cache.resolve() if args.build_cache else scratch / "build-cache"
@@ -281,7 +290,8 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
         "smoke": args.smoke,
         "machine": {**started_on, "loadavg_end": list(machine.machine()["loadavg"])},
         "settings": settings.to_json(),
-        "case_order": "one unrecorded warm-up run, then rounds, round r rotated by r * (cases // rounds)",
+        "case_order": "lock-step: every case loaded and warmed up, then per round one pp pass of each case, then "
+        "one tg pass of each, round r rotated by r // 2 and reversed when r is odd (ABBA for two cases)",
         "model": {
             "name": spec.name,
             "parameters": model.parameters(spec),

@@ -1,12 +1,20 @@
-"""Child process: time prompt processing and token generation with an installed llama-cpp-python.
+"""Child process: prompt-processing and generation passes with an installed llama-cpp-python, on command.
 
 Runs inside the benchmarked wheel's environment (``PYTHONPATH`` = its throwaway install directory, plus
-``wheel_tests/`` for ``wheel_probe``'s log capture). Imports nothing from ``llama_wheels``. Prints one line
-``BENCH {json}``: tokens/s per repetition for prompt processing (one batch of ``--n-prompt`` tokens) and
-generation (``--n-gen`` single-token decodes, like llama-bench's tg, from an empty context), the tensors
-ggml repacked while loading (read from its log), and ``llama_cpp.diagnostics`` (which CPU variant ran).
+``wheel_tests/`` for ``wheel_probe``'s log capture). Imports nothing from ``llama_wheels``.
 
-usage: python worker.py MODEL --probe-dir DIR --threads N --repack {on,off} --n-prompt P --n-gen G --reps R
+It loads the model once per *slot* (``on``: repacking on, ``use_extra_bufts=True``; ``off``: off), runs one
+unrecorded pass of each kind per slot (compute buffers, page cache, thread pool), and prints one line
+``READY {json}``: per slot, the tensors ggml repacked while loading (read from its log) and
+``llama_cpp.diagnostics`` (which CPU variant runs). Then it reads commands from stdin, one per line:
+
+    pp SLOT   one batch of --n-prompt tokens from an empty context; prints ``PASS {"rate": tokens/s}``
+    tg SLOT   --n-gen single-token decodes from an empty context (like llama-bench's tg); the same
+    quit      (or end of input) exits
+
+The controller (perf.py) drives several of these in lock-step, so that two configurations' passes run
+next to each other in time. usage: python worker.py MODEL --probe-dir DIR --threads N --slots on[,off]
+--n-prompt P --n-gen G
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--probe-dir", required=True)
     p.add_argument("--threads", type=int, required=True)
-    p.add_argument("--repack", choices=("on", "off"), required=True)
+    p.add_argument("--slots", required=True, help="comma-separated: on, off")
     p.add_argument("--n-prompt", type=int, required=True)
     p.add_argument("--n-gen", type=int, required=True)
-    p.add_argument("--reps", type=int, required=True)
     args = p.parse_args(argv)
+    slots = args.slots.split(",")
+    if not slots or set(slots) - {"on", "off"} or len(set(slots)) != len(slots):
+        p.error(f"--slots: a comma-separated subset of on,off, not {args.slots!r}")
 
     sys.path.insert(0, args.probe_dir)
     import wheel_probe  # type: ignore[import-not-found]
@@ -42,60 +52,62 @@ def main(argv: list[str] | None = None) -> int:
     log.install()
     from llama_cpp import Llama, diagnostics  # type: ignore[import-not-found]
 
-    mark = log.mark()
-    started = time.perf_counter()
-    llm = Llama(
-        model_path=args.model,
-        n_ctx=args.n_prompt + args.n_gen + 16,
-        n_batch=args.n_prompt,
-        n_ubatch=args.n_prompt,
-        n_threads=args.threads,
-        n_threads_batch=args.threads,
-        seed=0,
-        verbose=False,
-        use_extra_bufts=args.repack == "on",
-    )
-    load_seconds = time.perf_counter() - started
-    repacked = wheel_probe.repacked_tensors(log.since(mark))
     n_prompt: int = args.n_prompt
     n_gen: int = args.n_gen
-    n_vocab = llm.n_vocab()
-    prompt = _tokens(args.n_prompt, n_vocab, 0)
-    generated = _tokens(args.n_gen, n_vocab, 1)
+    models: dict[str, Any] = {}
+    ready: dict[str, Any] = {}
+    for slot in slots:
+        mark = log.mark()
+        started = time.perf_counter()
+        models[slot] = Llama(
+            model_path=args.model,
+            n_ctx=n_prompt + n_gen + 16,
+            n_batch=n_prompt,
+            n_ubatch=n_prompt,
+            n_threads=args.threads,
+            n_threads_batch=args.threads,
+            seed=0,
+            verbose=False,
+            use_extra_bufts=slot == "on",
+        )
+        repacked = wheel_probe.oracle().repacked_tensors(log.since(mark))
+        ready[slot] = {
+            "load_seconds": time.perf_counter() - started,
+            "repacked": len(repacked),
+            "layouts": sorted(set(repacked.values())),
+        }
+    n_vocab = next(iter(models.values())).n_vocab()
+    prompt = _tokens(n_prompt, n_vocab, 0)
+    generated = _tokens(n_gen, n_vocab, 1)
 
-    def prompt_rate() -> float:
+    def pp(llm: Any) -> float:
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt)
         return n_prompt / (time.perf_counter() - t0)
 
-    def generation_rate() -> float:
+    def tg(llm: Any) -> float:
         llm.reset()
         t0 = time.perf_counter()
         for token in generated:
             llm.eval([token])
         return n_gen / (time.perf_counter() - t0)
 
-    prompt_rate(), generation_rate()  # warm-up: compute buffers, page cache, thread pool
-    pp, tg = [], []
-    for _ in range(args.reps):
-        pp.append(prompt_rate())
-        tg.append(generation_rate())
+    passes = {"pp": pp, "tg": tg}
+    for llm in models.values():
+        pp(llm), tg(llm)  # warm-up, not recorded
     info = diagnostics.collect()
-    result: dict[str, Any] = {
-        "pp": pp,
-        "tg": tg,
-        "load_seconds": load_seconds,
-        "repacked": len(repacked),
-        "layouts": sorted(set(repacked.values())),
-        "variant": info["variant"],
-        "library": info["library"],
-        "fixed_isa": info["fixed_isa"],
-        "variant_scores": info["variant_scores"],
-        "q4_0_repack_layout": info["q4_0_repack_layout"],
-        "system_info": info["system_info"],
-    }
-    print("BENCH " + json.dumps(result), flush=True)
+    keep = ("variant", "library", "fixed_isa", "variant_scores", "q4_0_repack_layout", "system_info")
+    print("READY " + json.dumps({"slots": ready, **{k: info[k] for k in keep}}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if words == ["quit"]:
+            break
+        if len(words) != 2 or words[0] not in passes or words[1] not in models:
+            print(f"worker: bad command {line.strip()!r}; expected 'pp|tg {'|'.join(models)}' or 'quit'",
+                  file=sys.stderr, flush=True)
+            return 2
+        print("PASS " + json.dumps({"rate": passes[words[0]](models[words[1]])}), flush=True)
     return 0
 
 

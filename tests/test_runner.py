@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.core import runner
-from llama_wheels.core.errors import CommandFailed, Interrupted, ToolchainError
+from llama_wheels.core.errors import CommandFailed, CommandTimedOut, Interrupted, ToolchainError
 
 
 def alive(pid: int) -> bool:
@@ -124,3 +124,43 @@ def test_without_a_progress_label_nothing_reaches_the_console(tmp_path: Path, mo
     runner.run([sys.executable, "-c", "print('[1/1] Linking libx.so')"])
     log.close()
     assert capsys.readouterr().err == ""
+
+
+_ECHO = (
+    "import sys\n"
+    "print('noise', flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    if line.strip() == 'die': sys.exit(3)\n"
+    "    if line.strip() == 'hang': import time; time.sleep(60)\n"
+    "    print('OUT ' + line.strip().upper(), flush=True)\n"
+)
+
+
+def test_a_session_answers_line_by_line_and_logs_everything(tmp_path: Path) -> None:
+    log = runner.Log(tmp_path / "session.log", quiet=True)
+    runner.set_log(log)
+    try:
+        with runner.session([sys.executable, "-c", _ECHO]) as child:
+            child.send("one")
+            assert child.expect("OUT ", timeout=30) == "ONE"  # the 'noise' line before it is skipped
+            child.send("two")
+            assert child.expect("OUT ", timeout=30) == "TWO"
+    finally:
+        log.close()
+    text = (tmp_path / "session.log").read_text()
+    assert "noise" in text and "  > two" in text and "session exit 0" in text
+
+
+def test_a_session_whose_child_dies_or_hangs_fails_with_the_reason(tmp_path: Path) -> None:
+    with runner.session([sys.executable, "-c", _ECHO]) as child:
+        child.send("die")
+        with pytest.raises(CommandFailed, match=r"exited with 3 before printing a 'OUT' line"):
+            child.expect("OUT ", timeout=30)
+    started = time.monotonic()
+    with (
+        pytest.raises(CommandTimedOut, match=r"no 'OUT' line within 1s"),
+        runner.session([sys.executable, "-c", _ECHO]) as child,
+    ):
+        child.send("hang")
+        child.expect("OUT ", timeout=1)
+    assert time.monotonic() - started < 15, "the hanging child was not stopped"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -235,6 +236,50 @@ def _signal_group(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
+def _spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str | None] | None,
+    cwd: Path | None,
+    inherit_env: bool,
+    stdin: int,
+    note: str = "",
+) -> subprocess.Popen[str]:
+    """Log ``argv`` (with the variables it changes) and start it in its own process group, registered in
+    ``_running``; stdout and stderr come merged through one pipe."""
+    base = os.environ if inherit_env else {}
+    full_env = {k: v for k, v in {**base, **(env or {})}.items() if v is not None}
+    _log.write(f"$ {shlex.join(argv)}{note}\n")
+    if not inherit_env:
+        _log.write("  env: only the variables below (nothing inherited)\n")
+    for key, value in sorted((env or {}).items()):
+        _log.write(f"  env {key}={value}\n" if value is not None else f"  env -{key}\n")
+    if cwd is not None:
+        _log.write(f"  cwd {cwd}\n")
+    try:
+        with _running_lock:
+            if _stopping.is_set():
+                raise Interrupted(f"interrupted before running {argv[0]}; nothing was published")
+            proc = subprocess.Popen(
+                argv,
+                env=full_env,
+                cwd=cwd,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                # Its own process group, so an interrupt or a timeout stops everything it started (pip ->
+                # cmake -> ninja -> compilers), not just the direct child: no compiler outlives the run and
+                # writes into the build tree afterwards.
+                process_group=0,
+            )
+            _running.add(proc)
+    except FileNotFoundError:
+        raise ToolchainError(f"{argv[0]}: not found; run scripts/bootstrap.sh to install the toolchain") from None
+    return proc
+
+
 def probe(
     cmd: Sequence[str | os.PathLike[str]],
     *,
@@ -250,40 +295,10 @@ def probe(
     A timeout kills the command and raises CommandFailed; a missing executable is a ToolchainError.
     """
     argv = [os.fspath(c) for c in cmd]
-    base = os.environ if inherit_env else {}
-    full_env = {k: v for k, v in {**base, **(env or {})}.items() if v is not None}
-    quoted = shlex.join(argv)
-    _log.write(f"$ {quoted}\n")
-    if not inherit_env:
-        _log.write("  env: only the variables below (nothing inherited)\n")
-    for key, value in sorted((env or {}).items()):
-        _log.write(f"  env {key}={value}\n" if value is not None else f"  env -{key}\n")
-    if cwd is not None:
-        _log.write(f"  cwd {cwd}\n")
     started = time.monotonic()
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
     captured: list[str] = []
-    try:
-        with _running_lock:
-            if _stopping.is_set():
-                raise Interrupted(f"interrupted before running {argv[0]}; nothing was published")
-            proc = subprocess.Popen(
-                argv,
-                env=full_env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                # Its own process group, so an interrupt or a timeout stops everything it started (pip ->
-                # cmake -> ninja -> compilers), not just the direct child: no compiler outlives the run and
-                # writes into the build tree afterwards.
-                process_group=0,
-            )
-            _running.add(proc)
-    except FileNotFoundError:
-        raise ToolchainError(f"{argv[0]}: not found; run scripts/bootstrap.sh to install the toolchain") from None
+    proc = _spawn(argv, env=env, cwd=cwd, inherit_env=inherit_env, stdin=subprocess.DEVNULL)
     steps = StepProgress(progress) if progress else None
 
     def pump() -> None:
@@ -321,3 +336,104 @@ def probe(
     if _stopping.is_set():  # stopped from another thread: what the kill did is not the command's result
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published")
     return Outcome(tuple(argv), returncode, "".join(captured), tuple(tail), duration)
+
+
+class Session:
+    """A running command driven line by line: ``send`` writes a line to its stdin, ``expect`` waits for the
+    next output line with a given prefix. Every output line goes to the log, as ``probe``'s do.
+
+    For children that must run in lock-step with each other (benchmarks/perf.py: two processes take turns
+    so that the machine's speed phases fall on both). Made by ``session``.
+    """
+
+    def __init__(self, argv: Sequence[str], proc: subprocess.Popen[str]) -> None:
+        self.argv = tuple(argv)
+        self._proc = proc
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            _log.write(line)
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)  # end of output: the process is gone
+
+    def send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        _log.write(f"  > {line}\n")
+        try:
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._ended(f"before it read {line!r}") from None
+
+    def expect(self, prefix: str, *, timeout: float) -> str:
+        """The rest of the next output line that starts with ``prefix``; other lines are only logged.
+
+        CommandFailed when the command ends first, CommandTimedOut after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                raise CommandTimedOut(
+                    f"{Path(self.argv[0]).name}: no {prefix.strip()!r} line within {timeout:.0f}s "
+                    f"(full log: {_log.path})"
+                ) from None
+            if line is None:
+                raise self._ended(f"before printing a {prefix.strip()!r} line")
+            self._tail.append(line)
+            if line.startswith(prefix):
+                return line[len(prefix):]
+
+    def _ended(self, when: str) -> CommandFailed:
+        returncode = self._proc.wait()
+        how = f"died of {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with {returncode}"
+        tail = tuple(self._tail)
+        return CommandFailed(
+            f"{Path(self.argv[0]).name} {' '.join(self.argv[1:3])} {how} {when}: {telling_line(tail)}"
+            + (f" (full log: {_log.path})" if _log.path else ""),
+            tail=tail,
+        )
+
+
+@contextlib.contextmanager
+def session(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str | None] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[Session]:
+    """Start ``cmd`` (``env`` applied to this environment, None unsets) with a pipe to its stdin; on leaving
+    the block its stdin is closed, and a command still running after 20 seconds is stopped (its group); when
+    the block raises, it is stopped at once."""
+    argv = [os.fspath(c) for c in cmd]
+    started = time.monotonic()
+    proc = _spawn(argv, env=env, cwd=cwd, inherit_env=True, stdin=subprocess.PIPE, note="  (session)")
+    live = Session(argv, proc)
+    try:
+        yield live
+    except KeyboardInterrupt:
+        _stop_group(proc, grace=20)
+        raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
+    except BaseException:
+        _stop_group(proc, grace=2)  # the block failed (a dead or silent partner): no waiting on the child
+        raise
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc, grace=0)
+        with _running_lock:
+            _running.discard(proc)
+        live._reader.join()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        _log.write(f"  session exit {proc.returncode} after {time.monotonic() - started:.1f}s\n")
