@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llama_wheels.core import runner
-from llama_wheels.core.errors import VerifyError
+from llama_wheels.core.errors import LlamaWheelsError, VerifyError
 
 from .stats import Summary, summarize
 
@@ -52,6 +53,7 @@ class Case:
     # Repacking must have happened (the repack on/off and dispatch cases). A forced variant without AVX2
     # (or dotprod/i8mm on ARM) has no repacked layout: there it is only recorded.
     must_repack: bool = False
+    threads: int | None = None  # n_threads and n_threads_batch of this case (default: the settings')
 
 
 @dataclass(kw_only=True)
@@ -124,7 +126,7 @@ def run_once(case: Case, model: Path, settings: Settings, probe_dir: Path) -> di
             "--probe-dir",
             probe_dir,
             "--threads",
-            str(settings.threads),
+            str(case.threads or settings.threads),
             "--repack",
             "on" if case.repack else "off",
             "--n-prompt",
@@ -200,3 +202,22 @@ def run_cases(
             f"{record['repacked']} tensors repacked {record['layouts']}"
         )
     return results
+
+
+def logged_main(name: str, log_path: Path | None, logs: Path, body: Callable[[], int]) -> int:
+    """A benchmark script's ``main``: the full log in a file named first (default ``logs/<name>-<time>.log``),
+    errors as one line prefixed ``<name>s:`` with their exit code (2 bad input, 1 a failed run), 130 on Ctrl-C."""
+    path = (log_path or logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log").resolve()
+    log = runner.Log(path)
+    runner.set_log(log)
+    log.progress(f"full log: {path}")
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"{name}s: interrupted", file=sys.stderr)
+        return 130
+    except LlamaWheelsError as exc:
+        print(f"{name}s: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        log.close()

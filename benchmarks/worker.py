@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         use_extra_bufts=args.repack == "on",
     )
     load_seconds = time.perf_counter() - started
-    repacked = wheel_probe.repacked_tensors(log.since(mark))
+    repacked = wheel_probe.oracle().repacked_tensors(log.since(mark))  # the one oracle, by file path
     n_prompt: int = args.n_prompt
     n_gen: int = args.n_gen
     n_vocab = llm.n_vocab()

@@ -200,3 +200,27 @@ def test_report_ratios_and_the_fastest_variant(tmp_path: Path) -> None:
     assert by_best["auto_behind_fastest"]["pp"] == pytest.approx(1 - 150 / 160, abs=1e-4)
     assert "fastest by best pass" in run.table({**data, "builds": None})
     assert "ratio on/off" in run.table({**data, "builds": None})
+
+
+@pytest.mark.build
+@pytest.mark.bench
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="benchmarks/threads.py measures a native x86_64 wheel")
+def test_threads_smoke_checks_the_patched_defaults(tmp_path: Path) -> None:
+    """benchmarks/threads.py on the haswell wheel built with patch 0008: its default_n_threads() keeps x86_64's
+    old default natively and when forced, and gives the affinity mask for aarch64 (the script refuses otherwise);
+    each thread count measured."""
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "threads.py"), "--smoke", "--out", str(out),
+         "--log", str(tmp_path / "threads.log")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True,
+        timeout=3600,
+    )
+    log = tmp_path / "threads.log"
+    assert result.returncode == 0, f"threads.py --smoke failed (log {log}):\n{result.stderr[-3000:]}"
+    data = json.loads((out / "threads.json").read_text())
+    assert data["wheel_has_patch_0008"] is True
+    cpus = os.cpu_count() or 1
+    assert data["defaults"] == {"old": [max(cpus // 2, 1), cpus], "aarch64": [len(os.sched_getaffinity(0))] * 2}
+    assert all(s["median"] > 0 for s in data["ms_per_token"].values())
+    assert "old / patched default" in result.stdout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llama_wheels.core.errors import ConfigError
 
@@ -36,38 +36,28 @@ class Platform:
     isa_baseline: str | None = None
 
 
+_LINUX_AARCH64 = Platform(
+    name="linux-aarch64",
+    zig_target="aarch64-linux-gnu.2.17",
+    cmake_system_name="Linux",
+    cmake_processor="aarch64",
+    host_platform="linux_aarch64",
+    wheel_platform="manylinux_2_17_aarch64",
+    elf_machine="EM_AARCH64",
+    glibc_max=(2, 17),
+    libc="glibc",
+    loader="/lib/ld-linux-aarch64.so.1",
+    isa_baseline="armv8-a",
+)
 _REGISTRY = {
     p.name: p
     for p in (
-        Platform(
-            name="linux-aarch64",
-            zig_target="aarch64-linux-gnu.2.17",
-            cmake_system_name="Linux",
-            cmake_processor="aarch64",
-            host_platform="linux_aarch64",
-            wheel_platform="manylinux_2_17_aarch64",
-            elf_machine="EM_AARCH64",
-            glibc_max=(2, 17),
-            libc="glibc",
-            loader="/lib/ld-linux-aarch64.so.1",
-            isa_baseline="armv8-a",
-        ),
-        # Alpine (Home Assistant OS on a Pi, Alpine containers on Graviton): musl 1.2, PEP 656's
-        # musllinux_1_2. The same code as linux-aarch64 (the same ISA baseline), another C library.
-        Platform(
-            name="linux-aarch64-musl",
-            zig_target="aarch64-linux-musl",
-            cmake_system_name="Linux",
-            cmake_processor="aarch64",
-            host_platform="linux_aarch64",
-            wheel_platform="musllinux_1_2_aarch64",
-            elf_machine="EM_AARCH64",
-            glibc_max=None,
-            libc="musl",
-            libc_soname="libc.musl-aarch64.so.1",
-            loader="/lib/ld-musl-aarch64.so.1",
-            isa_baseline="armv8-a",
-        ),
+        _LINUX_AARCH64,
+        # Alpine (Home Assistant OS on a Pi, Alpine containers on Graviton): musl 1.2, PEP 656's musllinux_1_2.
+        # The same code as linux-aarch64 (the same ISA baseline), another C library.
+        replace(_LINUX_AARCH64, name="linux-aarch64-musl", zig_target="aarch64-linux-musl",
+                wheel_platform="musllinux_1_2_aarch64", glibc_max=None, libc="musl",
+                libc_soname="libc.musl-aarch64.so.1", loader="/lib/ld-musl-aarch64.so.1"),
         Platform(
             name="linux-x86_64",
             zig_target="x86_64-linux-gnu.2.17",
