@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llama_wheels.core import runner
-from llama_wheels.core.errors import VerifyError
+from llama_wheels.core.errors import LlamaWheelsError, VerifyError
 
 from .stats import PairedRatio, Summary, summarize
 
@@ -54,15 +55,16 @@ class Case:
     # Repacking must have happened (the repack on/off and dispatch cases). A forced variant without AVX2
     # (or dotprod/i8mm on ARM) has no repacked layout: there it is only recorded.
     must_repack: bool = False
+    threads: int | None = None  # n_threads and n_threads_batch of this case (default: the settings')
 
     @property
     def slot(self) -> str:
         return "on" if self.repack else "off"
 
     @property
-    def process(self) -> tuple[Path, Path | None]:
-        """Cases with the same install and forced variant run in one worker process."""
-        return self.site, self.lib_path
+    def process(self) -> tuple[Path, Path | None, int | None]:
+        """Cases with the same install, forced variant and thread count run in one worker process."""
+        return self.site, self.lib_path, self.threads
 
 
 @dataclass(kw_only=True)
@@ -146,17 +148,18 @@ def _workers(
     cases: Sequence[Case], model: Path, settings: Settings, probe_dir: Path
 ) -> Iterator[dict[str, runner.Session]]:
     """One loaded, warmed-up worker per process group of ``cases``: case name -> its session."""
-    groups: dict[tuple[Path, Path | None], list[Case]] = {}
+    groups: dict[tuple[Path, Path | None, int | None], list[Case]] = {}
     for case in cases:
         groups.setdefault(case.process, []).append(case)
     with ExitStack() as stack:
         sessions: dict[str, runner.Session] = {}
-        for (site, lib_path), members in groups.items():
+        for (site, lib_path, threads), members in groups.items():
             slots = ",".join(dict.fromkeys(c.slot for c in members))
             worker = stack.enter_context(
                 runner.session(
-                    [sys.executable, WORKER, model, "--probe-dir", probe_dir, "--threads", str(settings.threads),
-                     "--slots", slots, "--n-prompt", str(settings.n_prompt), "--n-gen", str(settings.n_gen)],
+                    [sys.executable, WORKER, model, "--probe-dir", probe_dir,
+                     "--threads", str(threads or settings.threads), "--slots", slots,
+                     "--n-prompt", str(settings.n_prompt), "--n-gen", str(settings.n_gen)],
                     env=_env(site, lib_path),
                     cwd=site,
                 )
@@ -195,3 +198,22 @@ def run_lockstep(cases: Sequence[Case], model: Path, settings: Settings, probe_d
                 f"{result.info['repacked']} tensors repacked {result.info['layouts']}"
             )
     return results
+
+
+def logged_main(name: str, log_path: Path | None, logs: Path, body: Callable[[], int]) -> int:
+    """A benchmark script's ``main``: the full log in a file named first (default ``logs/<name>-<time>.log``),
+    errors as one line prefixed ``<name>s:`` with their exit code (2 bad input, 1 a failed run), 130 on Ctrl-C."""
+    path = (log_path or logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log").resolve()
+    log = runner.Log(path)
+    runner.set_log(log)
+    log.progress(f"full log: {path}")
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print(f"{name}s: interrupted", file=sys.stderr)
+        return 130
+    except LlamaWheelsError as exc:
+        print(f"{name}s: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        log.close()

@@ -30,7 +30,7 @@ from benchmarks import builds, machine, model, perf, wheels
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
-from llama_wheels.core.errors import LlamaWheelsError, UserError
+from llama_wheels.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 # Per machine architecture: the runtime-dispatch target. The exact-ISA target it is compared with is the
@@ -314,11 +314,8 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    log_path = (args.log or REPO / "logs" / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.log").resolve()
-    log = runner.Log(log_path)
-    runner.set_log(log)
-    log.progress(f"full log: {log_path}")
-    try:
+
+    def body() -> int:
         settings = settings_from(args)
         data = benchmark(args, settings)
         out = args.out.resolve()
@@ -331,14 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table(data))
         print(f"wrote {json_path} and {png}")
         return 0
-    except KeyboardInterrupt:
-        print("benchmarks: interrupted", file=sys.stderr)
-        return 130
-    except LlamaWheelsError as exc:
-        print(f"benchmarks: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        log.close()
+
+    return perf.logged_main("benchmark", args.log, REPO / "logs", body)
 
 
 if __name__ == "__main__":

@@ -238,3 +238,28 @@ def test_a_worker_that_repacks_nothing_is_refused_and_a_lying_variant_too(tmp_pa
     with pytest.raises(VerifyError, match="forced CPU variant haswell, but ggml ran x64"):
         perf.check_claims(forced, ready)
     assert perf.check_claims(perf.Case(name="off", site=tmp_path, repack=False), ready)["variant"] == "x64"
+
+
+@pytest.mark.build
+@pytest.mark.bench
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="benchmarks/threads.py measures a native x86_64 wheel")
+def test_threads_smoke_checks_the_patched_defaults(tmp_path: Path) -> None:
+    """benchmarks/threads.py on the haswell wheel built with patch 0008: its default_n_threads() keeps x86_64's
+    old default natively and when forced, and gives the affinity mask for aarch64 (the script refuses otherwise);
+    each thread count measured."""
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "threads.py"), "--smoke", "--out", str(out),
+         "--log", str(tmp_path / "threads.log")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True,
+        timeout=3600,
+    )
+    log = tmp_path / "threads.log"
+    assert result.returncode == 0, f"threads.py --smoke failed (log {log}):\n{result.stderr[-3000:]}"
+    data = json.loads((out / "threads.json").read_text())
+    assert data["wheel_has_patch_0008"] is True
+    cpus = os.cpu_count() or 1
+    assert data["defaults"] == {"old": [max(cpus // 2, 1), cpus], "aarch64": [len(os.sched_getaffinity(0))] * 2}
+    assert all(s["median"] > 0 for s in data["ms_per_token"].values())
+    assert "patched / old default, generation speed" in result.stdout
+    assert data["patched_over_old"]["pairs"] == 3
