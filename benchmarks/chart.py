@@ -65,18 +65,26 @@ def _builds(ax: Axes, builds: dict[str, Any] | None) -> None:
     ax.set_title(f"builds of {builds['target']}: warm/cold {builds['warm_over_cold']:.0%}", fontsize=10)
 
 
+def _paired(ratios: dict[str, Any]) -> str:
+    """pp and tg paired ratios with their 95% intervals, for a title."""
+    return ", ".join(
+        f"{kind} x{ratios[kind]['ratio']:.3f} [{ratios[kind]['ci95'][0]:.3f}, {ratios[kind]['ci95'][1]:.3f}]"
+        for kind in ("pp", "tg")
+    )
+
+
 def write_chart(report: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     repack = report["repack"]
     _bars(
         axes[0][0],
-        f"repack on vs off: pp x{repack['ratio']['pp']:.2f}, tg x{repack['ratio']['tg']:.2f}",
+        f"repack on / off (paired, 95% CI): {_paired(repack['ratio'])}",
         {"repack on": repack["on"], "repack off": repack["off"]},
     )
     dispatch = report["dispatch"]
     _bars(
         axes[0][1],
-        f"dispatch vs exact ISA: pp x{dispatch['ratio']['pp']:.3f}, tg x{dispatch['ratio']['tg']:.3f}",
+        f"dispatch / exact ISA (paired, 95% CI): {_paired(dispatch['ratio'])}",
         {
             f"dispatch ({dispatch['dispatch']['variant']})": dispatch["dispatch"],
             f"exact ISA ({dispatch['exact_target']})": dispatch["exact"],
