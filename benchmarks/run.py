@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/run.py            # repack on/off, dispatch vs exact ISA, every CPU variant
     .venv/bin/python benchmarks/run.py --builds   # + cold/warm/no-op builds, emulated matrix (~15 min)
     .venv/bin/python benchmarks/run.py --smoke    # tiny sizes: proves the scripts work (CI), measures nothing
+    .venv/bin/python benchmarks/run.py --arm      # guest instructions per token on every emulated ARM CPU
+                                                  # class (benchmarks/arm.py; --smoke: two classes, tiny)
 
 The wheels come from the project's pipeline (built, or reused from the finished-wheel cache), are installed
 natively into throwaway directories, and run a random Q4_0 llama model generated into the cache. Writes
@@ -63,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
         help="exact-ISA target to compare it with (default: the target whose variant ggml chose here)",
     )
     p.add_argument("--log", type=Path, help="full log (default logs/benchmark-<time>.log)")
+    arm = p.add_argument_group("--arm: instruction counts under emulation (benchmarks/arm.py)")
+    arm.add_argument("--arm", action="store_true", help="count guest instructions per token on the ARM classes")
+    arm.add_argument("--arm-cpus", help="comma-separated CPU classes (default: all; smoke: two)")
+    arm.add_argument("--repeat", type=int, help="count every guest process this often (default 1, smoke 2)")
+    arm.add_argument("--jobs", type=int, default=2, help="guest processes at a time (default 2)")
     return p
 
 
@@ -309,6 +316,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner.set_log(log)
     log.progress(f"full log: {log_path}")
     try:
+        if args.arm:
+            from benchmarks import arm
+
+            if args.out == parser().get_default("out"):
+                args.out = REPO / "reports" / "arm"
+            arm_data = arm.main_arm(args)
+            print(arm.table(arm_data))
+            print(f"wrote {args.out.resolve() / 'arm.json'} and {args.out.resolve() / 'arm.png'}")
+            return 0
         settings = settings_from(args)
         data = benchmark(args, settings)
         out = args.out.resolve()
