@@ -239,4 +239,4 @@ def test_arm_smoke_counts_are_deterministic_and_repack_saves_instructions(tmp_pa
     share = data["matmul_share"]["Q4_0:on"]["generation"]  # the smoke model is tiny: the reference run's are larger
     assert share["matmul kernels"] == max(share.values()) and share["matmul kernels"] > 0.4, share
     assert (out / "arm.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert "determinism: 5 processes x2: prompt and generation identical" in result.stdout
+    assert "determinism: 5 of 5 processes counted again: prompt and generation identical" in result.stdout
