@@ -251,6 +251,11 @@ def matmul_class(path: str, symbol: str | None) -> str:
     return "other (libllama, ggml-base, Python, libc)"
 
 
+def _spread(a: int, b: int) -> float:
+    """|a - b| relative to a, rounded to 1e-7 (0: identical)."""
+    return round(abs(a - b) / max(a, 1), 7)
+
+
 def _ratio(a: int, b: int) -> float:
     return round(a / b, 4) if b else float("nan")
 
@@ -260,14 +265,16 @@ def summarize(settings: Settings, cpus: dict[str, Cpu], groups: dict[str, list[s
     """The report: per class repack ratios, the variant ranking and dispatch vs exact; determinism."""
     representative = {name: first for first, names in groups.items() for name in names}
     classes: dict[str, Any] = {}
-    differing, load_spread = [], 0.0
+    differing: dict[str, float] = {}
+    load_spread = 0.0
     for (cpu_name, key), runs in results.items():
         for case in runs[0]["cases"]:
             for r in runs[1:]:
                 a, b = runs[0]["cases"][case], r["cases"][case]
-                if (a["prompt"], a["generation"]) != (b["prompt"], b["generation"]):
-                    differing.append(f"{cpu_name} {key} {case}")
-                load_spread = max(load_spread, abs(a["load"] - b["load"]) / max(a["load"], 1))
+                spread = max(_spread(a[p], b[p]) for p in ("prompt", "generation"))
+                if spread:
+                    differing[f"{cpu_name} {key} {case}"] = spread
+                load_spread = max(load_spread, _spread(a["load"], b["load"]))
     for name in cpus:
         if (name, "auto") not in results:
             continue
@@ -289,8 +296,8 @@ def summarize(settings: Settings, cpus: dict[str, Cpu], groups: dict[str, list[s
                                 "generation": _ratio(off["generation"], on["generation"])}}
         if rep != name:
             first = results[(rep, "auto")][0]["cases"]
-            entry["same_counts_as_feature_set"] = all(
-                (case[p] == first[k][p]) for k, case in auto["cases"].items() for p in ("prompt", "generation"))
+            entry["feature_set_max_relative_difference"] = max(
+                _spread(case[p], first[k][p]) for k, case in auto["cases"].items() for p in ("prompt", "generation"))
         # variants: ggml's choice plus every forced runnable one (measured on the feature set's first class)
         by_variant: dict[str, Any] = {auto["variant"]: auto["cases"]}
         by_variant.update({k.removeprefix("variant:"): r[0]["cases"] for (c, k), r in results.items()
@@ -331,7 +338,8 @@ def summarize(settings: Settings, cpus: dict[str, Cpu], groups: dict[str, list[s
         "repeated": sorted(f"{c} {k}" for (c, k), runs in results.items() if len(runs) > 1),
         "processes": len(results),
         "prompt_and_generation_identical": not differing if any(len(r) > 1 for r in results.values()) else None,
-        "differing": differing,
+        "differing": differing,  # case -> relative difference of its prompt or generation count, the larger
+        "max_relative_difference": max(differing.values(), default=0.0),
         "load_max_relative_difference": round(load_spread, 7),
     }}
 
@@ -487,8 +495,13 @@ def table(data: dict[str, Any]) -> str:
     same = d["prompt_and_generation_identical"]
     lines.append(f"determinism: {len(d['repeated'])} of {d['processes']} processes counted again: "
                  + "prompt and generation "
-                 + ("identical" if same else f"differ: {d['differing']}" if same is False else "not repeated")
+                 + ("identical" if same else f"within {d['max_relative_difference']:.1e}" if same is False
+                    else "not repeated")
                  + f"; load within {d['load_max_relative_difference']:.1e}")
+    spread = [c["feature_set_max_relative_difference"] for c in data["classes"].values()
+              if "feature_set_max_relative_difference" in c]
+    if spread:
+        lines.append(f"classes of one feature set: prompt and generation within {max(spread):.1e} of each other")
     return "\n".join(lines)
 
 
