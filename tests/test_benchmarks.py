@@ -207,7 +207,7 @@ def test_report_ratios_and_the_fastest_variant(tmp_path: Path) -> None:
 def test_arm_smoke_counts_are_deterministic_and_repack_saves_instructions(tmp_path: Path) -> None:
     """``run.py --arm --smoke``: the counting qemu (built from Debian's source on first use), the default and
     armv8.2-dotprod wheels (the suite builds both anyway), two CPU classes of one feature set, every guest
-    process counted twice. Judged: prompt and generation counts within 0.01% in both runs and on both classes,
+    process counted twice. Judged: prompt and generation counts within 0.1% in both runs and on both classes,
     fewer instructions with repacking than without on a dotprod CPU, the forced variants really forced,
     the matrix kernels the largest part of a repacked generation."""
     out = tmp_path / "out"
@@ -220,11 +220,12 @@ def test_arm_smoke_counts_are_deterministic_and_repack_saves_instructions(tmp_pa
     assert result.returncode == 0, f"run.py --arm --smoke failed (log {tmp_path / 'arm.log'}):\n{result.stderr[-3000:]}"
     data = json.loads((out / "arm.json").read_text())
     assert data["smoke"] is True and data["settings"]["repeat"] == 2
-    # Measured: identical, or a few hundred of 10^8 instructions apart (Python's allocator state); goal 0.1%
-    assert data["determinism"]["max_relative_difference"] < 1e-4, data["determinism"]["differing"]
+    # The goal: within 0.1%. Measured: identical, or up to 3e-4 apart on this tiny model (Python's allocator
+    # state after imports that differ run to run; 2e-6 on the reference run's model)
+    assert data["determinism"]["max_relative_difference"] < 1e-3, data["determinism"]["differing"]
     assert data["determinism"]["load_max_relative_difference"] < 1e-3
     n1, a76 = data["classes"]["neoverse-n1"], data["classes"]["cortex-a76"]
-    assert a76["feature_set_of"] == "neoverse-n1" and a76["feature_set_max_relative_difference"] < 1e-4
+    assert a76["feature_set_of"] == "neoverse-n1" and a76["feature_set_max_relative_difference"] < 1e-3
     assert n1["auto_variant"] == "armv8.2_2"
     for weight_type in ("Q4_0", "Q8_0"):
         on, off = n1["auto"][f"{weight_type}:on"], n1["auto"][f"{weight_type}:off"]
