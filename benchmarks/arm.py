@@ -419,11 +419,7 @@ def run(args: Any, settings: Settings) -> dict[str, Any]:
         shares = matmul_shares(settings, results, share_cpu)
         threads = _threads_check(bench, cpus[share_cpu], sites[DISPATCH_TARGET]) if settings.threads_check else None
     return {
-        "schema": 1,
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": head,
-        "dirty": dirty,
-        "smoke": args.smoke,
+        **machine.report_header(head, dirty, args.smoke),
         "seconds": round(time.monotonic() - started),
         "machine": machine.machine(),
         "settings": {k: v for k, v in dataclasses.asdict(settings).items()},

@@ -281,11 +281,7 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
                 if args.build_cache is None:
                     runner.run(["rm", "-rf", str(root)])
     return {
-        "schema": 1,
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": head,
-        "dirty": dirty,
-        "smoke": args.smoke,
+        **machine.report_header(head, dirty, args.smoke),
         "machine": {**started_on, "loadavg_end": list(machine.machine()["loadavg"])},
         "settings": settings.to_json(),
         "case_order": "one unrecorded warm-up run, then rounds, round r rotated by r * (cases // rounds)",
