@@ -169,11 +169,13 @@ def test_the_counting_qemu_is_built_from_the_pinned_source_and_recorded(
 @pytest.mark.emulated
 def test_counts_are_exact_and_deterministic(counting: qemu_plugin.CountingQemu, root: Sysroot,
                                             tmp_path: Path) -> None:
-    """The same run twice gives the same counts; a loop's region grows by exactly the same number of
-    instructions for every further 1000 iterations (the interpreter runs the same instructions each time)."""
+    """The same run twice gives the same count for the marked region; a loop's region grows by exactly the
+    same number of instructions for every further 1000 iterations (the interpreter runs the same
+    instructions each time). Python's start (region 0, before any marker) is not claimed exact: measured
+    55 of 28 M instructions apart once, on a cache's first run."""
     first, again = _loop(counting, root, tmp_path, 1000), _loop(counting, root, tmp_path, 1000)
     assert first.region(1) == again.region(1) > 0
-    assert first.region(0) == again.region(0)
+    assert abs(first.region(0) - again.region(0)) < first.region(0) * 1e-4
     two, three = _loop(counting, root, tmp_path, 2000), _loop(counting, root, tmp_path, 3000)
     step = two.region(1) - first.region(1)
     assert step > 1000 * 10 and three.region(1) - two.region(1) == step
