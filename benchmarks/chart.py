@@ -109,3 +109,43 @@ def write_chart(report: dict[str, Any], path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
+
+
+def write_arm_chart(report: dict[str, Any], path: Path) -> Path:
+    """``run.py --arm``: per CPU class, instructions without repack over with (per type, prompt and
+    generation), and ggml's variant over the variant with the fewest instructions (1 = ggml's is best)."""
+    classes = report["classes"]
+    names = list(classes)
+    types = report["settings"]["types"]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(names) + 3), 8.5))
+    width = 0.8 / (2 * len(types))
+    for j, (t, phase) in enumerate((t, p) for t in types for p in ("prompt", "generation")):
+        values = [classes[n]["repack"][t]["off_over_on"][phase] for n in names]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(names))]
+        axes[0].bar(xs, values, width, label=f"{t} {'pp' if phase == 'prompt' else 'tg'}")
+    axes[0].axhline(1, color="gray", lw=0.8)
+    axes[0].set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    axes[0].set_ylabel("instructions, repack off / on")
+    axes[0].set_title("repack: guest instructions per token without / with (higher: repack saves more)", fontsize=10)
+    axes[0].legend(fontsize=7, ncol=len(types))
+    keys = sorted({k for c in classes.values() for k in c["variants"]})
+    width = 0.8 / max(len(keys), 1)
+    for j, key in enumerate(keys):
+        values = [classes[n]["variants"].get(key, {}).get("auto_over_fewest", 1.0) for n in names]
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(names))]
+        axes[1].bar(xs, values, width, label=key.replace(":", " "))
+    axes[1].axhline(1, color="gray", lw=0.8)
+    axes[1].set_xticks(range(len(names)), [f"{n}\n({classes[n]['auto_variant']})" for n in names], rotation=20,
+                       ha="right", fontsize=8)
+    axes[1].set_ylabel("ggml's choice / fewest")
+    axes[1].set_title("CPU variant: ggml's automatic choice over the forced variant with the fewest instructions",
+                      fontsize=10)
+    axes[1].legend(fontsize=7, ncol=len(keys))
+    fig.suptitle(f"llama-wheels {report['commit'][:10]}  |  qemu {report['qemu']['version'].split()[-1]} + insn_count"
+                 f"  |  {report['settings']['n_prompt']}-token prompt, {report['settings']['n_gen']} generated, "
+                 "1 thread", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,17 @@ def commit(root: Path) -> tuple[str, bool]:
         ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture=True
     )
     return head, bool(status.strip())
+
+
+def report_header(head: str, dirty: bool, smoke: bool) -> dict[str, Any]:
+    """The first keys of every benchmark report: schema, when, which commit (``commit``), smoke or not."""
+    return {
+        "schema": 1,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": head,
+        "dirty": dirty,
+        "smoke": smoke,
+    }
 
 
 def machine() -> dict[str, Any]:

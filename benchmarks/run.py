@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/run.py            # repack on/off, dispatch vs exact ISA, every CPU variant
     .venv/bin/python benchmarks/run.py --builds   # + cold/warm/no-op builds, emulated matrix (~15 min)
     .venv/bin/python benchmarks/run.py --smoke    # tiny sizes: proves the scripts work (CI), measures nothing
+    .venv/bin/python benchmarks/run.py --arm      # guest instructions per token on every emulated ARM CPU
+                                                  # class (benchmarks/arm.py; --smoke: two classes, tiny)
 
 The wheels come from the project's pipeline (built, or reused from the finished-wheel cache), are installed
 natively into throwaway directories, and run a random Q4_0 llama model generated into the cache. Writes
@@ -18,7 +20,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
         help="exact-ISA target to compare it with (default: the target whose variant ggml chose here)",
     )
     p.add_argument("--log", type=Path, help="full log (default logs/benchmark-<time>.log)")
+    arm = p.add_argument_group("--arm: instruction counts under emulation (benchmarks/arm.py)")
+    arm.add_argument("--arm", action="store_true", help="count guest instructions per token on the ARM classes")
+    arm.add_argument("--arm-cpus", help="comma-separated CPU classes (default: all; smoke: two)")
+    arm.add_argument("--repeat", type=int, help="count every guest process this often (default 1, smoke 2)")
+    arm.add_argument("--jobs", type=int, default=2, help="guest processes at a time (default 2)")
     return p
 
 
@@ -283,11 +289,7 @@ def benchmark(args: argparse.Namespace, settings: perf.Settings) -> dict[str, An
                 if args.build_cache is None:
                     runner.run(["rm", "-rf", str(root)])
     return {
-        "schema": 1,
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": head,
-        "dirty": dirty,
-        "smoke": args.smoke,
+        **machine.report_header(head, dirty, args.smoke),
         "machine": {**started_on, "loadavg_end": list(machine.machine()["loadavg"])},
         "settings": settings.to_json(),
         "case_order": "lock-step: every case loaded and warmed up, then per round one pp pass of each case, then "
@@ -316,6 +318,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
 
     def body() -> int:
+        if args.arm:
+            from benchmarks import arm
+
+            if args.out == parser().get_default("out"):
+                args.out = REPO / "reports" / "arm"
+            arm_data = arm.main_arm(args)
+            print(arm.table(arm_data))
+            print(f"wrote {args.out.resolve() / 'arm.json'} and {args.out.resolve() / 'arm.png'}")
+            return 0
         settings = settings_from(args)
         data = benchmark(args, settings)
         out = args.out.resolve()

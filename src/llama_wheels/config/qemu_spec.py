@@ -1,5 +1,5 @@
-"""build_config/qemu.toml: the emulator of the ARM test bed, a Debian qemu-user .deb pinned by sha256,
-validated."""
+"""build_config/qemu.toml: the emulator of the ARM test bed, a Debian qemu-user .deb pinned by sha256, and
+the instruction-counting qemu built from the same release's Debian source package ([build]), validated."""
 
 from __future__ import annotations
 
@@ -16,6 +16,11 @@ _DEB_VERSION = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")  # Debian policy
 _WORD = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _MIRROR = re.compile(r"^https?://[^\s\[\]]+$")
 _BINARY = re.compile(r"^usr/bin/qemu-[a-z0-9_]+$")
+_SOURCE_FILE = re.compile(r"^[a-z0-9][a-z0-9+.~_-]*\.(tar\.(xz|gz|bz2)|diff\.gz)$")
+_WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[0-9][A-Za-z0-9_.]*-py3-none-any\.whl$")
+_CONFIGURE_ARG = re.compile(r"^--[a-z0-9-]+(=[A-Za-z0-9_,.-]+)?$")
+_NINJA_TARGET = re.compile(r"^qemu-[a-z0-9_]+$")
+_PLUGIN_SOURCE = re.compile(r"^src/[A-Za-z0-9_/.-]+\.c$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,11 +49,42 @@ class QemuSpec:
         return f"{self.package}:{self.arch}={self.version}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class QemuBuildSpec:
+    """build_config/qemu.toml [build]: the plugin-capable qemu built from Debian's source package."""
+
+    source: Path  # the TOML file
+    debian: QemuSpec  # the private apt configuration ([debian]) the source package comes through
+    package: str  # the source package: "qemu"
+    version: str  # "1:10.0.13+ds-0+deb13u1"
+    dsc_sha256: str
+    files: tuple[tuple[str, str], ...]  # (file name, sha256) of every other file of the source package
+    meson_wheel: str  # "meson-1.5.0-py3-none-any.whl", from PyPI
+    meson_sha256: str
+    target: str  # the one ninja target: "qemu-aarch64"
+    configure: tuple[str, ...]
+    plugin: Path  # the plugin's C source, absolute
+
+    @property
+    def sources_line(self) -> str:
+        """The one line of the private apt sources list: the [debian] suite's sources."""
+        d = self.debian
+        return f"deb-src [signed-by={d.keyring}] {d.mirror} {d.suite} {d.component}"
+
+    @property
+    def apt_name(self) -> str:
+        return f"{self.package}={self.version}"
+
+    @property
+    def meson_version(self) -> str:
+        return self.meson_wheel.split("-")[1]
+
+
 def load_qemu_spec(root: Path) -> QemuSpec:
-    """Load and validate ``root/build_config/qemu.toml``."""
+    """Load and validate ``root/build_config/qemu.toml`` (its .deb; [build] is ``load_qemu_build_spec``'s)."""
     path = root / "build_config" / "qemu.toml"
     doc = Table(read_toml(path), str(path))
-    doc.check_keys(("debian", "package"))
+    doc.check_keys(("debian", "package", "build"))
     debian = Table(doc.get("debian", dict), f"{path}: debian")
     debian.check_keys(("mirror", "suite", "component", "keyring"))
     package = Table(doc.get("package", dict), f"{path}: package")
@@ -67,4 +103,45 @@ def load_qemu_spec(root: Path) -> QemuSpec:
         arch=package.match("arch", _WORD, "a Debian architecture like amd64"),
         sha256=package.match("sha256", _SHA256, "the .deb's sha256 (64 lowercase hex digits)"),
         binary=PurePosixPath(package.match("binary", _BINARY, "a path like usr/bin/qemu-aarch64")),
+    )
+
+
+def load_qemu_build_spec(root: Path) -> QemuBuildSpec:
+    """Load and validate ``root/build_config/qemu.toml``'s [build] table (and [debian], which it uses)."""
+    debian = load_qemu_spec(root)
+    path = debian.source
+    doc = Table(read_toml(path), str(path))
+    build = Table(doc.get("build", dict), f"{path}: build")
+    build.check_keys(("source", "version", "dsc_sha256", "files", "meson_wheel", "meson_sha256", "target",
+                      "plugin", "configure"))
+    files = Table(build.get("files", dict), f"{path}: build.files")
+    pinned = []
+    for name in sorted(files.data):
+        if not _SOURCE_FILE.match(name):
+            raise ConfigError(f"{files.where}: {name!r} is not a source package file name (NAME_VERSION.tar.xz)")
+        pinned.append((name, files.match(name, _SHA256, "a sha256 (64 lowercase hex digits)")))
+    if not pinned:
+        raise ConfigError(f"{files.where}: empty; pin every file of the source package but the .dsc")
+    configure = build.get("configure", list)
+    for arg in configure:
+        if not isinstance(arg, str) or not _CONFIGURE_ARG.match(arg):
+            raise ConfigError(f"{build.where}.configure: {arg!r} is not a configure option like --disable-docs")
+    for needed in ("--enable-plugins", "--target-list=aarch64-linux-user"):
+        if needed not in configure:
+            raise ConfigError(f"{build.where}.configure: lacks {needed}; the instruction counter needs it")
+    if "--static" in configure:
+        raise ConfigError(f"{build.where}.configure: --static, but TCG plugins need a dynamic qemu; remove it")
+    plugin = build.match("plugin", _PLUGIN_SOURCE, "a C file of this checkout like src/.../insn_count.c")
+    return QemuBuildSpec(
+        source=path,
+        debian=debian,
+        package=build.match("source", _DEB_NAME, "a Debian source package name"),
+        version=build.match("version", _DEB_VERSION, 'an exact Debian version like "1:10.0.13+ds-0+deb13u1"'),
+        dsc_sha256=build.match("dsc_sha256", _SHA256, "the .dsc's sha256 (64 lowercase hex digits)"),
+        files=tuple(pinned),
+        meson_wheel=build.match("meson_wheel", _WHEEL, "a wheel file name like meson-1.5.0-py3-none-any.whl"),
+        meson_sha256=build.match("meson_sha256", _SHA256, "the wheel's sha256 (64 lowercase hex digits)"),
+        target=build.match("target", _NINJA_TARGET, "a qemu binary's ninja target like qemu-aarch64"),
+        configure=tuple(configure),
+        plugin=root / plugin,
     )

@@ -1,5 +1,6 @@
 """Debian .debs for the test bed, fetched by apt-get: the one downloader of the sysroot's arm64 packages
-(through the system's apt configuration) and of the pinned qemu-user (through a private one).
+(through the system's apt configuration), of the pinned qemu-user and of the qemu source package the
+instruction-counting qemu is built from (through a private one).
 
 A .deb is kept only when its sha256 is the one apt's index lists for it, and, where build_config pins one,
 when the index agrees with the pin first; nothing is downloaded for a pin the index contradicts.
@@ -18,6 +19,7 @@ from llama_wheels.core.errors import ChecksumError, ConfigError, ToolchainError
 
 APT_HINT = "the test bed is made of Debian packages: run on Debian or Ubuntu with apt-get and dpkg"
 _URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+\.deb) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
+_SOURCE_URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
 
 
 def require_apt() -> None:
@@ -81,6 +83,49 @@ def fetch_debs(
             if store is not None:
                 publish_file(download / m["file"], store)
     return [(kept / m["file"], m["sha256"]) for m in wanted]
+
+
+def fetch_source(
+    name: str,
+    *,
+    dest: Path,
+    apt: Sequence[str],
+    update: Callable[[], object],
+    pinned: Mapping[str, str],
+    where: str,
+    fix: str = "",
+) -> Path:
+    """The source package ``name`` (``NAME=VERSION``) downloaded into ``dest``; returns its .dsc.
+
+    ``apt``/``update``: a private configuration with a deb-src line (``private_apt``). ``pinned``: file name
+    -> sha256 for every file of the package, the .dsc included: apt's index must list exactly those files
+    with those sha256 before anything is downloaded, and each downloaded file must have its sha256.
+    """
+    require_apt()
+    runner.require_tool("dpkg-source", "install dpkg-dev (it unpacks Debian source packages)")
+    ask = ["apt-get", *apt, "source", "--print-uris", name]
+    outcome = runner.probe(ask)
+    if outcome.returncode != 0:
+        update()  # an index older than this version, or none yet
+        outcome = runner.probe(ask)
+    if outcome.returncode != 0:
+        errors = [line for line in outcome.tail if line.startswith("E:")] or list(outcome.tail[-1:])
+        raise ConfigError(f"{where}: apt-get cannot get source {name}: {' '.join(errors)}{fix and '; ' + fix}")
+    listed = {m["file"]: m["sha256"] for m in map(_SOURCE_URI_LINE.match, outcome.output.splitlines()) if m}
+    if set(listed) != set(pinned):
+        raise ChecksumError(f"{where}: apt's index lists the files {sorted(listed)} for {name}, the pins are "
+                            f"{sorted(pinned)}{fix and '; ' + fix}")
+    for file, sha256 in sorted(listed.items()):
+        if pinned[file] != sha256:
+            raise ChecksumError(f"{where}: apt's index gives {file} sha256 {sha256}, not the pinned "
+                                f"{pinned[file]}: a wrong pin or a changed archive{fix and '; ' + fix}")
+    runner.run(["apt-get", *apt, "-o", "APT::Sandbox::User=root", "source", "--download-only", name], cwd=dest)
+    for file, sha256 in sorted(pinned.items()):
+        got = sha256_file(dest / file) if (dest / file).is_file() else "missing"
+        if got != sha256:
+            raise ChecksumError(f"{dest / file}: sha256 {got}, but {where} pins {sha256}; run again")
+    [dsc] = [dest / file for file in pinned if file.endswith(".dsc")]
+    return dsc
 
 
 def _cached(path: Path, sha256: str) -> bool:

@@ -155,16 +155,20 @@ def run_guest(
     pythonpath: Sequence[Path] = (),
     cwd: Path | None = None,
     timeout: float = 600,
+    qemu_args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> runner.Outcome:
     """Run ``python args`` from sysroot ``root`` on emulated ``qemu_cpu``; the caller judges the Outcome.
 
     The low-level form of ``run_python`` for a sysroot that is still being built; ``qemu``: ``ensure_qemu``'s.
+    ``qemu_args``: more options for qemu (``-plugin``...); ``prefix``: a command qemu runs under (``setarch -R``).
     """
     assignments = [f"{key}={value}" for key, value in guest_env(pythonpath, env).items()]
     argv = [
         *("prlimit", "--core=0", "--"),  # qemu dumps a guest core into the cwd on SIGILL/SIGSEGV
         *("env", "-i", *assignments),
-        *(os.fspath(qemu), "-cpu", qemu_cpu, "-L", os.fspath(root)),
+        *prefix,
+        *(os.fspath(qemu), "-cpu", qemu_cpu, *qemu_args, "-L", os.fspath(root)),
         os.fspath(python),
         *args,
     ]
