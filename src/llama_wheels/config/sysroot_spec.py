@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class SysrootSpec:
     wheels: Mapping[str, str]  # normalized project name -> exact version
     smoke_cpu: str
     smoke_imports: tuple[str, ...]
+    wheel_sha256: Mapping[str, str] = field(default_factory=dict)  # project -> the wheel's sha256 (none here)
 
     @property
     def key(self) -> str:
