@@ -12,19 +12,12 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from llama_wheels.config.qemu_spec import QemuSpec
+from llama_wheels.config.qemu_spec import DEB_NAME, DEB_VERSION, MIRROR, SHA256, WORD, QemuSpec
+from llama_wheels.config.sysroot_spec import EXACT_VERSION, MODULE, PROJECT
 from llama_wheels.config.toml import Table, read_toml
 from llama_wheels.core.errors import ConfigError
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-_DEB_VERSION = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
-_WORD = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_MIRROR = re.compile(r"^https?://[^\s\[\]]+$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_~-]*$")
-_PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_EXACT_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!]*$")
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _CACHE_VAR = re.compile(r"^ac_cv_[a-z0-9_]+$")
 _OPTION = re.compile(r"^--[a-z0-9-]+(=\S+)?$")
 _PATCH = re.compile(r"^[0-9]{4}-[a-z0-9.-]+\.patch$")
@@ -95,9 +88,9 @@ def load_musl_bed_spec(root: Path) -> MuslBedSpec:
     keyring = debian.get("keyring", str)
     if not keyring.startswith("/"):
         raise ConfigError(f"{debian.where}.keyring: {keyring!r} is not an absolute path to an apt keyring")
-    mirror = debian.match("mirror", _MIRROR, "a Debian mirror URL like http://deb.debian.org/debian")
-    suite = debian.match("suite", _WORD, "a Debian suite like bookworm")
-    component = debian.match("component", _WORD, "an archive component like main")
+    mirror = debian.match("mirror", MIRROR, "a Debian mirror URL like http://deb.debian.org/debian")
+    suite = debian.match("suite", WORD, "a Debian suite like bookworm")
+    component = debian.match("component", WORD, "an archive component like main")
 
     sources_table = Table(doc.get("sources", dict), f"{path}: sources")
     sources_table.check_keys(_REQUIRED_SOURCES)
@@ -109,10 +102,10 @@ def load_musl_bed_spec(root: Path) -> MuslBedSpec:
     loader.check_keys(("package", "version", "arch", "sha256"))
     loader_spec = QemuSpec(
         source=path, mirror=mirror, suite=suite, component=component, keyring=Path(keyring),
-        package=loader.match("package", _DEB_NAME, "a Debian package name"),
-        version=loader.match("version", _DEB_VERSION, 'an exact Debian version like "1.2.3-1"'),
-        arch=loader.match("arch", _WORD, "a Debian architecture like arm64"),
-        sha256=loader.match("sha256", _SHA256, "the .deb's sha256 (64 lowercase hex digits)"),
+        package=loader.match("package", DEB_NAME, "a Debian package name"),
+        version=loader.match("version", DEB_VERSION, 'an exact Debian version like "1.2.3-1"'),
+        arch=loader.match("arch", WORD, "a Debian architecture like arm64"),
+        sha256=loader.match("sha256", SHA256, "the .deb's sha256 (64 lowercase hex digits)"),
         binary=PurePosixPath("lib/ld-musl-aarch64.so.1"),
     )
 
@@ -132,9 +125,9 @@ def load_musl_bed_spec(root: Path) -> MuslBedSpec:
     wheels.check_keys(("platform", "pins", "sha256"))
     platform = wheels.match("platform", re.compile(r"^musllinux_\d+_\d+_aarch64$"),
                             "a musllinux aarch64 tag like musllinux_1_2_aarch64")
-    pins = _projects(Table(wheels.get("pins", dict), f"{wheels.where}.pins"), _EXACT_VERSION,
+    pins = _projects(Table(wheels.get("pins", dict), f"{wheels.where}.pins"), EXACT_VERSION,
                      'an exact version like "2.2.6"')
-    hashes = _projects(Table(wheels.get("sha256", dict), f"{wheels.where}.sha256"), _SHA256,
+    hashes = _projects(Table(wheels.get("sha256", dict), f"{wheels.where}.sha256"), SHA256,
                        "the wheel's sha256 (64 lowercase hex digits)")
     if set(pins) != set(hashes):
         odd = sorted(set(pins) ^ set(hashes))
@@ -149,7 +142,7 @@ def load_musl_bed_spec(root: Path) -> MuslBedSpec:
         loader=loader_spec, configure=configure, cache_vars=dict(cache.data),
         cflags=cpython.get("cflags", str), opt=cpython.get("opt", str), patches=patches,
         wheel_platform=platform, wheels=pins, wheel_sha256=hashes,
-        smoke_cpu=smoke.get("cpu", str), smoke_imports=_strings(smoke, "imports", _MODULE, "a module name"),
+        smoke_cpu=smoke.get("cpu", str), smoke_imports=_strings(smoke, "imports", MODULE, "a module name"),
     )
 
 
@@ -160,18 +153,18 @@ def _source(table: Table, name: str) -> SourcePackage:
     for file, sha256 in files.data.items():
         if not _FILE.match(file):
             raise ConfigError(f"{files.where}: {file!r} is not a source package file name")
-        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        if not isinstance(sha256, str) or not SHA256.match(sha256):
             raise ConfigError(f"{files.where}.{file}: {sha256!r} is not a sha256 (64 lowercase hex digits)")
     if not any(file.endswith(".dsc") for file in files.data):
         raise ConfigError(f"{files.where}: no .dsc; list every file apt-get source --print-uris names")
-    return SourcePackage(name=name, version=entry.match("version", _DEB_VERSION, "an exact Debian version"),
+    return SourcePackage(name=name, version=entry.match("version", DEB_VERSION, "an exact Debian version"),
                          files=dict(files.data), where=entry.where)
 
 
 def _projects(table: Table, pattern: re.Pattern[str], what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for project, value in table.data.items():
-        if not _PROJECT.match(project):
+        if not PROJECT.match(project):
             raise ConfigError(f"{table.where}: {project!r} is not a PyPI project name")
         if not isinstance(value, str) or not pattern.match(value):
             raise ConfigError(f"{table.where}.{project}: {value!r} is not {what}")

@@ -27,7 +27,6 @@ front end (whose job is translating it) is not needed, and a configure run spawn
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -46,7 +45,7 @@ from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsErro
 from llama_wheels.stages.toolchain import find_zig
 from llama_wheels.testbed import debs, guest_exec
 from llama_wheels.testbed.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
-from llama_wheels.testbed.sysroot import MANIFEST, SITE, install_wheels, precompile, smoke, tree_size
+from llama_wheels.testbed.sysroot import MANIFEST, SITE, install_wheels, precompile, smoke, write_manifest
 
 LAYOUT = "1"  # bump when the bed's on-disk layout changes: every musl bed is built anew
 PREFIX = "musl-"  # cache.sysroots / "musl-KEY"
@@ -156,9 +155,8 @@ def _build(cache: Cache, spec: MuslBedSpec, bed: Path, qemu: Path, *, zig: Path,
             raise LlamaWheelsError(f"the musl CPython build failed to build {', '.join(missing)} "
                                    f"(full log: {log.path})")
         progress("cpython install")
+        # --disable-test-modules also leaves CPython's own test suite (Lib/test) out of the install.
         runner.run(["make", "install", f"DESTDIR={bed}"], cwd=objdir, env=env)
-        # CPython's own test suite (tens of MB of .py) is never run in the bed.
-        shutil.rmtree(bed / "usr" / "lib" / f"python{spec.python}" / "test")
 
         progress("loader")
         loader = _install_loader(cache, spec, bed, scratch)
@@ -192,13 +190,8 @@ def _build(cache: Cache, spec: MuslBedSpec, bed: Path, qemu: Path, *, zig: Path,
         "python": {"path": str(python.relative_to(bed)), "version": guest["version"], "platform": tags[0],
                    "tags": tags[1]},
         "modules": sorted(p.name.split(".")[0] for p in (stdlib / "lib-dynload").glob("*.so")),
-        "site": SITE,
-        "wheels": wheels,
-        "size_bytes": tree_size(bed),
-        "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - started, 1),
     }
-    (bed / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_manifest(bed, manifest, wheels, started)
 
 
 def _build_python(version: str) -> Path:

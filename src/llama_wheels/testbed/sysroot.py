@@ -121,13 +121,16 @@ def _build(cache: Cache, spec: SysrootSpec, root: Path, qemu: Path) -> None:
         "layout": LAYOUT,
         "spec": spec.data,
         "python": {"path": str(python.relative_to(root)), "version": guest["version"]},
-        "site": SITE,
         "debian": sorted(debian, key=lambda d: d["package"]),
-        "wheels": wheels,
-        "size_bytes": tree_size(root),
-        "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - started, 1),
     }
+    write_manifest(root, manifest, wheels, started)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any], wheels: list[dict[str, str]], started: float) -> None:
+    """``manifest`` plus what every bed records (site, wheels, size, when, how long) as root/manifest.json."""
+    manifest = {**manifest, "site": SITE, "wheels": wheels, "size_bytes": tree_size(root),
+                "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "build_seconds": round(time.monotonic() - started, 1)}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
