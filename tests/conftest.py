@@ -89,3 +89,10 @@ def macos_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The macos-arm64 wheel (runtime dispatch over ggml's Apple variants), cross built with zig; nothing here
     can run it."""
     return build_target(tmp_path_factory, "macos-arm64", "--no-verify")
+
+
+@pytest.fixture(scope="session")
+def musl_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The linux-aarch64-musl wheel (musllinux_1_2_aarch64), built by `llama-wheels build` (no emulated musl
+    Python here yet: the static checks and the ISA audit judge it)."""
+    return build_target(tmp_path_factory, "linux-aarch64-musl")

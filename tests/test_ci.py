@@ -102,10 +102,18 @@ def test_matrix_is_the_plan(path: Path) -> None:
             assert entry["key"] == job.key
             assert entry["sdist-sha256"] == job.pin.sdist_sha256
             assert entry["runner"] == workflows.RUNNERS[job.platform].runner
+            assert entry["identifier"] == workflows.RUNNERS[job.platform].identifier
             assert entry["artifact"] == f"wheel-{pin}--{job.target.name}"
     assert {e["target"] for e in include if e["pin"] == config.default_pin} == set(published)
     runners = {e["target"]: e["runner"] for e in include}
     assert runners["linux-aarch64"] == "ubuntu-24.04-arm"
+    # musl: the same ARM runner, cibuildwheel's musllinux build in its musllinux_1_2 (Alpine) container
+    assert runners["linux-aarch64-musl"] == "ubuntu-24.04-arm"
+    identifiers = {e["target"]: e["identifier"] for e in include}
+    assert identifiers["linux-aarch64"] == "cp311-manylinux_aarch64"
+    assert identifiers["linux-aarch64-musl"] == "cp311-musllinux_aarch64"
+    [cibw] = [s for s in workflow(path)["jobs"]["wheel"]["steps"] if "cibuildwheel@" in s.get("uses", "")]
+    assert cibw["with"]["only"] == "${{ matrix.identifier }}"  # each job builds its one wheel, nothing else
     assert runners["macos-arm64"] == runners["macos-arm64-metal"] == "macos-14"
 
 
@@ -117,6 +125,7 @@ def test_cibuildwheel_config_names_the_hooks_and_the_deployment_target() -> None
         assert os.access(REPO / script[1], os.X_OK)
     assert options["config-settings"]["cmake.args"] == "-C{project}/.cibw/job.cmake"
     assert options["linux"]["manylinux-aarch64-image"] == "manylinux2014"
+    assert options["linux"]["musllinux-aarch64-image"] == "musllinux_1_2"
     assert options["macos"]["environment"]["MACOSX_DEPLOYMENT_TARGET"] == "11.0"
     assert options["test-command"] == "python -m pytest {project}/wheel_tests"
 
@@ -156,16 +165,24 @@ def test_cibuildwheel_config_is_valid_for_cibuildwheel() -> None:
     jsonschema.validate(options, schema)
 
 
+def print_build_identifiers(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "1"\n')
+    result = subprocess.run([tool("cibuildwheel"), "--print-build-identifiers", "--config-file",
+                             str(REPO / workflows.CIBW_CONFIG), *args, str(tmp_path)], capture_output=True,
+                            text=True, env={**os.environ, **(env or {})}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
 @pytest.mark.parametrize("name", sorted(workflows.RUNNERS))
 def test_cibuildwheel_selects_one_build_per_platform(name: str, tmp_path: Path) -> None:
+    """On a runner, the configuration offers one CPython per platform it builds there (glibc and musl Linux
+    share the ARM runner); the workflow's ``only`` (the job's identifier) picks exactly the job's one."""
     run = workflows.RUNNERS[name]
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "probe"\nversion = "1"\n')
-    env = {**os.environ, "CIBW_PLATFORM": run.cibw_platform, "CIBW_ARCHS": run.arch}
-    result = subprocess.run([tool("cibuildwheel"), "--print-build-identifiers", "--config-file",
-                             str(REPO / workflows.CIBW_CONFIG), str(tmp_path)], capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [run.identifier]
+    offered = print_build_identifiers(tmp_path, env={"CIBW_PLATFORM": run.cibw_platform, "CIBW_ARCHS": run.arch})
+    assert offered == sorted(r.identifier for r in workflows.RUNNERS.values()
+                             if (r.cibw_platform, r.arch) == (run.cibw_platform, run.arch))
+    assert print_build_identifiers(tmp_path, "--only", run.identifier) == [run.identifier]
 
 
 def test_cibuildwheel_version_is_the_pinned_actions() -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import requests
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import parse_wheel_filename
 from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, DigestMismatchError, PyPISimple
 
 from llama_wheels.core.errors import LlamaWheelsError, UserError
@@ -24,7 +26,7 @@ from llama_wheels.release import index as index_module
 from llama_wheels.release.index import build_index, check_tree, parse_links
 
 from .conftest import cli
-from .wheelfactory import NAME, VERSION, built_wheel, package_files, raw_wheel
+from .wheelfactory import MUSL_NAME, NAME, VERSION, built_wheel, package_files, raw_wheel
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -105,6 +107,53 @@ def test_pip_installs_from_the_index_and_checks_the_hash(dist: Path, tmp_path: P
               f"llama-cpp-python=={VERSION}")
     assert bad.returncode != 0
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in bad.stdout + bad.stderr
+
+
+def system_tags(platforms: list[str]) -> list[Tag]:
+    """What pip (packaging.tags.sys_tags) accepts on CPython 3.11 of a system with these platform tags, in its
+    order of preference."""
+    return [*cpython_tags((3, 11), platforms=platforms), *compatible_tags((3, 11), "cp311", platforms)]
+
+
+# packaging's platform tags on aarch64: Alpine's musl 1.2 (_musllinux.platform_tags), Debian 12's glibc 2.36
+# (_manylinux.platform_tags, with the manylinux2014 alias of 2_17); then linux_aarch64 on both.
+ALPINE = [f"musllinux_1_{minor}_aarch64" for minor in (2, 1, 0)] + ["linux_aarch64"]
+DEBIAN = [f"manylinux_2_{minor}_aarch64" for minor in range(36, 16, -1)] + ["manylinux2014_aarch64",
+                                                                           "linux_aarch64"]
+
+
+def best_file(files: list[str], tags: list[Tag]) -> str | None:
+    """The file pip installs among ``files`` of one version: the one whose tags come first in ``tags``."""
+    rank = {tag: i for i, tag in enumerate(tags)}
+    ranked = [(min(rank[t] for t in parse_wheel_filename(f)[3] if t in rank), f) for f in files
+              if any(t in rank for t in parse_wheel_filename(f)[3])]
+    return min(ranked)[1] if ranked else None
+
+
+def test_musl_and_glibc_wheels_side_by_side_each_system_gets_its_own(tmp_path: Path) -> None:
+    """The musl target's wheel beside the glibc one in the same (cpu) index: one --extra-index-url line serves
+    Alpine and Debian alike, and each system's tags select its own wheel; pip agrees."""
+    dist = tmp_path / "dist"
+    built_wheel(dist / "default", index="cpu", target="linux-aarch64")
+    built_wheel(dist / "musl", index="cpu", target="linux-aarch64-musl", platform="linux-aarch64-musl",
+                name=MUSL_NAME)
+    out = tmp_path / "site"
+    assert sorted(build_index(dist, out)) == ["cpu"]
+    page = out / "cpu" / "simple" / "llama-cpp-python"
+    files = sorted(text for _, text in parse_links(page / "index.html")[0])
+    assert files == sorted([NAME, MUSL_NAME])
+    assert sorted(f["filename"] for f in json.loads((page / "index.json").read_text())["files"]) == files
+    assert best_file(files, system_tags(ALPINE)) == MUSL_NAME
+    assert best_file(files, system_tags(DEBIAN)) == NAME
+    # sabotage: without the musl wheel, Alpine finds nothing it may install (no glibc wheel is taken)
+    assert best_file([NAME], system_tags(ALPINE)) is None
+    url = (out / "cpu" / "simple").as_uri()
+    for platform_tag, expected in (("musllinux_1_2_aarch64", MUSL_NAME), ("manylinux2014_aarch64", NAME)):
+        got = pip("download", "--index-url", url, "--platform", platform_tag, "--python-version", "3.11",
+                  "--implementation", "cp", "--only-binary=:all:", "--no-deps", "-d", str(tmp_path / platform_tag),
+                  f"llama-cpp-python=={VERSION}")
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert [p.name for p in (tmp_path / platform_tag).iterdir()] == [expected]
 
 
 _PEP691 = "application/vnd.pypi.simple.v1+json"

@@ -15,6 +15,7 @@ from .conftest import pinned
 PIN = pinned()
 VERSION = PIN.version
 NAME = f"llama_cpp_python-{VERSION}-py3-none-manylinux_2_17_aarch64.manylinux2014_aarch64.whl"
+MUSL_NAME = f"llama_cpp_python-{VERSION}-py3-none-musllinux_1_2_aarch64.whl"  # the linux-aarch64-musl target's
 DIST_INFO = f"llama_cpp_python-{VERSION}.dist-info"
 # llama-cpp-python's own core metadata (its dependencies are what pip must get from PyPI)
 METADATA = (f"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: {VERSION}\nRequires-Python: >=3.8\n"
@@ -25,14 +26,15 @@ WHEEL = (b"Wheel-Version: 1.0\nGenerator: scikit-build-core 1.1.2\nRoot-Is-Purel
 EPOCH = 1764000000
 
 
-def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EPOCH) -> Provenance:
+def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EPOCH,
+           platform: str = "linux-aarch64") -> Provenance:
     """A complete provenance record, as ``provenance.collect`` writes one."""
     data: dict[str, Any] = {
         "schema": SCHEMA,
         "pin": {"name": PIN.name, "llama_cpp_python": VERSION, "llama_cpp_commit": PIN.llama_cpp_commit,
                 "sdist": {"filename": PIN.sdist_filename, "sha256": "83" * 32}},
         "patches": [{"name": "0001-install-only-the-package.patch", "sha256": "8d" * 32}],
-        "target": {"name": target, "platform": "linux-aarch64", "index": index, "switches": {"repack": True}},
+        "target": {"name": target, "platform": platform, "index": index, "switches": {"repack": True}},
         "cmake": {"config_settings": ["build-dir=<build>", "cmake.define.CMAKE_BUILD_TYPE=Release"],
                   "placeholders": {}, "environment": {"SOURCE_DATE_EPOCH": str(epoch)}},
         "toolchain": {"zig_target": "aarch64-linux-gnu.2.17", "identity": "zig-0.17.1-x",
@@ -44,12 +46,16 @@ def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EP
     return Provenance(data)
 
 
-def package_files(libs: dict[str, bytes] | None = None) -> dict[str, tuple[bytes, bool]]:
+def package_files(libs: dict[str, bytes] | None = None, *, name: str = NAME) -> dict[str, tuple[bytes, bool]]:
+    tags = name.removesuffix(".whl").split("-")[-1].split(".")  # the WHEEL file's tags are the name's
+    wheel = WHEEL if name == NAME else (b"Wheel-Version: 1.0\nGenerator: scikit-build-core 1.1.2\n"
+                                        b"Root-Is-Purelib: false\n" + b"".join(
+                                            f"Tag: py3-none-{tag}\n".encode() for tag in tags) + b"\n")
     files: dict[str, tuple[bytes, bool]] = {
         "llama_cpp/__init__.py": (f"__version__ = '{VERSION}'\n".encode(), False),
         "llama_cpp/llama.py": (b"class Llama: ...\n", False),
         f"{DIST_INFO}/METADATA": (METADATA, False),
-        f"{DIST_INFO}/WHEEL": (WHEEL, False),
+        f"{DIST_INFO}/WHEEL": (wheel, False),
     }
     for name, data in (libs or {}).items():
         files[f"llama_cpp/lib/{name}"] = (data, True)
@@ -74,10 +80,11 @@ def raw_wheel(path: Path, files: dict[str, tuple[bytes, bool]], *, reverse: bool
 
 
 def built_wheel(directory: Path, *, index: str = "cpu", target: str = "linux-aarch64",
-                libs: dict[str, bytes] | None = None, name: str = NAME) -> Path:
+                libs: dict[str, bytes] | None = None, name: str = NAME, platform: str = "linux-aarch64") -> Path:
     """A finished wheel with provenance, as the pipeline publishes it."""
     directory.mkdir(parents=True, exist_ok=True)
-    files = package_files(libs)
-    files[f"{DIST_INFO}/llama_wheels.json"] = (record(target=target, index=index).to_json().encode(), False)
+    files = package_files(libs, name=name)
+    files[f"{DIST_INFO}/llama_wheels.json"] = (
+        record(target=target, index=index, platform=platform).to_json().encode(), False)
     write_wheel(directory / name, files, DIST_INFO, EPOCH)
     return directory / name

@@ -53,6 +53,7 @@ def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.config.platforms import platform
     from llama_wheels.pipeline import build_targets
     from llama_wheels.testbed.audit import IsaAuditor
     from llama_wheels.testbed.verify import SMOKE_CPU, SmokeVerifier
@@ -62,9 +63,10 @@ def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
     built = build_targets(config, args.targets, args.pin, dist=args.dist.resolve(), cache=cache,
                           verifier=verifier, auditor=IsaAuditor())
     for item in built:
-        glibc = ".".join(map(str, item.facts.glibc_max))
+        libc = ("musl, no versioned symbol" if platform(item.job.platform).libc == "musl"
+                else "GLIBC <= " + ".".join(map(str, item.facts.glibc_max)))
         print(f"{item.wheel}  ({item.facts.size / 1e6:.1f} MB, {len(item.facts.libraries)} libraries, "
-              f"GLIBC <= {glibc}, {item.seconds:.0f}s{', cache hit' if item.cache_hit else ''})")
+              f"{libc}, {item.seconds:.0f}s{', cache hit' if item.cache_hit else ''})")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""What an ELF shared library needs (DT_NEEDED, RUNPATH, GLIBC symbol versions), read with pyelftools;
-and the same for every library of a wheel."""
+"""What an ELF shared library needs (DT_NEEDED, RUNPATH, symbol versions, program interpreter), read with
+pyelftools; and the same for every library of a wheel."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
+from elftools.elf.segments import InterpSegment
 
 _GLIBC = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.\d+)?$")
 
@@ -23,6 +24,10 @@ class ElfFacts:
     needed: tuple[str, ...]
     runpath: tuple[str, ...]
     glibc_max: tuple[int, int]
+    # Every symbol version it needs (GLIBC_2.17, GCC_3.0, ...), sorted: musl has none, so a musl library
+    # must need none.
+    versions: tuple[str, ...] = ()
+    interpreter: str | None = None  # PT_INTERP (a shared library normally has none)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +44,9 @@ def elf_facts(name: str, data: bytes) -> ElfFacts:
     needed: list[str] = []
     runpath: list[str] = []
     glibc = (0, 0)
+    versions: set[str] = set()
+    interpreter = next((str(seg.get_interp_name()) for seg in elf.iter_segments()
+                        if isinstance(seg, InterpSegment)), None)
     for section in elf.iter_sections():
         if isinstance(section, DynamicSection):
             for tag in section.iter_tags():
@@ -50,11 +58,12 @@ def elf_facts(name: str, data: bytes) -> ElfFacts:
         elif isinstance(section, GNUVerNeedSection):
             for _, auxiliaries in section.iter_versions():
                 for aux in auxiliaries:
+                    versions.add(str(aux.name))
                     match = _GLIBC.match(aux.name)
                     if match:
                         glibc = max(glibc, (int(match[1]), int(match[2])))
     return ElfFacts(path=name, machine=elf["e_machine"], needed=tuple(needed), runpath=tuple(runpath),
-                    glibc_max=glibc)
+                    glibc_max=glibc, versions=tuple(sorted(versions)), interpreter=interpreter)
 
 
 def inspect_wheel(wheel: Path) -> WheelFacts:

@@ -274,6 +274,23 @@ _GUARDED_ROWS: tuple[tuple[str, int, str, str, tuple[tuple[int, str], ...]], ...
      20, "0cd682508d27465dd16381c58875a2fd8033d5e05a2e2f3a180e886c8bfd1e31", _LIBUNWIND_ZA,
      ((0, "mrs x16, TPIDR2_EL0"), (11, "str za[w15, 0], [x16]"), (12, "addsvl x16, x16, #1"),
       (16, "msr TPIDR2_EL0, xzr"), (17, "smstop za"))),
+    # The same functions as zig compiles libunwind for aarch64-linux-musl (linux-aarch64-musl): one instruction
+    # longer each, the same sites (za_disable, assembly, is identical).
+    ("_ZN9libunwind12UnwindCursorINS_17LocalAddressSpaceENS_15Registers_arm64EE6getRegEi",
+     65, "22c434661eec08dd5900de511be52709d15222d02f75dca14b37c84915b53849", _LIBUNWIND_VG,
+     ((43, "cntd x0"),)),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE13stepWithDwarfERS1_RKmmRS2_Rbb",
+     266, "9245296f1c21adfcd4cfc1a9accbf359301e7c20b2fbbb2a1f49c3420612dea8", _LIBUNWIND_MTE_VG,
+     ((45, "stg x8, [x8]"), (138, "cntd x0"))),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE6getCFAERS1_RKNS_10CFI_ParserIS1_E10PrologInfoERKS2_",
+     68, "4430e2a2299311fa0e5031728dc4a5a6bcbc0da61cb9598cfe86124671e34305", _LIBUNWIND_VG,
+     ((37, "cntd x0"),)),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE16getSavedRegisterERS1_RKS2_mRKNS_10CFI_ParserIS1_E16RegisterLocationE",
+     106, "3537574facfc3763dd034c86bfa9a1f81f9d44c42311e4b07509ba72464c3323", _LIBUNWIND_VG,
+     ((68, "cntd x0"),)),
+    ("_ZN9libunwind17DwarfInstructionsINS_17LocalAddressSpaceENS_15Registers_arm64EE18evaluateExpressionEmRS1_RKS2_m",
+     537, "1b0dc1713af871e0789d229a2876f3c24dc6eb617d214108f3c5249372f0d3bf", _LIBUNWIND_VG,
+     ((105, "cntd x0"), (419, "cntd x0"), (441, "cntd x0"))),
 )
 RUNTIME_GUARDED = tuple(GuardedFunction(name=name, length=length, mnemonics_sha256=digest, guard=guard, sites=sites)
                         for name, length, digest, guard, sites in _GUARDED_ROWS)

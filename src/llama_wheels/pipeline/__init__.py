@@ -198,8 +198,8 @@ def build_targets(
         if verifier is not None and job.platform in verifier.platforms:
             _verify(entry, key, sources[job.name], verifier, cache)
         elif verifier is not None:
-            log.progress(f"verify   skipped: {job.platform} wheels have no emulated test bed (run them "
-                         "natively; benchmarks/run.py installs and runs the x86_64 ones)")
+            log.progress(f"verify   skipped: {job.platform} wheels have no emulated test bed ({verifier.where} "
+                         f"runs {', '.join(verifier.platforms)}); the static checks and the ISA audit still run")
         if auditor is not None:
             with log.stage("audit", entry.wheel.name):
                 log.progress(f"audit    {auditor.audit(entry.wheel, sources[job.name].tree, job.platform)}")

@@ -77,6 +77,7 @@ def inspect(wheel: Path) -> dict[str, Any]:
         "sha256": sha256_file(wheel),
         "size": wheel.stat().st_size,
         "tags": tags,
+        "libc": _libc(tags),
         "requires_glibc": ".".join(map(str, max(floors))) if floors else None,
         "macos_minos": minos[-1] if minos else None,
         "cpu_variants": cpu_variants(names),
@@ -84,6 +85,13 @@ def inspect(wheel: Path) -> dict[str, Any]:
         "libraries": libraries,
         "provenance": provenance,
     }
+
+
+def _libc(tags: list[str]) -> str | None:
+    """The C library a Linux wheel's tags promise: ``glibc`` (manylinux), ``musl`` (musllinux), else None."""
+    kinds = {kind for tag in tags for prefix, kind in (("manylinux", "glibc"), ("musllinux", "musl"))
+             if tag.split("-")[-1].startswith(prefix)}
+    return kinds.pop() if len(kinds) == 1 else None
 
 
 def _needs(lib: dict[str, Any]) -> str:
@@ -101,6 +109,10 @@ def render(facts: dict[str, Any]) -> str:
     """The human-readable report of ``inspect``."""
     lines = [f"wheel     {facts['wheel']}", f"sha256    {facts['sha256']}",
              f"size      {facts['size']} bytes", "tags      " + ", ".join(facts["tags"])]
+    if facts["libc"] == "musl":
+        lines.append("requires  musl libc (musllinux: Alpine); no library needs a versioned symbol"
+                     if not facts["requires_glibc"] else
+                     f"requires  musl libc (musllinux), YET a library needs GLIBC {facts['requires_glibc']}")
     if facts["requires_glibc"]:
         lines.append(f"requires  GLIBC >= {facts['requires_glibc']} "
                      "(highest symbol version any library needs)")

@@ -99,7 +99,7 @@ class Runner:
     cibw_platform: str
     arch: str
     identifier: str
-    image: str | None = None  # manylinux image (cibuildwheel's name)
+    image: str | None = None  # manylinux or musllinux image (cibuildwheel's name)
     # Where the runner's hardware is known: what the wheel suite must see there (cibuildwheel's
     # test-environment, LLAMA_WHEELS_EXPECT_*). The suite also derives both from the CPU it reads and the
     # wheel's record and fails when they differ, so a runner on other hardware is noticed, not trusted.
@@ -109,10 +109,21 @@ class Runner:
     expect_variant: str | None = None  # the CPU variant a dispatch wheel loads there
     expect_layout: str | None = None  # the Q4_0 repack layout there
 
+    @property
+    def image_option(self) -> str:
+        """cibuildwheel's option naming the container image: ``manylinux-aarch64-image`` or
+        ``musllinux-aarch64-image``, from the kind of Linux the identifier builds for."""
+        kind = self.identifier.split("-", 1)[1].split("_", 1)[0]
+        return f"{kind}-{self.arch}-image"
+
 
 RUNNERS = {
     "linux-aarch64": Runner(runner="ubuntu-24.04-arm", cibw_platform="linux", arch="aarch64",
                             identifier=f"{CPYTHON}-manylinux_aarch64", image="manylinux2014"),
+    # The same ARM runner, cibuildwheel's Alpine-based musllinux_1_2 container (musl 1.2): zig links for
+    # aarch64-linux-musl there too, and the wheel suite runs natively in the container's musl CPython.
+    "linux-aarch64-musl": Runner(runner="ubuntu-24.04-arm", cibw_platform="linux", arch="aarch64",
+                                 identifier=f"{CPYTHON}-musllinux_aarch64", image="musllinux_1_2"),
     # GitHub's macos-14 arm64 runner is an Apple M1 (sysctl: FEAT_DotProd, FEAT_FP16; no FEAT_I8MM, FEAT_SME).
     "macos-arm64": Runner(runner="macos-14", cibw_platform="macos", arch="arm64",
                           identifier=f"{CPYTHON}-macosx_arm64", cpu="Apple M1", cpu_features=("dotprod", "fp16"),
@@ -192,19 +203,29 @@ def cibuildwheel_toml(config: Config) -> str:
         'test-command = "python -m pytest {project}/wheel_tests"',
         "",
     ]
-    for name, run in sorted(runners.items(), key=lambda item: item[1].cibw_platform):
-        target_platform = platform(name)
-        env = {"LLAMA_WHEELS_CACHE": ("/host" if run.cibw_platform == "linux" else "") + RUNNER_CACHE,
+    # One table per cibuildwheel platform: the platforms it builds there (glibc and musl Linux share
+    # [tool.cibuildwheel.linux]; each CI job picks its one identifier with the action's ``only``).
+    by_cibw: dict[str, list[tuple[str, Runner]]] = {}
+    for name, run in sorted(runners.items()):
+        by_cibw.setdefault(run.cibw_platform, []).append((name, run))
+    for cibw_platform, group in sorted(by_cibw.items()):
+        archs = sorted({run.arch for _, run in group})
+        deployment = {t for name, _ in group if (t := platform(name).deployment_target)}
+        expecting = [run for _, run in group if run.expect_variant or run.expect_layout]
+        if len(deployment) > 1 or len(expecting) > 1:
+            raise ConfigError(f"cibuildwheel platform {cibw_platform}: its runners need different settings "
+                              "in one table; give them one deployment target and hardware expectation")
+        env = {"LLAMA_WHEELS_CACHE": ("/host" if cibw_platform == "linux" else "") + RUNNER_CACHE,
                # newest version with a wheel for this platform, never an sdist build (numpy in manylinux2014)
                "PIP_PREFER_BINARY": "1"}
-        if target_platform.deployment_target:
-            env["MACOSX_DEPLOYMENT_TARGET"] = target_platform.deployment_target
-        lines += [f"[tool.cibuildwheel.{run.cibw_platform}]", f"# {name}: {run.runner}"]
-        lines.append(f"archs = {_toml_list([run.arch])}")
-        if run.image:
-            lines.append(f"manylinux-{run.arch}-image = {_toml_str(run.image)}")
+        if deployment:
+            env["MACOSX_DEPLOYMENT_TARGET"] = deployment.pop()
+        lines.append(f"[tool.cibuildwheel.{cibw_platform}]")
+        lines += [f"# {name}: {run.runner} ({run.identifier})" for name, run in group]
+        lines.append(f"archs = {_toml_list(archs)}")
+        lines += [f"{run.image_option} = {_toml_str(run.image)}" for _, run in group if run.image]
         lines.append(f"environment = {_toml_table(env)}")
-        if run.expect_variant or run.expect_layout:
+        for run in expecting:
             # cibuildwheel's default test environment (PYTHONSAFEPATH=1) kept, plus what this hardware must show.
             expect = {"PYTHONSAFEPATH": "1"}
             if run.expect_variant:
@@ -230,6 +251,7 @@ def _matrix_entry(job: BuildJob) -> list[str]:
         f"            pin: {job.pin.name}",
         f"            artifact: {artifact(job)}",
         f"            runner: {run.runner}",
+        f"            identifier: {run.identifier}",
         f"            sdist-sha256: {job.pin.sdist_sha256}",
         f"            key: {job.key}",
     ]
@@ -292,6 +314,7 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
           package-dir: {PACKAGE_DIR}
           output-dir: wheelhouse
           config-file: {CIBW_CONFIG}
+          only: ${{{{ matrix.identifier }}}}
       - name: Audit the ISA of every binary of the wheel (each instruction within its library's ISA)
         run: llama-wheels audit wheelhouse/*.whl
       - uses: {a["upload-artifact"]}
@@ -303,10 +326,11 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
 
 
 def emulated_jobs(config: Config) -> list[BuildJob]:
-    """The CI jobs whose wheels the emulated matrix runs: every Linux aarch64 wheel."""
+    """The CI jobs whose wheels the emulated matrix runs: every glibc Linux aarch64 wheel (the emulated bed is
+    Debian's glibc Python; a musl wheel is proven natively in cibuildwheel's musllinux container until the
+    emulated musl bed exists, issue #17)."""
     return [job for job in ci_jobs(config)
-            if platform(job.platform).cmake_system_name == "Linux" and platform(job.platform).elf_machine
-            == "EM_AARCH64"]
+            if platform(job.platform).libc == "glibc" and platform(job.platform).elf_machine == "EM_AARCH64"]
 
 
 def _matrix_job(config: Config) -> str:

