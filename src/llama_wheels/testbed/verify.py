@@ -33,7 +33,7 @@ from llama_wheels.testbed.sysroot import ensure_sysroot
 SMOKE_CPU = "neoverse-n1"
 SMOKE_MODEL = "q4_0"  # every weight's row count a multiple of 8: each Q4_0 layout takes them all
 # Platforms whose wheels the emulated test bed (qemu-aarch64 + an arm64 sysroot) can run.
-EMULATED_PLATFORMS = ("linux-aarch64",)
+EMULATED_PLATFORMS = ("linux-aarch64", "linux-aarch64-musl")  # the glibc and the musl bed (testbed/beds.py)
 
 # verbose=True: llama-cpp-python's log callback then passes ggml's DEBUG lines on, among them one
 # "repack: repack tensor NAME with LAYOUT" per repacked weight, which the host reads from the output.
