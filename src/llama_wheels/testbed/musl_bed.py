@@ -54,8 +54,8 @@ _PATCHES = ("patches", "musl-bed")
 _STEPS = ("sources", "zlib", "libffi", "cpython configure", "cpython make", "cpython install", "loader",
           "wheels", "smoke")
 # The guest's packaging tags, as pip computes them (packaging runs the musl loader: guest_exec.py).
-_TAGS = "import json, sysconfig; from packaging import tags; " \
-        "print('TAGS ' + json.dumps([sysconfig.get_platform(), [str(t) for t in list(tags.sys_tags())[:3]]]))"
+_TAGS = "import json, sysconfig; from packaging import tags; print('TAGS ' + json.dumps([sysconfig.get_platform(), " \
+        "[str(t) for t in list(tags.sys_tags())[:3]], sysconfig.get_config_var('EXT_SUFFIX')]))"
 
 
 def bed_key(spec: MuslBedSpec, zig_version: str, root: Path | None = None) -> str:
@@ -326,12 +326,16 @@ def _failed_modules(output: str) -> list[str]:
 
 def _tags(spec: MuslBedSpec, bed: Path, python: Path, site: Path, qemu: Path) -> tuple[str, list[str]]:
     """The guest's sysconfig platform and first packaging tags; a LlamaWheelsError unless they are musllinux
-    (packaging runs the bed's musl loader to learn its version: the loader and guest_exec.py at work)."""
+    (packaging runs the bed's musl loader to learn its version: the loader and guest_exec.py at work) and
+    extension modules are named for musl (musllinux wheels ship ``*.cpython-311-aarch64-linux-musl.so``)."""
     outcome = run_guest(bed, python, spec.smoke_cpu, ["-c", _TAGS], qemu=qemu, pythonpath=[site], timeout=300)
     lines = [line for line in outcome.tail if line.startswith("TAGS ")]
     if outcome.returncode != 0 or not lines:
         raise LlamaWheelsError(f"packaging.tags in the new musl bed failed: {runner.telling_line(outcome.tail)}")
-    platform, tags = json.loads(lines[-1].removeprefix("TAGS "))
+    platform, tags, suffix = json.loads(lines[-1].removeprefix("TAGS "))
+    if not str(suffix).endswith("-linux-musl.so"):
+        raise LlamaWheelsError(f"the new musl bed's python names extension modules *{suffix}, not "
+                               "*-linux-musl.so: it cannot import musllinux wheels (see patches/musl-bed/)")
     expected = f"-{spec.wheel_platform}"
     if not tags or not tags[0].endswith(expected):
         raise LlamaWheelsError(f"the new musl bed's python is not a {spec.wheel_platform} platform for "
