@@ -64,8 +64,9 @@ class MuslBedSpec:
     smoke_imports: tuple[str, ...]
 
     def sources_line(self, kind: str) -> str:
-        """The private apt sources line: ``deb-src`` for the source packages, ``deb`` for the loader."""
-        return f"{kind} [signed-by={self.keyring}] {self.mirror} {self.suite} {self.component}"
+        """The private apt sources line: ``deb-src`` for the source packages, ``deb`` for the loader (its suite)."""
+        suite = self.loader.suite if kind == "deb" else self.suite
+        return f"{kind} [signed-by={self.keyring}] {self.mirror} {suite} {self.component}"
 
     @property
     def canonical(self) -> str:
@@ -99,9 +100,10 @@ def load_musl_bed_spec(root: Path) -> MuslBedSpec:
         raise ConfigError(f"{sources_table.where}: no python{python} source package for python = {python!r}")
 
     loader = Table(doc.get("loader", dict), f"{path}: loader")
-    loader.check_keys(("package", "version", "arch", "sha256"))
+    loader.check_keys(("suite", "package", "version", "arch", "sha256"))
     loader_spec = QemuSpec(
-        source=path, mirror=mirror, suite=suite, component=component, keyring=Path(keyring),
+        source=path, mirror=mirror, suite=loader.match("suite", WORD, "a Debian suite like trixie"),
+        component=component, keyring=Path(keyring),
         package=loader.match("package", DEB_NAME, "a Debian package name"),
         version=loader.match("version", DEB_VERSION, 'an exact Debian version like "1.2.3-1"'),
         arch=loader.match("arch", WORD, "a Debian architecture like arm64"),

@@ -296,11 +296,13 @@ def _install_loader(cache: Cache, spec: MuslBedSpec, bed: Path, scratch: Path) -
         fix=f"to move the pin, see the header of {spec.source.name}",
     )
     runner.run(["dpkg", "-x", deb, bed])
+    if not (bed / "lib").exists():  # a merged-/usr package (trixie): /lib is base-files' link to usr/lib
+        (bed / "lib").symlink_to("usr/lib")
     ld = bed / "lib" / "ld-musl-aarch64.so.1"
     if not ld.exists():
         raise ConfigError(f"{spec.source}: [loader] {loader.package} {loader.version} has no "
                           "lib/ld-musl-aarch64.so.1; pin Debian's musl package for arm64")
-    (bed / "lib" / "libc.musl-aarch64.so.1").symlink_to("ld-musl-aarch64.so.1")
+    (ld.parent / "libc.musl-aarch64.so.1").symlink_to("ld-musl-aarch64.so.1")
     return {"package": loader.package, "version": loader.version, "arch": loader.arch, "file": deb.name,
             "sha256": sha256}
 
