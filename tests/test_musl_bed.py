@@ -34,7 +34,7 @@ DSC = "python3.11_3.11.2-6+deb12u8.dsc"
 def test_musl_bed_toml_loads() -> None:
     spec = load_musl_bed_spec(ROOT)
     assert spec.python == "3.11" and spec.zig_target == "aarch64-linux-musl"
-    assert set(spec.sources) == {"python3.11", "libffi", "zlib"}
+    assert set(spec.sources) == {"python3.11", "libffi", "zlib", "sqlite3"}
     assert all(any(f.endswith(".dsc") for f in p.files) for p in spec.sources.values())
     assert spec.loader.package == "musl" and spec.loader.arch == "arm64"
     assert spec.wheel_platform == "musllinux_1_2_aarch64"
@@ -156,8 +156,8 @@ def test_the_bed_is_built_once_and_records_its_inputs(built: tuple[Sysroot, floa
     assert inputs["loader"]["sha256"] == spec.loader.sha256 and inputs["zig"]
     assert {w["name"]: w["sha256"] for w in manifest["wheels"]} == dict(spec.wheel_sha256)
     assert manifest["python"]["version"] == "3.11.2"
-    assert {"_ctypes", "zlib", "_decimal", "_socket", "select"} <= set(manifest["modules"])
-    interp = (bed.root / "lib" / "ld-musl-aarch64.so.1")
+    assert {"_ctypes", "zlib", "_sqlite3", "_decimal", "_socket", "select"} <= set(manifest["modules"])
+    interp = bed.root / "lib" / "ld-musl-aarch64.so.1"
     assert interp.is_symlink() and (bed.root / "lib" / "libc.musl-aarch64.so.1").resolve() == interp.resolve()
     print(f"musl bed: {musl_bed.describe(manifest)}; this session's ensure_musl_sysroot: {first:.0f} s")
 

@@ -50,7 +50,7 @@ class MuslBedSpec:
     suite: str
     component: str
     keyring: Path
-    sources: Mapping[str, SourcePackage]  # "python3.11" / "libffi" / "zlib"
+    sources: Mapping[str, SourcePackage]  # "python3.11" / "libffi" / "zlib" / "sqlite3"
     loader: QemuSpec  # the musl .deb, described as qemu.toml's package is (mirror, suite, name, sha256)
     configure: tuple[str, ...]
     cache_vars: Mapping[str, str]
@@ -73,7 +73,7 @@ class MuslBedSpec:
         return json.dumps(self.data, sort_keys=True)
 
 
-_REQUIRED_SOURCES = ("python3.11", "libffi", "zlib")
+_REQUIRED_SOURCES = ("python3.11", "libffi", "zlib", "sqlite3")
 
 
 def load_musl_bed_spec(root: Path) -> MuslBedSpec:

@@ -12,10 +12,10 @@ The build, each step logged to the run's log file with a progress line:
   1. the source packages: ``apt-get source`` through a private apt configuration (a deb-src line for the
      suite), every file refused unless its sha256 is the pinned one (apt's index first, then the file);
      ``dpkg-source --skip-patches -x``; the project patches (patches/musl-bed/) with ``patch -p1``
-  2. zlib and libffi: static, position independent libraries (``zig cc -target aarch64-linux-musl``)
+  2. zlib, libffi and sqlite: static, position independent libraries (``zig cc -target aarch64-linux-musl``)
   3. CPython: ``configure --host=aarch64-linux-musl`` with a build Python of the same minor version, ``make
      -j2``, ``make install DESTDIR=<bed>``; linked dynamically against musl (PT_INTERP
-     /lib/ld-musl-aarch64.so.1), ctypes and zlib linked with the static libraries above
+     /lib/ld-musl-aarch64.so.1), ctypes, zlib and _sqlite3 linked with the static libraries above
   4. the loader: Debian's musl .deb (pinned), ``dpkg -x``; lib/libc.musl-aarch64.so.1 -> ld-musl-aarch64.so.1
   5. ``sitecustomize.py`` = ``guest_exec.py`` (the guest's aarch64 child processes run under qemu too)
   6. the pinned musllinux wheels into ``site-packages``, the .pyc files, the smoke imports, and the check that
@@ -51,7 +51,7 @@ LAYOUT = "1"  # bump when the bed's on-disk layout changes: every musl bed is bu
 PREFIX = "musl-"  # cache.sysroots / "musl-KEY"
 _SOURCE_URI = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
 _PATCHES = ("patches", "musl-bed")
-_STEPS = ("sources", "zlib", "libffi", "cpython configure", "cpython make", "cpython install", "loader",
+_STEPS = ("sources", "zlib", "libffi", "sqlite", "cpython configure", "cpython make", "cpython install", "loader",
           "wheels", "smoke")
 # The guest's packaging tags, as pip computes them (packaging runs the musl loader: guest_exec.py).
 _TAGS = "import json, sysconfig; from packaging import tags; print('TAGS ' + json.dumps([sysconfig.get_platform(), " \
@@ -112,6 +112,8 @@ def _build(cache: Cache, spec: MuslBedSpec, bed: Path, qemu: Path, *, zig: Path,
     runner.require_tool("dpkg-source", "apt-get install dpkg-dev (it unpacks Debian source packages)")
     runner.require_tool("patch", "apt-get install patch")
     runner.require_tool("make", "apt-get install make")
+    runner.require_tool("tclsh", "apt-get install tcl (sqlite generates its amalgamation with it)")
+    host_cc = runner.require_tool("gcc", "apt-get install gcc (sqlite builds its lemon parser generator here)")
     build_python = _build_python(spec.python)
     step = iter(range(1, len(_STEPS) + 1))
 
@@ -140,6 +142,15 @@ def _build(cache: Cache, spec: MuslBedSpec, bed: Path, qemu: Path, *, zig: Path,
                    cwd=sources["libffi"], env={**env, "CFLAGS": "-O2 -fPIC"})
         runner.run(["make", "-j2"], cwd=sources["libffi"], env=env)
         runner.run(["make", "install"], cwd=sources["libffi"], env=env)
+        progress("sqlite")
+        sqlite = sources["sqlite3"]
+        runner.run(["./configure", f"--host={spec.zig_target}", f"--build={_build_triplet()}", f"--prefix={deps}",
+                    "--disable-shared", "--enable-static", "--with-pic", "--disable-tcl", "--disable-readline",
+                    "--disable-editline", f"BCC={host_cc}"], cwd=sqlite, env={**env, "CFLAGS": "-O2 -fPIC"})
+        runner.run(["make", "-j2", "libsqlite3.la"], cwd=sqlite, env=env)
+        shutil.copyfile(sqlite / ".libs" / "libsqlite3.a", deps / "lib" / "libsqlite3.a")
+        for header in ("sqlite3.h", "sqlite3ext.h"):
+            shutil.copyfile(sqlite / header, deps / "include" / header)
 
         progress("cpython configure")
         objdir = scratch / "cpython-build"
@@ -215,6 +226,7 @@ def _configure_args(spec: MuslBedSpec, build_python: Path, deps: Path, compilers
         "CFLAGS": spec.cflags, "OPT": spec.opt, "CPPFLAGS": f"-I{deps}/include", "LDFLAGS": f"-L{deps}/lib -dynamic",
         "LIBFFI_CFLAGS": f"-I{deps}/include", "LIBFFI_LIBS": f"-L{deps}/lib -lffi",
         "ZLIB_CFLAGS": f"-I{deps}/include", "ZLIB_LIBS": f"-L{deps}/lib -lz",
+        "LIBSQLITE3_CFLAGS": f"-I{deps}/include", "LIBSQLITE3_LIBS": f"-L{deps}/lib -lsqlite3",
     }
     return [f"--host={spec.zig_target}", f"--build={_build_triplet()}", "--prefix=/usr",
             f"--with-build-python={build_python}", *spec.configure,
