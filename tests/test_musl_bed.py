@@ -168,7 +168,7 @@ from packaging import tags
 libc = ctypes.CDLL(None)
 print("GUEST " + json.dumps({
     "version": sys.version.split()[0], "platform": sysconfig.get_platform(),
-    "tags": [str(t) for t in list(tags.sys_tags())[:2]],
+    "tags": sorted({t.platform for t in tags.sys_tags() if t.interpreter == "cp311"}),
     "interp": open(sys.executable, "rb").read(600).split(b"/lib/ld-musl-")[1][:12].decode(),
     "getpid": libc.getpid() > 0, "strlen": libc.strlen(b"musl"),
     "crc": zlib.crc32(b"abc"), "dot": int(numpy.dot([1, 2], [3, 4])), "pytest": pytest.__version__}))
@@ -182,7 +182,7 @@ def test_the_musl_python_runs_ctypes_zlib_numpy_pytest(bed: Sysroot, cpu: str) -
     spec = load_musl_bed_spec(ROOT)
     assert report == {
         "version": "3.11.2", "platform": "linux-aarch64",
-        "tags": ["cp311-cp311-musllinux_1_2_aarch64", "cp311-cp311-musllinux_1_1_aarch64"],
+        "tags": ["linux_aarch64", "musllinux_1_0_aarch64", "musllinux_1_1_aarch64", "musllinux_1_2_aarch64"],
         "interp": "aarch64.so.1", "getpid": True, "strlen": 4, "crc": 891568578, "dot": 11,
         "pytest": spec.wheels["pytest"],
     }

@@ -55,7 +55,8 @@ _STEPS = ("sources", "zlib", "libffi", "sqlite", "cpython configure", "cpython m
           "wheels", "smoke")
 # The guest's packaging tags, as pip computes them (packaging runs the musl loader: guest_exec.py).
 _TAGS = "import json, sysconfig; from packaging import tags; print('TAGS ' + json.dumps([sysconfig.get_platform(), " \
-        "[str(t) for t in list(tags.sys_tags())[:3]], sysconfig.get_config_var('EXT_SUFFIX')]))"
+        "[t.platform for t in tags.sys_tags() if t.interpreter == t.abi == 'cp311'], " \
+        "sysconfig.get_config_var('EXT_SUFFIX')]))"
 
 
 def bed_key(spec: MuslBedSpec, zig_version: str, root: Path | None = None) -> str:
@@ -350,17 +351,16 @@ def _tags(spec: MuslBedSpec, bed: Path, python: Path, site: Path, qemu: Path) ->
     if not str(suffix).endswith("-linux-musl.so"):
         raise LlamaWheelsError(f"the new musl bed's python names extension modules *{suffix}, not "
                                "*-linux-musl.so: it cannot import musllinux wheels (see patches/musl-bed/)")
-    expected = f"-{spec.wheel_platform}"
-    if not tags or not tags[0].endswith(expected):
+    if spec.wheel_platform not in tags or any("manylinux" in t for t in tags):
         raise LlamaWheelsError(f"the new musl bed's python is not a {spec.wheel_platform} platform for "
-                               f"packaging (first tags: {', '.join(tags) or 'none'})")
+                               f"packaging (its cp311 platforms: {', '.join(tags) or 'none'})")
     return str(platform), [str(t) for t in tags]
 
 
 def describe(manifest: dict[str, Any]) -> str:
     """One line about a built bed, from its manifest."""
     python = manifest.get("python", {})
-    return (f"musl bed {manifest.get('key')}: CPython {python.get('version')} ({python.get('tags', ['?'])[0]}), "
+    return (f"musl bed {manifest.get('key')}: CPython {python.get('version')} ({', '.join(python.get('tags', []))}), "
             f"{len(manifest.get('wheels', []))} wheels, {manifest.get('size_bytes', 0) / 1e6:.0f} MB, "
             f"built in {manifest.get('build_seconds')} s")
 
