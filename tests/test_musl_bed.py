@@ -165,11 +165,12 @@ def test_the_bed_is_built_once_and_records_its_inputs(built: tuple[Sysroot, floa
 _PROBE = """\
 import ctypes, ctypes.util, json, sys, sysconfig, zlib, numpy, pytest
 from packaging import tags
+from packaging._elffile import ELFFile
 libc = ctypes.CDLL(None)
 print("GUEST " + json.dumps({
     "version": sys.version.split()[0], "platform": sysconfig.get_platform(),
     "tags": sorted({t.platform for t in tags.sys_tags() if t.interpreter == "cp311"}),
-    "interp": open(sys.executable, "rb").read(600).split(b"/lib/ld-musl-")[1][:12].decode(),
+    "interp": ELFFile(open(sys.executable, "rb")).interpreter,
     "getpid": libc.getpid() > 0, "strlen": libc.strlen(b"musl"),
     "crc": zlib.crc32(b"abc"), "dot": int(numpy.dot([1, 2], [3, 4])), "pytest": pytest.__version__}))
 """
@@ -182,18 +183,19 @@ def test_the_musl_python_runs_ctypes_zlib_numpy_pytest(bed: Sysroot, cpu: str) -
     spec = load_musl_bed_spec(ROOT)
     assert report == {
         "version": "3.11.2", "platform": "linux-aarch64",
-        "tags": ["linux_aarch64", "musllinux_1_0_aarch64", "musllinux_1_1_aarch64", "musllinux_1_2_aarch64"],
-        "interp": "aarch64.so.1", "getpid": True, "strlen": 4, "crc": 891568578, "dot": 11,
+        "tags": ["any", "linux_aarch64", "musllinux_1_0_aarch64", "musllinux_1_1_aarch64", "musllinux_1_2_aarch64"],
+        "interp": "/lib/ld-musl-aarch64.so.1", "getpid": True, "strlen": 4, "crc": 891568578, "dot": 11,
         "pytest": spec.wheels["pytest"],
     }
 
 
 @pytest.mark.emulated
 def test_pip_in_the_bed_names_musllinux_tags(bed: Sysroot) -> None:
-    outcome = run_python(bed, load_cpus(ROOT)["cortex-a72"], ["-m", "pip", "debug", "--verbose"], timeout=600)
-    assert outcome.returncode == 0, outcome.tail
-    assert "cp311-cp311-musllinux_1_2_aarch64" in outcome.output
-    assert "manylinux" not in outcome.output
+    """pip's own view (its vendored packaging; `pip debug` itself needs _ssl, which the bed does not build)."""
+    script = ("import json; from pip._internal.utils.compatibility_tags import get_supported; "
+              "print('GUEST ' + json.dumps(sorted({t.platform for t in get_supported()})))")
+    assert _guest_json(bed, "cortex-a72", script) == [
+        "any", "linux_aarch64", "musllinux_1_0_aarch64", "musllinux_1_1_aarch64", "musllinux_1_2_aarch64"]
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +241,8 @@ def test_a_bed_whose_manifest_does_not_match_is_not_trusted(bed: Sysroot, tmp_pa
     (copy / "manifest.json").unlink()  # a hard link to the real bed's manifest: replace it, do not edit it
     (copy / "manifest.json").write_text(json.dumps({**manifest, "key": "0" * 16}))
     rebuilt = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert rebuilt.returncode == 1, rebuilt.stderr  # the build began: apt-get update fails offline
-    assert "musl-bed step 1/9: sources" in rebuilt.stderr
+    assert rebuilt.returncode != 0, rebuilt.stderr  # the build began, and offline apt cannot get the sources
+    assert "musl-bed step 1/10: sources" in rebuilt.stderr
     assert "apt-get" in rebuilt.stderr.splitlines()[-1] and str(copy) not in rebuilt.stdout
     assert json.loads((bed.root / "manifest.json").read_text())["key"] == bed.manifest["key"]
 
