@@ -230,8 +230,10 @@ def test_install_wheel_unpacks_atomically_into_a_fresh_dir(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("name", "lib", "message"),
     [
-        ("demo_pkg-1.0-py3-none-manylinux2014_x86_64.whl", _ELF_AARCH64, "is not glibc Linux aarch64"),
-        ("demo_pkg-1.0-py3-none-musllinux_1_2_aarch64.whl", _ELF_AARCH64, "is not glibc Linux aarch64"),
+        ("demo_pkg-1.0-py3-none-manylinux2014_x86_64.whl", _ELF_AARCH64, "is not Linux aarch64 of one libc"),
+        ("demo_pkg-1.0-py3-none-musllinux_1_2_aarch64.manylinux2014_aarch64.whl", _ELF_AARCH64,
+         "is not Linux aarch64 of one libc"),
+        ("demo_pkg-1.0-py3-none-musllinux_1_2_aarch64.whl", _ELF_X86_64, "is not a 64-bit aarch64 ELF"),
         ("demo_pkg-1.0-py3-none-manylinux2014_aarch64.whl", _ELF_X86_64, "is not a 64-bit aarch64 ELF"),
         ("demo_pkg-1.0.tar.gz", _ELF_AARCH64, "not a wheel file"),
     ],

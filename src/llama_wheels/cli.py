@@ -99,6 +99,22 @@ def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_bed(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.config.musl_bed_spec import load_musl_bed_spec
+    from llama_wheels.config.sysroot_spec import load_sysroot_spec
+    from llama_wheels.testbed.musl_bed import describe, ensure_musl_sysroot
+    from llama_wheels.testbed.sysroot import ensure_sysroot
+
+    root = find_root(args.config)
+    if args.libc == "musl":
+        sysroot = ensure_musl_sysroot(cache, load_musl_bed_spec(root), root=root)
+        print(describe(sysroot.manifest))
+    else:
+        sysroot = ensure_sysroot(cache, load_sysroot_spec(root))
+    print(f"{args.libc} bed: {sysroot.root} (python {sysroot.python.relative_to(sysroot.root)})")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, cache: Cache) -> int:
     import json
 
@@ -295,6 +311,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="target the wheel was built for (default: the default target)")
     p.add_argument("--dist", type=Path, default=Path("dist"))
     p.set_defaults(func=cmd_repair)
+    p = sub.add_parser("bed", help="build (once) the emulated test bed of a libc and print where it is")
+    p.add_argument("libc", choices=("glibc", "musl"), help="glibc: build_config/sysroot.toml; musl: musl_bed.toml")
+    p.set_defaults(func=cmd_bed)
     p = sub.add_parser("test", help="run wheels on every emulated CPU; JSON report and table")
     p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
     p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")

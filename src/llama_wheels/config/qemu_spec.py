@@ -10,11 +10,11 @@ from pathlib import Path, PurePosixPath
 from llama_wheels.config.toml import Table, read_toml
 from llama_wheels.core.errors import ConfigError
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-_DEB_VERSION = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")  # Debian policy 5.6.12, epoch included
-_WORD = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_MIRROR = re.compile(r"^https?://[^\s\[\]]+$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+DEB_VERSION = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")  # Debian policy 5.6.12, epoch included
+WORD = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MIRROR = re.compile(r"^https?://[^\s\[\]]+$")
 _BINARY = re.compile(r"^usr/bin/qemu-[a-z0-9_]+$")
 _SOURCE_FILE = re.compile(r"^[a-z0-9][a-z0-9+.~_-]*\.(tar\.(xz|gz|bz2)|diff\.gz)$")
 _WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[0-9][A-Za-z0-9_.]*-py3-none-any\.whl$")
@@ -94,14 +94,14 @@ def load_qemu_spec(root: Path) -> QemuSpec:
         raise ConfigError(f"{debian.where}.keyring: {keyring!r} is not an absolute path to an apt keyring")
     return QemuSpec(
         source=path,
-        mirror=debian.match("mirror", _MIRROR, "a Debian mirror URL like http://deb.debian.org/debian"),
-        suite=debian.match("suite", _WORD, "a Debian suite like trixie"),
-        component=debian.match("component", _WORD, "an archive component like main"),
+        mirror=debian.match("mirror", MIRROR, "a Debian mirror URL like http://deb.debian.org/debian"),
+        suite=debian.match("suite", WORD, "a Debian suite like trixie"),
+        component=debian.match("component", WORD, "an archive component like main"),
         keyring=Path(keyring),
-        package=package.match("name", _DEB_NAME, "a Debian package name"),
-        version=package.match("version", _DEB_VERSION, 'an exact Debian version like "1:10.0.13+ds-0+deb13u1"'),
-        arch=package.match("arch", _WORD, "a Debian architecture like amd64"),
-        sha256=package.match("sha256", _SHA256, "the .deb's sha256 (64 lowercase hex digits)"),
+        package=package.match("name", DEB_NAME, "a Debian package name"),
+        version=package.match("version", DEB_VERSION, 'an exact Debian version like "1:10.0.13+ds-0+deb13u1"'),
+        arch=package.match("arch", WORD, "a Debian architecture like amd64"),
+        sha256=package.match("sha256", SHA256, "the .deb's sha256 (64 lowercase hex digits)"),
         binary=PurePosixPath(package.match("binary", _BINARY, "a path like usr/bin/qemu-aarch64")),
     )
 

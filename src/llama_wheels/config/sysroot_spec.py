@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ from llama_wheels.core.errors import ConfigError
 
 LAYOUT = "1"  # bump when the sysroot's on-disk layout changes: every sysroot is built anew
 _DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:all)?$")
-_EXACT_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!]*$")
-_PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+EXACT_VERSION = re.compile(r"^[0-9][0-9A-Za-z.+!]*$")
+PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +36,7 @@ class SysrootSpec:
     wheels: Mapping[str, str]  # normalized project name -> exact version
     smoke_cpu: str
     smoke_imports: tuple[str, ...]
+    wheel_sha256: Mapping[str, str] = field(default_factory=dict)  # project -> the wheel's sha256 (none here)
 
     @property
     def key(self) -> str:
@@ -62,9 +63,9 @@ def load_sysroot_spec(root: Path) -> SysrootSpec:
     pins = Table(wheels.get("pins", dict), f"{wheels.where}.pins")
     pinned: dict[str, str] = {}
     for project, version in pins.data.items():
-        if not _PROJECT.match(project):
+        if not PROJECT.match(project):
             raise ConfigError(f"{pins.where}: {project!r} is not a PyPI project name")
-        if not isinstance(version, str) or not _EXACT_VERSION.match(version):
+        if not isinstance(version, str) or not EXACT_VERSION.match(version):
             raise ConfigError(f'{pins.where}.{project}: {version!r} is not an exact version like "2.2.6"')
         if canonicalize_name(project) in pinned:
             raise ConfigError(
@@ -85,7 +86,7 @@ def load_sysroot_spec(root: Path) -> SysrootSpec:
         wheel_platform=platform,
         wheels=pinned,
         smoke_cpu=smoke.get("cpu", str),
-        smoke_imports=_string_list(smoke, "imports", _MODULE, "a module name"),
+        smoke_imports=_string_list(smoke, "imports", MODULE, "a module name"),
     )
 
 

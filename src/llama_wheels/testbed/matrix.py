@@ -30,8 +30,8 @@ from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import CommandTimedOut, UserError
 from llama_wheels.core.runner import commands_stopped, current_log, telling_line
 from llama_wheels.stages.provenance import read_provenance
-from llama_wheels.testbed.qemu import Sysroot, install_wheel, measure_features, run_python
-from llama_wheels.testbed.sysroot import ensure_sysroot
+from llama_wheels.testbed.beds import ensure_bed
+from llama_wheels.testbed.qemu import Sysroot, install_wheel, libc_of_wheel, measure_features, run_python
 
 _IMPORT_PROBE = """\
 import importlib.util, json
@@ -345,9 +345,12 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
     started = time.monotonic()
     log = current_log()
     builds = [WheelBuild.read(w) for w in wheels]  # bad input first, before any emulation
-    sysroot = ensure_sysroot(cache)
-    check_cpus(sysroot, cpus, jobs=jobs)
-    bed = Bed(sysroot=sysroot, root=root, models=cache.dir("models"))
+    libcs = {b.path: libc_of_wheel(b.path) for b in builds}  # a musllinux wheel runs in the musl bed
+    beds: dict[str, Bed] = {}
+    for libc in sorted(set(libcs.values())):
+        sysroot = ensure_bed(cache, libc)
+        check_cpus(sysroot, cpus, jobs=jobs)
+        beds[libc] = Bed(sysroot=sysroot, root=root, models=cache.dir("models"))
     with tempfile.TemporaryDirectory(prefix="llama-wheels-matrix-") as scratch:
         work = Path(scratch)
         sites = {b.path: install_wheel(b.path, work / f"site-{i}") for i, b in enumerate(builds)}
@@ -364,7 +367,8 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
         def one(task: tuple[int, WheelBuild, Cpu, oracle.Expectation, Path]) -> Cell:
             number, build, cpu, expectation, workdir = task
             log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name} ...")
-            cell = run_cell(build, sites[build.path], cpu, expectation, bed, workdir, cell_timeout)
+            cell = run_cell(build, sites[build.path], cpu, expectation, beds[libcs[build.path]], workdir,
+                            cell_timeout)
             log.progress(f"test     cell {number}/{len(tasks)}: {build.path.name} on {cpu.name}: {cell.verdict} "
                          f"({cell.seconds:.0f}s; {next(done)}/{len(tasks)} done) {cell.detail}")
             return cell

@@ -163,7 +163,10 @@ def run_guest(
     The low-level form of ``run_python`` for a sysroot that is still being built; ``qemu``: ``ensure_qemu``'s.
     ``qemu_args``: more options for qemu (``-plugin``...); ``prefix``: a command qemu runs under (``setarch -R``).
     """
-    assignments = [f"{key}={value}" for key, value in guest_env(pythonpath, env).items()]
+    # How a guest's aarch64 child process is run (guest_exec.py, the musl bed's stand-in for binfmt_misc).
+    exec_config = json.dumps([os.fspath(qemu), qemu_cpu, os.fspath(root)])
+    assignments = [f"{key}={value}" for key, value in
+                   guest_env(pythonpath, {"LLAMA_WHEELS_GUEST_EXEC": exec_config, **(env or {})}).items()]
     argv = [
         *("prlimit", "--core=0", "--"),  # qemu dumps a guest core into the cwd on SIGILL/SIGSEGV
         *("env", "-i", *assignments),
@@ -220,17 +223,13 @@ def measure_features(sysroot: Sysroot, cpu: Cpu) -> Features:
 def install_wheel(wheel: Path, dest: Path) -> Path:
     """Unpack aarch64 ``wheel`` into a fresh ``dest`` (replacing it atomically) for use on PYTHONPATH.
 
-    Refuses anything that is not a glibc Linux aarch64 wheel, judged by its tag and by every ELF inside.
+    Refuses anything that is not a Linux aarch64 wheel (glibc or musl), judged by its tag and by every ELF
+    inside; which bed runs it is ``libc_of_wheel``'s answer.
     """
     parsed = parse_wheel_name(wheel.name)
     if parsed is None or not wheel.is_file():
         raise UserError(f"{wheel}: not a wheel file (NAME-VERSION-PY-ABI-PLATFORM.whl); pass the built .whl")
-    platforms = sorted(parsed.platforms)
-    if not all(p.endswith("_aarch64") and p.startswith(("linux_", "manylinux")) for p in platforms):
-        raise UserError(
-            f"{wheel.name}: platform tag {'.'.join(platforms)!r} is not glibc Linux aarch64; "
-            "the emulated test bed runs only linux/manylinux *_aarch64 wheels"
-        )
+    libc_of_wheel(wheel)
     try:
         archive = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -244,6 +243,23 @@ def install_wheel(wheel: Path, dest: Path) -> Path:
                 extracted.chmod(mode | 0o600)
         _merge_data_dirs(tmp)
     return dest
+
+
+def libc_of_wheel(wheel: Path) -> str:
+    """Which emulated bed runs ``wheel``, from its platform tags: "glibc" (manylinux_*/linux_ aarch64) or
+    "musl" (musllinux_*_aarch64). The one place a wheel's tag picks a bed; anything else is a UserError."""
+    parsed = parse_wheel_name(wheel.name)
+    if parsed is None:
+        raise UserError(f"{wheel}: not a wheel file (NAME-VERSION-PY-ABI-PLATFORM.whl); pass the built .whl")
+    platforms = sorted(parsed.platforms)
+    kinds = {"musl" if p.startswith("musllinux_") else "glibc" if p.startswith(("linux_", "manylinux")) else None
+             for p in platforms if p.endswith("_aarch64")}
+    if len(kinds) != 1 or None in kinds or not all(p.endswith("_aarch64") for p in platforms):
+        raise UserError(
+            f"{wheel.name}: platform tag {'.'.join(platforms)!r} is not Linux aarch64 of one libc; the emulated "
+            "test beds run manylinux/linux *_aarch64 wheels (glibc) and musllinux_*_aarch64 wheels (musl)"
+        )
+    return str(kinds.pop())
 
 
 def _refuse_foreign_elf(wheel: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:

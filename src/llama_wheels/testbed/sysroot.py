@@ -18,19 +18,20 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config.sysroot_spec import LAYOUT, SysrootSpec, load_sysroot_spec
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, locked, sha256_file
-from llama_wheels.core.errors import ConfigError, LlamaWheelsError, ToolchainError
+from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
 from llama_wheels.testbed.debs import fetch_debs, require_apt
 from llama_wheels.testbed.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
 
-_SITE = "site-packages"
-_MANIFEST = "manifest.json"
+SITE = "site-packages"
+MANIFEST = "manifest.json"
 
 # Imports each module named on the command line; reports where each was found.
 _SMOKE = """\
@@ -38,6 +39,25 @@ import importlib, json, sys
 mods = {name: getattr(importlib.import_module(name), "__file__", None) for name in sys.argv[1:]}
 print("SMOKE " + json.dumps({"version": sys.version.split()[0], "path": sys.path, "modules": mods}))
 """
+
+
+class BedSpec(Protocol):
+    """What the steps every bed shares (its wheels, precompiling, the smoke check) read from its spec."""
+
+    @property
+    def source(self) -> Path: ...
+    @property
+    def python(self) -> str: ...
+    @property
+    def wheel_platform(self) -> str: ...
+    @property
+    def wheels(self) -> Mapping[str, str]: ...
+    @property
+    def wheel_sha256(self) -> Mapping[str, str]: ...
+    @property
+    def smoke_cpu(self) -> str: ...
+    @property
+    def smoke_imports(self) -> tuple[str, ...]: ...
 
 
 def ensure_sysroot(cache: Cache, spec: SysrootSpec | None = None) -> Sysroot:
@@ -62,13 +82,13 @@ def ensure_sysroot(cache: Cache, spec: SysrootSpec | None = None) -> Sysroot:
 
 def _open(root: Path, spec: SysrootSpec, qemu: Path) -> Sysroot | None:
     try:
-        manifest = json.loads((root / _MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict) or manifest.get("key") != spec.key:
         return None
     return Sysroot(
-        root=root, python=root / "usr" / "bin" / f"python{spec.python}", site=root / _SITE, manifest=manifest,
+        root=root, python=root / "usr" / "bin" / f"python{spec.python}", site=root / SITE, manifest=manifest,
         qemu=qemu,
     )
 
@@ -92,23 +112,26 @@ def _build(cache: Cache, spec: SysrootSpec, root: Path, qemu: Path) -> None:
                 f"{spec.source}: no usr/bin/python{spec.python} after unpacking; "
                 f"add python{spec.python}-minimal to [debian].packages"
             )
-        site = root / _SITE
-        wheels = _install_wheels(spec, site, scratch / "wheels")
-    _precompile(spec, root, python, site, qemu)
-    guest = _smoke(spec, root, python, site, qemu)
+        site = root / SITE
+        wheels = install_wheels(spec, site, scratch / "wheels")
+    precompile(spec, root, python, site, qemu)
+    guest = smoke(spec, root, python, site, qemu)
     manifest = {
         "key": spec.key,
         "layout": LAYOUT,
         "spec": spec.data,
         "python": {"path": str(python.relative_to(root)), "version": guest["version"]},
-        "site": _SITE,
         "debian": sorted(debian, key=lambda d: d["package"]),
-        "wheels": wheels,
-        "size_bytes": _tree_size(root),
-        "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "build_seconds": round(time.monotonic() - started, 1),
     }
-    (root / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_manifest(root, manifest, wheels, started)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any], wheels: list[dict[str, str]], started: float) -> None:
+    """``manifest`` plus what every bed records (site, wheels, size, when, how long) as root/manifest.json."""
+    manifest = {**manifest, "site": SITE, "wheels": wheels, "size_bytes": tree_size(root),
+                "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "build_seconds": round(time.monotonic() - started, 1)}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _ensure_foreign_arch(arch: str) -> bool:
@@ -144,7 +167,7 @@ def _unpack(deb: Path, sha256: str, root: Path) -> dict[str, str]:
     }
 
 
-def _install_wheels(spec: SysrootSpec, site: Path, wheel_dir: Path) -> list[dict[str, str]]:
+def install_wheels(spec: BedSpec, site: Path, wheel_dir: Path) -> list[dict[str, str]]:
     """Download exactly the pinned wheels, then install those files (and nothing else) into ``site``."""
     target = [
         *("--only-binary=:all:", "--no-deps", "--platform", spec.wheel_platform),
@@ -165,6 +188,10 @@ def _install_wheels(spec: SysrootSpec, site: Path, wheel_dir: Path) -> list[dict
             raise ToolchainError(
                 f"pip download produced {wheel.name}, which is not one of the pins; check pip's config"
             )
+        pinned = spec.wheel_sha256.get(parsed.project)
+        if pinned is not None and (got := sha256_file(wheel)) != pinned:
+            raise ChecksumError(f"{spec.source}: [wheels.sha256].{parsed.project}: {wheel.name} has sha256 {got}, "
+                                f"not the pinned {pinned}; pin the file PyPI serves or another version")
         files[parsed.project] = wheel
     if missing := sorted(set(spec.wheels) - set(files)):
         raise ToolchainError(f"pip download did not produce wheels for {', '.join(missing)}")
@@ -184,7 +211,7 @@ def _install_wheels(spec: SysrootSpec, site: Path, wheel_dir: Path) -> list[dict
     ]
 
 
-def _precompile(spec: SysrootSpec, root: Path, python: Path, site: Path, qemu: Path) -> None:
+def precompile(spec: BedSpec, root: Path, python: Path, site: Path, qemu: Path) -> None:
     """Write .pyc files once, so each emulated start does not recompile the stdlib (~3x faster startup).
 
     The host's python does it when it is the guest's version (same bytecode magic); otherwise the guest.
@@ -198,7 +225,7 @@ def _precompile(spec: SysrootSpec, root: Path, python: Path, site: Path, qemu: P
         raise LlamaWheelsError(f"compileall in the new sysroot failed: {' | '.join(outcome.tail[-3:])}")
 
 
-def _smoke(spec: SysrootSpec, root: Path, python: Path, site: Path, qemu: Path) -> dict[str, Any]:
+def smoke(spec: BedSpec, root: Path, python: Path, site: Path, qemu: Path) -> dict[str, Any]:
     outcome = run_guest(
         root, python, spec.smoke_cpu, ["-c", _SMOKE, *spec.smoke_imports], qemu=qemu, pythonpath=[site],
         timeout=300,
@@ -227,7 +254,7 @@ def _smoke(spec: SysrootSpec, root: Path, python: Path, site: Path, qemu: Path) 
     return report
 
 
-def _tree_size(root: Path) -> int:
+def tree_size(root: Path) -> int:
     total = 0
     for dirpath, _dirs, names in os.walk(root):
         for name in names:

@@ -24,15 +24,16 @@ from llama_wheels.core.errors import VerifyError
 from llama_wheels.core.runner import telling_line
 from llama_wheels.stages.provenance import FILENAME as PROVENANCE
 from llama_wheels.stages.provenance import read_provenance
+from llama_wheels.testbed.beds import bed_for_wheel
 from llama_wheels.testbed.matrix import declared_variants, expectation_for
 from llama_wheels.testbed.models import SPECS, weight_tensors, write_model
-from llama_wheels.testbed.qemu import ensure_qemu, install_wheel, run_python
+from llama_wheels.testbed.qemu import Sysroot, ensure_qemu, install_wheel, run_python
 from llama_wheels.testbed.sysroot import ensure_sysroot
 
 SMOKE_CPU = "neoverse-n1"
 SMOKE_MODEL = "q4_0"  # every weight's row count a multiple of 8: each Q4_0 layout takes them all
 # Platforms whose wheels the emulated test bed (qemu-aarch64 + an arm64 sysroot) can run.
-EMULATED_PLATFORMS = ("linux-aarch64",)
+EMULATED_PLATFORMS = ("linux-aarch64", "linux-aarch64-musl")  # the glibc and the musl bed (testbed/beds.py)
 
 # verbose=True: llama-cpp-python's log callback then passes ggml's DEBUG lines on, among them one
 # "repack: repack tensor NAME with LAYOUT" per repacked weight, which the host reads from the output.
@@ -78,13 +79,15 @@ def smoke_test(wheel: Path, cpu: Cpu, cache: Cache) -> SmokeResult:
     """Run ``wheel`` on emulated ``cpu``; raise VerifyError with a clear verdict if it does not work."""
     with tempfile.TemporaryDirectory(prefix="llama-wheels-verify-") as scratch:
         site = install_wheel(wheel, Path(scratch) / "site")
-        return run_smoke(site, cpu, cache, label=wheel.name)
+        return run_smoke(site, cpu, cache, label=wheel.name, sysroot=bed_for_wheel(wheel, cache))
 
 
-def run_smoke(site: Path, cpu: Cpu, cache: Cache, *, label: str, model: Path | None = None) -> SmokeResult:
+def run_smoke(site: Path, cpu: Cpu, cache: Cache, *, label: str, model: Path | None = None,
+              sysroot: Sysroot | None = None) -> SmokeResult:
     """The smoke run with llama_cpp from ``site`` (however it was installed there) on emulated ``cpu``:
-    load ``model`` (default: the tiny ``q4_0`` model), generate 8 greedy tokens, read what was repacked."""
-    sysroot = ensure_sysroot(cache)
+    load ``model`` (default: the tiny ``q4_0`` model), generate 8 greedy tokens, read what was repacked.
+    ``sysroot``: the bed to run in (default: the glibc bed)."""
+    sysroot = sysroot or ensure_sysroot(cache)
     with tempfile.TemporaryDirectory(prefix="llama-wheels-smoke-") as scratch:
         model = model or write_model(SPECS[SMOKE_MODEL], Path(scratch) / f"{SMOKE_MODEL}.gguf")
         outcome = run_python(sysroot, cpu, ["-c", _SMOKE, str(model)], pythonpath=[site], timeout=600)

@@ -1,0 +1,76 @@
+"""The musllinux wheel in the emulated musl bed: the CPU matrix, and pip inside the musl Python installing it.
+
+``llama-wheels test`` gets the musl wheel and the default (glibc) wheel together: the musl one runs in the musl
+bed, the glibc one in the glibc bed (the wheel's tag decides, ``qemu.libc_of_wheel``), with the same
+expectations per CPU class (variant, the layout of each type, repack on/off, greedy tokens identical across
+CPUs); on top, the two wheels must agree with each other cell by cell.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llama_wheels.config.cpus import load_cpus
+from llama_wheels.core.cache import Cache
+from llama_wheels.testbed.musl_bed import ensure_musl_sysroot
+from llama_wheels.testbed.qemu import libc_of_wheel, run_python
+from llama_wheels.testbed.verify import run_smoke
+
+from .conftest import REPO, build_target, cli, pinned
+
+pytestmark = [pytest.mark.build, pytest.mark.emulated]
+
+MUSL_TARGET = "linux-aarch64-musl"
+
+
+@pytest.fixture(scope="module")
+def musl_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wheel = build_target(tmp_path_factory, MUSL_TARGET)
+    assert wheel.name.endswith("-musllinux_1_2_aarch64.whl"), wheel.name
+    return wheel
+
+
+def test_the_matrix_runs_the_musl_wheel_in_the_musl_bed_like_the_glibc_one(
+        musl_wheel: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    glibc_wheel = build_target(tmp_path_factory)
+    assert (libc_of_wheel(musl_wheel), libc_of_wheel(glibc_wheel)) == ("musl", "glibc")
+    result = cli("--log", str(tmp_path / "test.log"), "test", str(musl_wheel), str(glibc_wheel),
+                 "--out", str(tmp_path / "report"), "--jobs", "2", timeout=5400)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    cells = json.loads((tmp_path / "report" / "matrix.json").read_text())["cells"]
+    cpus = list(load_cpus(REPO))
+    by_wheel = {name: {c["cpu"]: c for c in cells if c["wheel"] == name} for name in (musl_wheel.name,
+                                                                                         glibc_wheel.name)}
+    musl, glibc = by_wheel[musl_wheel.name], by_wheel[glibc_wheel.name]
+    assert sorted(musl) == sorted(glibc) == sorted(cpus)
+    for cpu in cpus:
+        assert musl[cpu]["verdict"] == "pass", musl[cpu]
+        same = ("variant", "layout", "layouts", "repacked", "tokens")
+        assert {k: musl[cpu][k] for k in same} == {k: glibc[cpu][k] for k in same}, cpu
+
+
+def test_pip_in_the_musl_python_installs_the_musl_wheel_from_a_file_index_and_it_generates(
+        musl_wheel: Path, tmp_path: Path, cache: Cache) -> None:
+    bed = ensure_musl_sysroot(cache)
+    cpu = load_cpus(REPO)["cortex-a76"]
+    target, report = tmp_path / "target", tmp_path / "report.json"
+    # pip is the bed's own (a pinned wheel in its site-packages); its dependencies too (--no-deps).
+    installed = run_python(
+        bed, cpu,
+        ["-m", "pip", "--isolated", "--disable-pip-version-check", "install", "--no-cache-dir", "--no-compile",
+         "--no-index", "--find-links", str(musl_wheel.parent), "--only-binary=:all:", "--no-deps",
+         "--target", str(target), "--report", str(report), f"llama-cpp-python=={pinned().version}"],
+        timeout=1200)
+    assert installed.returncode == 0, "\n".join(installed.tail)
+    entry = json.loads(report.read_text())["install"][0]
+    assert entry["download_info"]["url"] == musl_wheel.as_uri()
+    smoke = run_smoke(target, cpu, cache, label=f"{musl_wheel.name} installed by pip in the musl bed",
+                      sysroot=bed)
+    assert smoke.package == target / "llama_cpp" / "__init__.py"
+    assert len(smoke.tokens) == 8 and smoke.layout == "q4_0_4x4"  # cortex-a76: dotprod, repacked
+    print(f"\npip in the emulated musl python3.11 ({cpu.name}) installed {musl_wheel.name}; variant "
+          f"{smoke.variant}, repack {smoke.layout}, greedy tokens {list(smoke.tokens)}")
