@@ -146,28 +146,35 @@ def round_order(cases: Sequence[Case], index: int) -> list[Case]:
 @contextmanager
 def _workers(
     cases: Sequence[Case], model: Path, settings: Settings, probe_dir: Path
-) -> Iterator[dict[str, runner.Session]]:
-    """One loaded, warmed-up worker per process group of ``cases``: case name -> its session."""
+) -> Iterator[dict[str, tuple[runner.Session, dict[str, Any]]]]:
+    """One loaded, warmed-up worker per process group of ``cases``: case name -> its session and READY record.
+
+    Started one after another, each once the previous one is ready: loading and warming up several at once
+    would put all their threads on the cores together, and ggml's threads spin while they wait for each other.
+    """
     groups: dict[tuple[Path, Path | None, int | None], list[Case]] = {}
     for case in cases:
         groups.setdefault(case.process, []).append(case)
+    names = ", ".join(c.name for c in cases)
     with ExitStack() as stack:
-        sessions: dict[str, runner.Session] = {}
-        for (site, lib_path, threads), members in groups.items():
-            slots = ",".join(dict.fromkeys(c.slot for c in members))
-            worker = stack.enter_context(
-                runner.session(
-                    [sys.executable, WORKER, model, "--probe-dir", probe_dir,
-                     "--threads", str(threads or settings.threads), "--slots", slots,
-                     "--n-prompt", str(settings.n_prompt), "--n-gen", str(settings.n_gen)],
-                    env=_env(site, lib_path),
-                    cwd=site,
+        workers: dict[str, tuple[runner.Session, dict[str, Any]]] = {}
+        with runner.current_log().stage("load", f"{names}: one after another, warmed up"):
+            for (site, lib_path, threads), members in groups.items():
+                slots = ",".join(dict.fromkeys(c.slot for c in members))
+                worker = stack.enter_context(
+                    runner.session(
+                        [sys.executable, WORKER, model, "--probe-dir", probe_dir,
+                         "--threads", str(threads or settings.threads), "--slots", slots,
+                         "--n-prompt", str(settings.n_prompt), "--n-gen", str(settings.n_gen)],
+                        env=_env(site, lib_path),
+                        cwd=site,
+                    )
                 )
-            )
-            for case in members:
-                sessions[case.name] = worker
-        yield sessions
-        for worker in dict.fromkeys(sessions.values()):
+                ready = json.loads(worker.expect("READY ", timeout=LOAD_TIMEOUT))
+                for case in members:
+                    workers[case.name] = (worker, ready)
+        yield workers
+        for worker in dict.fromkeys(w for w, _ in workers.values()):
             worker.send("quit")
 
 
@@ -176,27 +183,23 @@ def run_lockstep(cases: Sequence[Case], model: Path, settings: Settings, probe_d
     log = runner.current_log()
     names = ", ".join(c.name for c in cases)
     results = {case.name: CaseResult(case=case) for case in cases}
-    with _workers(cases, model, settings, probe_dir) as sessions:
-        with log.stage("load", f"{names}: model loaded and warmed up per case"):
-            readies: dict[int, dict[str, Any]] = {}
-            for case in cases:
-                worker = sessions[case.name]
-                if id(worker) not in readies:
-                    readies[id(worker)] = json.loads(worker.expect("READY ", timeout=LOAD_TIMEOUT))
-                results[case.name].info = check_claims(case, readies[id(worker)])
+    with _workers(cases, model, settings, probe_dir) as workers:
+        for case in cases:
+            results[case.name].info = check_claims(case, workers[case.name][1])
         for index in range(settings.passes):
             with log.stage("measure", f"{names}: round {index + 1}/{settings.passes}"):
                 for kind in KINDS:
                     for case in round_order(cases, index):
-                        sessions[case.name].send(f"{kind} {case.slot}")
-                        rate = json.loads(sessions[case.name].expect("PASS ", timeout=PASS_TIMEOUT))["rate"]
+                        worker = workers[case.name][0]
+                        worker.send(f"{kind} {case.slot}")
+                        rate = json.loads(worker.expect("PASS ", timeout=PASS_TIMEOUT))["rate"]
                         results[case.name].rates(kind).append(float(rate))
-        for result in results.values():
-            log.progress(
-                f"result   {result.case.name}: pp {result.summary('pp').median:.1f} t/s, "
-                f"tg {result.summary('tg').median:.1f} t/s, variant {result.info['variant']}, "
-                f"{result.info['repacked']} tensors repacked {result.info['layouts']}"
-            )
+    for result in results.values():
+        log.progress(
+            f"result   {result.case.name}: pp {result.summary('pp').median:.1f} t/s, "
+            f"tg {result.summary('tg').median:.1f} t/s, variant {result.info['variant']}, "
+            f"{result.info['repacked']} tensors repacked {result.info['layouts']}"
+        )
     return results
 
 

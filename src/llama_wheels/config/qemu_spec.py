@@ -119,7 +119,7 @@ def load_qemu_build_spec(root: Path) -> QemuBuildSpec:
     for name in sorted(files.data):
         if not _SOURCE_FILE.match(name):
             raise ConfigError(f"{files.where}: {name!r} is not a source package file name (NAME_VERSION.tar.xz)")
-        pinned.append((name, files.match(name, _SHA256, "a sha256 (64 lowercase hex digits)")))
+        pinned.append((name, files.match(name, SHA256, "a sha256 (64 lowercase hex digits)")))
     if not pinned:
         raise ConfigError(f"{files.where}: empty; pin every file of the source package but the .dsc")
     configure = build.get("configure", list)
@@ -135,12 +135,12 @@ def load_qemu_build_spec(root: Path) -> QemuBuildSpec:
     return QemuBuildSpec(
         source=path,
         debian=debian,
-        package=build.match("source", _DEB_NAME, "a Debian source package name"),
-        version=build.match("version", _DEB_VERSION, 'an exact Debian version like "1:10.0.13+ds-0+deb13u1"'),
-        dsc_sha256=build.match("dsc_sha256", _SHA256, "the .dsc's sha256 (64 lowercase hex digits)"),
+        package=build.match("source", DEB_NAME, "a Debian source package name"),
+        version=build.match("version", DEB_VERSION, 'an exact Debian version like "1:10.0.13+ds-0+deb13u1"'),
+        dsc_sha256=build.match("dsc_sha256", SHA256, "the .dsc's sha256 (64 lowercase hex digits)"),
         files=tuple(pinned),
         meson_wheel=build.match("meson_wheel", _WHEEL, "a wheel file name like meson-1.5.0-py3-none-any.whl"),
-        meson_sha256=build.match("meson_sha256", _SHA256, "the wheel's sha256 (64 lowercase hex digits)"),
+        meson_sha256=build.match("meson_sha256", SHA256, "the wheel's sha256 (64 lowercase hex digits)"),
         target=build.match("target", _NINJA_TARGET, "a qemu binary's ninja target like qemu-aarch64"),
         configure=tuple(configure),
         plugin=root / plugin,
