@@ -93,9 +93,13 @@ def fetch_source(
     update: Callable[[], object],
     pinned: Mapping[str, str],
     where: str,
+    entry: Callable[[str], str],
     fix: str = "",
 ) -> Path:
     """The source package ``name`` (``NAME=VERSION``) downloaded into ``dest``; returns its .dsc.
+
+    ``where``: the config table of the pins; ``entry``: a file name -> the config entry that pins it (for the
+    error message that names the culprit).
 
     ``apt``/``update``: a private configuration with a deb-src line (``private_apt``). ``pinned``: file name
     -> sha256 for every file of the package, the .dsc included: apt's index must list exactly those files
@@ -117,13 +121,14 @@ def fetch_source(
                             f"{sorted(pinned)}{fix and '; ' + fix}")
     for file, sha256 in sorted(listed.items()):
         if pinned[file] != sha256:
-            raise ChecksumError(f"{where}: apt's index gives {file} sha256 {sha256}, not the pinned "
+            raise ChecksumError(f"{entry(file)}: apt's index gives sha256 {sha256}, not the pinned "
                                 f"{pinned[file]}: a wrong pin or a changed archive{fix and '; ' + fix}")
     runner.run(["apt-get", *apt, "-o", "APT::Sandbox::User=root", "source", "--download-only", name], cwd=dest)
     for file, sha256 in sorted(pinned.items()):
         got = sha256_file(dest / file) if (dest / file).is_file() else "missing"
         if got != sha256:
-            raise ChecksumError(f"{dest / file}: sha256 {got}, but {where} pins {sha256}; run again")
+            raise ChecksumError(f"{entry(file)}: the downloaded {file} has sha256 {got}, not the pinned {sha256} "
+                                "that apt's index also gives; run again")
     [dsc] = [dest / file for file in pinned if file.endswith(".dsc")]
     return dsc
 

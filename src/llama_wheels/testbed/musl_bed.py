@@ -41,7 +41,7 @@ from typing import Any
 from llama_wheels.config.musl_bed_spec import MuslBedSpec, SourcePackage, load_musl_bed_spec
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, publish_file, sha256_file
-from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
+from llama_wheels.core.errors import ConfigError, LlamaWheelsError, ToolchainError
 from llama_wheels.stages.toolchain import find_zig
 from llama_wheels.testbed import debs, guest_exec
 from llama_wheels.testbed.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
@@ -49,7 +49,6 @@ from llama_wheels.testbed.sysroot import MANIFEST, SITE, install_wheels, precomp
 
 LAYOUT = "1"  # bump when the bed's on-disk layout changes: every musl bed is built anew
 PREFIX = "musl-"  # cache.sysroots / "musl-KEY"
-_SOURCE_URI = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
 _PATCHES = ("patches", "musl-bed")
 _STEPS = ("sources", "zlib", "libffi", "sqlite", "cpython configure", "cpython make", "cpython install", "loader",
           "wheels", "smoke")
@@ -270,32 +269,11 @@ def _cached(path: Path, sha256: str) -> bool:
 
 def _download_source(cache: Cache, spec: MuslBedSpec, package: SourcePackage, store: Path, scratch: Path) -> None:
     apt, update = debs.private_apt(cache, spec.sources_line("deb-src"), spec.loader.arch)
-    query = ["apt-get", *apt, "source", "--download-only", "--print-uris", package.apt_name]
-    outcome = runner.probe(query)
-    if outcome.returncode != 0:
-        update()  # an index older than the package, or none yet
-        outcome = runner.probe(query)
-    if outcome.returncode != 0:
-        errors = [line for line in outcome.tail if line.startswith("E:")] or list(outcome.tail[-1:])
-        raise ConfigError(f"{package.where}: apt-get source cannot get {package.apt_name}: {' '.join(errors)}; "
-                          f"see the header of {spec.source.name} to move the pin")
-    offered = {m["file"]: m["sha256"] for m in map(_SOURCE_URI.match, outcome.output.splitlines()) if m}
-    if set(offered) != set(package.files):
-        raise ConfigError(f"{package.where}.files: apt-get source {package.apt_name} gives "
-                          f"{', '.join(sorted(offered))}; pin exactly those files")
-    for name, sha256 in sorted(package.files.items()):
-        if offered[name] != sha256:
-            raise ChecksumError(f"{package.where}.files.\"{name}\": apt's index gives sha256 {offered[name]}, not "
-                                f"the pinned {sha256}: a wrong pin or a changed archive")
     download = scratch / f"download-{package.name}"
     download.mkdir()
-    runner.run(["apt-get", *apt, "-o", "APT::Sandbox::User=root", "source", "--download-only",
-                package.apt_name], cwd=download)
-    for name, sha256 in sorted(package.files.items()):
-        got = sha256_file(download / name)
-        if got != sha256:
-            raise ChecksumError(f"{package.where}.files.\"{name}\": the downloaded file has sha256 {got}, "
-                                f"not the pinned {sha256} that apt's index also gives; run again")
+    debs.fetch_source(package.apt_name, dest=download, apt=apt, update=update, pinned=package.files,
+                      where=f"{package.where}.files", entry=lambda name: f'{package.where}.files."{name}"',
+                      fix=f"see the header of {spec.source.name} to move the pin")
     for name in sorted(package.files):
         publish_file(download / name, store)
 

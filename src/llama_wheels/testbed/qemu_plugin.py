@@ -121,6 +121,8 @@ def _build_qemu(cache: Cache, spec: QemuBuildSpec, scratch: Path, final: Path) -
     dsc = debs.fetch_source(spec.apt_name, dest=download, apt=apt, update=update,
                             pinned={dsc_name: spec.dsc_sha256, **dict(spec.files)},
                             where=f"{spec.source}: [build]",
+                            entry=lambda f: f"{spec.source}: build." + (
+                                "dsc_sha256" if f == dsc_name else f'files."{f}"'),
                             fix=f"to move the pin, see the header of {spec.source.name}")
     fetched = time.monotonic()
     source = scratch / "source"
