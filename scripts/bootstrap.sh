@@ -2,7 +2,8 @@
 # Install what llama-wheels needs on a fresh Debian/Ubuntu machine, idempotently:
 #   Debian: ccache, git, python3-venv, debian-archive-keyring (the emulated ARM test bed's qemu-user is not
 #           installed: llama-wheels fetches the .deb build_config/qemu.toml pins into its cache), and what
-#           the instruction-counting qemu is built with (dpkg-dev, ninja-build, pkg-config, libglib2.0-dev)
+#           the instruction-counting qemu is built with (dpkg-dev, ninja-build, pkg-config, libglib2.0-dev),
+#           what the emulated musl Python is built with (make, patch, tcl, gcc)
 #   PyPI:   this project and its pinned tools (zig, scikit-build-core, cmake, ninja, auditwheel, ...)
 #           into .venv/ of this checkout.
 # Sourced by scripts/build.sh and scripts/test.sh; prints where the venv is.
@@ -24,6 +25,12 @@ command -v dpkg-source >/dev/null || need_apt+=(dpkg-dev)
 command -v ninja >/dev/null || need_apt+=(ninja-build)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 pkg-config --exists glib-2.0 gmodule-2.0 2>/dev/null || need_apt+=(libglib2.0-dev)
+# The emulated musl Python is cross built from Debian's sources (build_config/musl_bed.toml): make and patch,
+# and sqlite's build runs tclsh and a host gcc for its generators
+command -v make >/dev/null || need_apt+=(make)
+command -v patch >/dev/null || need_apt+=(patch)
+command -v tclsh >/dev/null || need_apt+=(tcl)
+command -v gcc >/dev/null || need_apt+=(gcc)
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "bootstrap: apt-get install ${need_apt[*]}" >&2
