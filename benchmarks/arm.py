@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine, wheels
+from benchmarks import machine, perf, wheels
 from benchmarks.arm_worker import PHASES, region_of
 from llama_wheels.config import Config, load
 from llama_wheels.config.cpus import Cpu, load_cpus
@@ -511,9 +511,7 @@ def main_arm(args: Any) -> dict[str, Any]:
         settings = dataclasses.replace(settings, repeat=args.repeat, repeat_classes=None, repeat_variants=args.repeat)
     data = run(args, settings)
     out = args.out.resolve()
-    json_path = out / "arm.json"
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_no_counts) + "\n")
+    perf.write_json(out / "arm.json", data, default=_no_counts)
     from benchmarks.chart import write_arm_chart  # matplotlib only once there is something to draw
 
     write_arm_chart(data, out / "arm.png")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels.core import runner
+from llama_wheels.core.cache import atomic_path
 from llama_wheels.core.errors import LlamaWheelsError, VerifyError
 
 from .stats import PairedRatio, Summary, summarize
@@ -201,6 +202,13 @@ def run_lockstep(cases: Sequence[Case], model: Path, settings: Settings, probe_d
             f"{result.info['repacked']} tensors repacked {result.info['layouts']}"
         )
     return results
+
+
+def write_json(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> Path:
+    """A benchmark report written atomically (nothing half-written if the run is stopped)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
+    return path
 
 
 def logged_main(name: str, log_path: Path | None, logs: Path, body: Callable[[], int]) -> int:

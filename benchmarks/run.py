@@ -16,7 +16,6 @@ full log goes to the file named on the first line. Exit code 2 on bad input, 1 w
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -30,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 from benchmarks import builds, machine, model, perf, wheels
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
-from llama_wheels.core.cache import Cache, atomic_path
+from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -330,9 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         data = benchmark(args, settings)
         out = args.out.resolve()
-        json_path = out / "benchmarks.json"
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
+        json_path = perf.write_json(out / "benchmarks.json", data)
         from benchmarks.chart import write_chart  # matplotlib only once there is something to draw
 
         png = write_chart(data, out / "benchmarks.png")

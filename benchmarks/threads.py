@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
 from benchmarks import machine, model, perf, stats, wheels
 from llama_wheels.config import load
 from llama_wheels.core import runner
-from llama_wheels.core.cache import Cache, atomic_path
+from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import UserError, VerifyError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,9 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         data = measure(args)
-        path = args.out.resolve() / "threads.json"
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
+        path = perf.write_json(args.out.resolve() / "threads.json", data)
         print(table(data))
         print(f"wrote {path}")
         return 0
