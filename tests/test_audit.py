@@ -132,9 +132,15 @@ def test_a_macos_core_library_beyond_the_apple_baseline_fails(tmp_path: Path) ->
     result = cli("audit", str(ok))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "libggml-base.dylib [baseline armv8.4-a+fp16]: ok; uses dotprod 1, fp16 1, lse 1, rcpc 1" in result.stdout
+    # human output: a heading, one line per library, a verdict line
+    assert len(result.stdout.splitlines()) == 3
+    assert result.stdout.splitlines()[-1] == "verdict: 1 of 1 wheel(s) pass the ISA audit"
     bad = wheel_with([*base, "smmla v0.4s, v1.16b, v2.16b"], tmp_path / "bad")
     result = cli("audit", str(bad))
     assert result.returncode == 1
+    _, library, verdict = result.stdout.splitlines()
+    assert library.startswith("  libggml-base.dylib [baseline armv8.4-a+fp16]: FAIL: 1 need i8mm, e.g. `smmla ")
+    assert verdict == f"verdict: 0 of 1 wheel(s) pass the ISA audit; failing: {bad.name}"
     assert re.search(r"libggml-base\.dylib: 1 need i8mm, e\.g\. `smmla v0\.4s, v1\.16b, v2\.16b` at 0x[0-9a-f]+ "
                      r"\(__TEXT,__text, file offset 0x[0-9a-f]+\)", result.stderr), result.stderr
 

@@ -1,25 +1,39 @@
 """``llama-wheels``: the command line. Parses arguments, runs a command, maps errors to exit codes.
 
-Exit codes: 0 ok, 1 the work failed (also an operating-system error: a full disk, a read-only or
-unwritable directory), 2 bad input (configuration, checksum, patch, missing tool), 130 interrupted.
-Errors print one line (no traceback unless --debug).
+Exit codes (one policy for every command, printed by ``--help`` and in the reference):
+0 ok; 1 the work or the environment failed (a build, a gate, a full disk, an unwritable directory);
+2 bad input (arguments, a missing file, configuration, checksum, patch, missing tool); 130 interrupted.
+An error prints one line; ``--debug`` adds the traceback and keeps the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
+import textwrap
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, remove
 from llama_wheels.core.errors import ConfigError, Interrupted, LlamaWheelsError
-from llama_wheels.plan import describe, plan
+from llama_wheels.plan import describe, plan, to_json
+
+SUMMARY = "Build, test and release ARM wheels of llama-cpp-python whose runtime repacking works."
+EXIT_CODES = (("0", "ok"),
+              ("1", "the work or the environment failed: a build, a gate, a test cell, a full disk, an unwritable "
+                    "directory"),
+              ("2", "bad input: arguments, a missing file, build_config/, a checksum, a patch, a missing tool"),
+              ("130", "interrupted (Ctrl-C, SIGTERM); nothing half-written is left"))
+REPACK_TABLE_PAGE = "docs/measurements.md"  # the page holding the repack table `repack-report` rewrites
+EXIT_POLICY = ("exit codes: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES)
+               + ". An error is one line on stderr; --debug adds the traceback and keeps the exit code.")
 
 
 def find_root(explicit: Path | None) -> Path:
@@ -38,7 +52,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_plan(args: argparse.Namespace, cache: Cache) -> int:
-    print(describe(plan(_config(args), args.targets, args.pin)))
+    jobs = plan(_config(args), args.targets, args.pin)
+    print(to_json(jobs) if args.json else describe(jobs))
     return 0
 
 
@@ -94,8 +109,11 @@ def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
                         variants_for={w: pinned_variants(w, config, cache) for w in wheels}, jobs=args.jobs,
                         **({"cell_timeout": args.cell_timeout} if args.cell_timeout else {}))
     json_path, table_path = report.write(args.out.resolve())
-    print(report.table())
-    print(f"report: {json_path} and {table_path}")
+    if args.json:  # the report file's own text: one owner of the format (matrix.Report.write)
+        print(json_path.read_text())
+    else:
+        print(report.table())
+        print(f"report: {json_path} and {table_path}")
     return 0 if report.ok else 1
 
 
@@ -116,8 +134,6 @@ def cmd_bed(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, cache: Cache) -> int:
-    import json
-
     from llama_wheels.testbed.audit import audit
 
     config = _config(args)
@@ -126,6 +142,9 @@ def cmd_audit(args: argparse.Namespace, cache: Cache) -> int:
         print(json.dumps([json.loads(r.to_json()) for r in reports], indent=2))
     else:
         print("\n".join(r.render() for r in reports))
+        failing = [r.wheel for r in reports if r.violations]
+        print(f"verdict: {len(reports) - len(failing)} of {len(reports)} wheel(s) pass the ISA audit"
+              + (f"; failing: {', '.join(failing)}" if failing else ""))
     failed = [r for r in reports if r.violations]
     for report in failed[1:]:
         print(f"llama-wheels: error: ISA audit of {report.wheel} failed", file=sys.stderr)
@@ -223,7 +242,13 @@ def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
     for name in names:
         config.pin(name)  # every name checked before any work
     reports = pinning.check_pins(config, names, cache)
-    print("\n\n".join(report.render() for report in reports))
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([{**asdict(report), "problems": report.problems} for report in reports], indent=2,
+                         default=str))
+    else:
+        print("\n\n".join(report.render() for report in reports))
     failed = [report for report in reports if report.problems]
     if failed:
         also = f" (pins failing: {', '.join(r.pin.name for r in failed)})" if len(failed) > 1 else ""
@@ -248,8 +273,9 @@ def cmd_repack_report(args: argparse.Namespace, cache: Cache) -> int:
     cpus = load_cpus(config.root)
     chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
     data = run(config, cache, chosen, build_wheels(config, cache, args.dist.resolve()), jobs=args.jobs)
-    json_path, md_path = write(data, args.out.resolve(), config.root / "README.md")
-    print(f"report: {md_path} and {json_path}; README.md's table updated")
+    page = config.root / REPACK_TABLE_PAGE
+    json_path, md_path = write(data, args.out.resolve(), page)
+    print(f"wrote {md_path}, {json_path} and the repack table of {page}")
     bad = [f"{role} on {cpu}: {cell['verdict']} {cell['detail']}" for role, cells in data["cells"].items()
            for cpu, cell in cells.items() if cell["verdict"] not in ("pass", "unsupported")]
     for line in bad:
@@ -275,117 +301,379 @@ def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
     return 1 if bad else 0
 
 
+def _size(path: Path) -> int:
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size
+    return sum(f.lstat().st_size for f in path.rglob("*") if not f.is_dir() or f.is_symlink())
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     everything = ["sdists", "ccache", "zig", "sysroot", "wheels"]
     parts = ["build", "src", "toolchains"] + (everything if args.all else [])
     for part in parts:
+        path = cache.root / part
+        if args.dry_run:
+            there = path.exists() or path.is_symlink()
+            print(f"would remove {path} ({_size(path) / 1e6:.1f} MB)" if there else f"absent  {path}")
+            continue
         # remove() raises what it could not remove (main() reports it in one line): never "removed" untrue
-        print(f"removed {cache.root / part}" if remove(cache.root / part) else f"absent  {cache.root / part}")
+        print(f"removed {path}" if remove(path) else f"absent  {path}")
     return 0
 
 
+def cmd_completion(args: argparse.Namespace, cache: Cache) -> int:
+    import shtab
+
+    print(shtab.complete(parser(), shell=args.shell), end="")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels import reference
+
+    root = find_root(args.config)
+    if args.docs_command == "generate":
+        written = reference.generate(root, parser())
+        for rel in reference.PAGES:
+            print(f"{rel}: {'written' if rel in written else 'up to date'}")
+        return 0
+    drifted = reference.drift(root, parser())
+    if drifted:
+        raise ConfigError(f"{', '.join(map(str, drifted))}: differ from what the code gives; run "
+                          "`llama-wheels docs generate` and commit the result")
+    print(f"{', '.join(map(str, reference.PAGES))}: match the code")
+    return 0
+
+
+def version_text(config_dir: Path | None) -> str:
+    """``--version``: the tool, the pins it builds and the emulator it judges with."""
+    import importlib.metadata
+    import platform
+
+    try:
+        tool = importlib.metadata.version("llama-wheels")
+    except importlib.metadata.PackageNotFoundError:
+        tool = "(not installed: run scripts/bootstrap.sh)"
+    lines = [f"llama-wheels {tool} (Python {platform.python_version()})"]
+    try:
+        from llama_wheels.config.qemu_spec import load_qemu_spec
+
+        config = load(find_root(config_dir))
+        qemu = load_qemu_spec(config.root)
+    except LlamaWheelsError as exc:
+        return "\n".join([*lines, f"pins: not read ({exc})"])
+    for pin in config.pins.values():
+        marks = [m for m, on in (("default", pin.name == config.default_pin), ("published", pin.publish),
+                                 (f"build {pin.build}", pin.build is not None)) if on]
+        lines.append(f"pin {pin.name}: llama-cpp-python {pin.version}, llama.cpp {pin.llama_cpp_commit[:9]}"
+                     + (f" ({', '.join(marks)})" if marks else ""))
+    lines.append(f"qemu: {qemu.package} {qemu.version} (Debian {qemu.suite}, build_config/qemu.toml)")
+    return "\n".join(lines)
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version, the pins and the qemu pin; exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> NoReturn:
+        print(version_text(getattr(namespace, "config", None)))
+        parser.exit(0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end like all bad input: one line naming the culprit, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"llama-wheels: error: {self.prog.removeprefix('llama-wheels ') or 'arguments'}: {message} "
+                     f"(see `{self.prog} --help`)\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Paragraphs filled to the terminal; example lines (indented) and headings (ending in ':') as written."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=28)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = super()._format_action(action)
+        if isinstance(action, argparse._SubParsersAction):  # the commands one line each, no bare "COMMAND" above
+            return "".join(text.splitlines(keepends=True)[1:])
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for para in text.split("\n\n"):
+            lines = para.splitlines()
+            if lines and (lines[0].endswith(":") or lines[0].startswith(" ")):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(para.split()), width, initial_indent=indent,
+                                         subsequent_indent=indent))
+        return "\n\n".join(out)
+
+
+def _command(sub: Any, name: str, summary: str, description: str,
+             *examples: str) -> argparse.ArgumentParser:
+    """A subcommand: a one-line summary (the top-level list), a description and at least one example."""
+    epilog = "examples:\n" + "\n".join(f"  {example}" for example in examples)
+    command: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=description,
+                                                      epilog=epilog, formatter_class=_Formatter)
+    return command
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: {'a directory' if path.is_dir() else 'no such file'}; "
+                                         "check the path")
+    return path
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {'not a directory' if path.exists() else 'no such directory'}; "
+                                         "check the path")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="llama-wheels", description=__doc__.splitlines()[0] if __doc__ else None)
+    top = _Parser(prog="llama-wheels", description=SUMMARY, formatter_class=_Formatter,
+                  epilog=f"{EXIT_POLICY}\n\nRun `llama-wheels COMMAND --help` for a command's description and "
+                         "examples. Most commands need the checkout holding build_config/ (found from the current "
+                         "directory, or --config).")
+    top.add_argument("--version", action=_Version)
     top.add_argument("--config", type=Path, help="checkout holding build_config/ (default: found from cwd)")
-    top.add_argument("--log", type=Path, help="full log file (default: logs/llama-wheels-<time>.log)")
-    top.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = top.add_subparsers(dest="command", required=True)
+    top.add_argument("--log", type=Path, help="full log file (default: <cache>/logs/<time>-<command>.log)")
+    top.add_argument("--debug", action="store_true", help="add the traceback to an error (same exit code)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
     def with_targets(p: argparse.ArgumentParser) -> None:
-        p.add_argument("targets", nargs="*", metavar="TARGET", help="targets from build_config/targets.toml")
+        p.add_argument("targets", nargs="*", metavar="TARGET", help="targets from build_config/targets.toml "
+                       "(default: the pin's targets, else the default target)")
         p.add_argument("--pin", help="pin from build_config/pins.toml (default: its default)")
 
-    p = sub.add_parser("plan", help="show per target the exact CMake arguments and patches; builds nothing")
-    with_targets(p)
-    p.set_defaults(func=cmd_plan)
-    p = sub.add_parser("fetch", help="download (sha256-checked) and prepare (patch) the pinned source")
-    with_targets(p)
-    p.set_defaults(func=cmd_fetch)
-    p = sub.add_parser("build", help="fetch, prepare, build, repair, verify and ISA-audit wheels into dist/")
+    def with_cpus(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable; "
+                       "default: every one)")
+
+    p = _command(sub, "build", "fetch, patch, build, repair, verify, audit -> dist/",
+                 "Build wheels of the pinned llama-cpp-python: download and sha256-check the sdist, apply the pin's "
+                 "patch series, compile with zig, repair (auditwheel), finalize (provenance record, reproducible "
+                 "archive), smoke-test under the emulated neoverse-n1 (verify) and run the static ISA audit. "
+                 "A wheel reaches --dist only if every gate passes; a multi-target build publishes all or none.",
+                 "llama-wheels build",
+                 "llama-wheels build linux-aarch64-armv8.2-dotprod --pin legacy --dist dist-legacy")
     with_targets(p)
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where finished wheels go (default: dist/)")
     p.add_argument("--no-verify", action="store_true", help="skip the emulated smoke test")
     p.set_defaults(func=cmd_build)
-    p = sub.add_parser("repair", help="auditwheel-repair and check a built wheel")
-    p.add_argument("wheel", type=Path)
-    p.add_argument("--target", help="target the wheel was built for (default: the default target)")
-    p.add_argument("--dist", type=Path, default=Path("dist"))
-    p.set_defaults(func=cmd_repair)
-    p = sub.add_parser("bed", help="build (once) the emulated test bed of a libc and print where it is")
-    p.add_argument("libc", choices=("glibc", "musl"), help="glibc: build_config/sysroot.toml; musl: musl_bed.toml")
-    p.set_defaults(func=cmd_bed)
-    p = sub.add_parser("test", help="run wheels on every emulated CPU; JSON report and table")
-    p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
-    p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
+
+    p = _command(sub, "test", "run wheels on every emulated CPU class",
+                 "Run each wheel's test suite on every CPU class of build_config/cpus.toml under the pinned "
+                 "qemu-user: the CPU variant ggml loads, each weight's repack layout (judged by the oracle), the "
+                 "same greedy tokens with repacking off, ImportError instead of SIGILL where a fixed-ISA wheel "
+                 "must refuse. Writes OUT/matrix.json and OUT/matrix.txt; exit 1 if a cell fails.",
+                 "llama-wheels test dist/*.whl", "llama-wheels test dist/*.whl --cpu cortex-a53 --cpu neoverse-n1 "
+                 "--json")
+    p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL")
+    with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
-    p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive_int, help="cells run at once (default: number of cores)")
     p.add_argument("--cell-timeout", type=float, metavar="SECONDS",
                    help="a cell still running after this ends as 'timeout', the others go on (default: 1200)")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.set_defaults(func=cmd_test)
-    p = sub.add_parser("audit", help="static ISA audit: every instruction of every library within what it may use")
-    p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
+
+    p = _command(sub, "plan", "show the CMake arguments and patches; builds nothing",
+                 "Print, per target, the pin, the exact CMake arguments and the patch series a build would use. "
+                 "Pure: reads build_config/ only, downloads and builds nothing.",
+                 "llama-wheels plan", "llama-wheels plan linux-aarch64-armv8.2-dotprod --pin legacy --json")
+    with_targets(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)
+
+    p = _command(sub, "fetch", "download and patch the pinned source",
+                 "Download the pinned sdist (sha256-checked, cached by hash) and prepare the source tree (the pin's "
+                 "patch series applied); prints where each prepared tree is.",
+                 "llama-wheels fetch", "llama-wheels fetch --pin legacy")
+    with_targets(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = _command(sub, "repair", "auditwheel-repair and check a built wheel",
+                 "Repair a wheel built elsewhere (auditwheel for Linux) for its target's platform and run the "
+                 "post-repair checks; the repaired wheel goes to --dist.",
+                 "llama-wheels repair build/llama_cpp_python-0.3.36-py3-none-linux_aarch64.whl")
+    p.add_argument("wheel", type=_existing_file, metavar="WHEEL")
+    p.add_argument("--target", help="target the wheel was built for (default: the default target)")
+    p.add_argument("--dist", type=Path, default=Path("dist"), help="where the repaired wheel goes (default: dist/)")
+    p.set_defaults(func=cmd_repair)
+
+    p = _command(sub, "audit", "static ISA audit of every library in a wheel",
+                 "Disassemble every ELF and Mach-O library of each wheel and hold every instruction to what its "
+                 "library may use (a CPU variant's -march, a fixed ISA, or the platform baseline). Prints one line "
+                 "per library and a verdict line; exit 1 if an instruction is beyond what its library may use.",
+                 "llama-wheels audit dist/*.whl", "llama-wheels audit dist/*.whl --json > audit.json")
+    p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL")
     p.add_argument("--json", action="store_true", help="machine-readable output (every offending instruction)")
     p.set_defaults(func=cmd_audit)
-    p = sub.add_parser("inspect", help="a wheel's provenance, tags, libraries, CPU variants, GLIBC/minos")
-    p.add_argument("wheel", type=Path, metavar="WHEEL")
+
+    p = _command(sub, "inspect", "a wheel's provenance, tags, libraries, variants",
+                 "Print what a wheel is: its provenance record (pin, sdist, llama.cpp commit, patches, settings, "
+                 "tools), tags, bundled libraries, CPU variants or fixed ISA, and the GLIBC (or macOS minos) it "
+                 "needs.",
+                 "llama-wheels inspect dist/llama_cpp_python-0.3.36-py3-none-manylinux_2_17_aarch64.whl --json")
+    p.add_argument("wheel", type=_existing_file, metavar="WHEEL")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
-    p = sub.add_parser("index", help="static PEP 503/691 index of DIST's wheels, one per variant family")
-    p.add_argument("dist", type=Path, metavar="DIST", help="directory of built wheels (e.g. dist/)")
+
+    p = _command(sub, "bed", "build (once) an emulated test bed",
+                 "Build the emulated aarch64 test bed of a libc once (cached by its inputs) and print where it is: "
+                 "glibc from build_config/sysroot.toml, musl from build_config/musl_bed.toml.",
+                 "llama-wheels bed glibc", "llama-wheels bed musl")
+    p.add_argument("libc", choices=("glibc", "musl"), help="glibc: build_config/sysroot.toml; musl: musl_bed.toml")
+    p.set_defaults(func=cmd_bed)
+
+    p = _command(sub, "index", "static PEP 503/691 index of built wheels",
+                 "Write (or extend: append-only) a static package index of DIST's wheels, one per variant family "
+                 "(OUT/<family>/simple is a pip --extra-index-url). A wheel that would give a published file name "
+                 "other bytes is refused (raise the pin's build number).",
+                 "llama-wheels index dist site")
+    p.add_argument("dist", type=_existing_dir, metavar="DIST", help="directory of built wheels (e.g. dist/)")
     p.add_argument("out", type=Path, metavar="OUT", help="index root: OUT/<family>/simple is an --index-url")
     p.set_defaults(func=cmd_index)
-    p = sub.add_parser("ci", help="GitHub Actions + cibuildwheel: generate/check the files; the CI-side hooks")
-    ci_sub = p.add_subparsers(dest="ci_command", required=True)
-    ci_sub.add_parser("generate", help="write .github/workflows/wheels.yml and cibuildwheel.toml from build_config/")
-    ci_sub.add_parser("check", help="fail if the committed CI files differ from what `ci generate` writes")
-    q = ci_sub.add_parser("prepare", help="fetch + patch TARGET's source and copy it to OUT (cibuildwheel's package)")
-    q.add_argument("target", nargs="?", metavar="TARGET", help="default: $LLAMA_WHEELS_TARGET")
-    q.add_argument("--pin", help="default: $LLAMA_WHEELS_PIN, else the default pin")
-    q.add_argument("--out", type=Path, required=True)
-    q = ci_sub.add_parser("before-build", help="cibuildwheel hook: write the job's CMake settings (initial cache)")
-    q.add_argument("--project", type=Path, required=True, help="cibuildwheel's {project}")
-    q.add_argument("--package", type=Path, required=True, help="cibuildwheel's {package} (the prepared source)")
-    q = ci_sub.add_parser("repair", help="cibuildwheel hook: auditwheel/delocate + the local build's checks")
-    q.add_argument("wheel", type=Path, metavar="WHEEL")
-    q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
-    p.set_defaults(func=cmd_ci)
-    p = sub.add_parser("lock", help="hash-locked requirements/*.txt from pyproject.toml (uv); --check: offline")
-    p.add_argument("--check", action="store_true", help="fail if the locks do not match pyproject.toml")
-    p.set_defaults(func=cmd_lock)
-    p = sub.add_parser("pin", help="take a new llama-cpp-python release into build_config/, or check the pins")
-    pin_sub = p.add_subparsers(dest="pin_command", required=True)
-    q = pin_sub.add_parser("add", help="add [pins.NAME] for a PyPI release: sdist, commit, patches carried over, "
-                                       "switches and every target checked; written only if all pass")
+
+    p = _command(sub, "pin", "add a llama-cpp-python release, or check the pins",
+                 "Take a new llama-cpp-python release into build_config/ (pin add) or re-run the same checks on "
+                 "committed pins (pin check).",
+                 "llama-wheels pin add 0.3.37", "llama-wheels pin check --all")
+    pin_sub = p.add_subparsers(dest="pin_command", required=True, metavar="SUBCOMMAND", title="subcommands")
+    q = _command(pin_sub, "add", "add [pins.NAME] for a release",
+                 "Add [pins.NAME] for a llama-cpp-python release on the package index: sdist and its sha256, the "
+                 "vendored llama.cpp commit, the --from pin's patches carried over (git am --3way), every switch "
+                 "and target checked. Written only if everything passes; otherwise nothing is written, exit 2.",
+                 "llama-wheels pin add 0.3.37",
+                 "llama-wheels pin add 0.3.37 --from current --switch repack=GGML_CPU_REPACK")
     q.add_argument("version", metavar="VERSION", help="a llama-cpp-python release on the package index")
     q.add_argument("--from", dest="from_pin", metavar="PIN", help="the pin whose patches and switches to carry "
                    "over (default: the default pin)")
     q.add_argument("--name", help="the new pin's name (default: VERSION)")
     q.add_argument("--switch", action="append", default=[], metavar="KEY=VALUE",
                    help="a switch that differs from the --from pin's (a CMake name, -flag={}, or false; repeatable)")
-    q = pin_sub.add_parser("check", help="the same checks for committed pins (offline once their sdists are cached)")
+    q = _command(pin_sub, "check", "check committed pins",
+                 "Run pin add's checks on committed pins (each pin's own series on its own source); offline once "
+                 "their sdists are cached. Exit 2 if a pin has a problem.",
+                 "llama-wheels pin check", "llama-wheels pin check --all --json")
     q.add_argument("pins", nargs="*", metavar="PIN", help="default: the default pin")
     q.add_argument("--all", action="store_true", help="every pin of build_config/pins.toml")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_pin)
-    p = sub.add_parser("convert-model", help="rewrite an old GGUF's Q4_0_4_4/4_8/8_8 tensors as plain Q4_0")
-    p.add_argument("input", type=Path, metavar="IN", help="GGUF from a llama.cpp that still had those types")
+
+    p = _command(sub, "ci", "generate/check the CI files; cibuildwheel hooks",
+                 "GitHub Actions and cibuildwheel: write or check the generated files (.github/workflows/wheels.yml, "
+                 ".github/workflows/release.yml, cibuildwheel.toml), and the hooks the CI jobs call.",
+                 "llama-wheels ci generate", "llama-wheels ci check")
+    ci_sub = p.add_subparsers(dest="ci_command", required=True, metavar="SUBCOMMAND", title="subcommands")
+    _command(ci_sub, "generate", "write the workflows and cibuildwheel.toml",
+             "Write .github/workflows/wheels.yml, .github/workflows/release.yml and cibuildwheel.toml from "
+             "build_config/ (the same plan as a local build). Commit the result.",
+             "llama-wheels ci generate")
+    _command(ci_sub, "check", "fail if the committed CI files are stale",
+             "Exit 2 if the committed CI files differ from what `ci generate` writes (prints the diff).",
+             "llama-wheels ci check")
+    q = _command(ci_sub, "prepare", "fetch + patch TARGET's source into OUT",
+                 "CI: fetch and patch TARGET's source and copy it to OUT (cibuildwheel's package directory).",
+                 "llama-wheels ci prepare linux-aarch64 --out .cibw/src")
+    q.add_argument("target", nargs="?", metavar="TARGET", help="default: $LLAMA_WHEELS_TARGET")
+    q.add_argument("--pin", help="default: $LLAMA_WHEELS_PIN, else the default pin")
+    q.add_argument("--out", type=Path, required=True, help="where the prepared source goes")
+    q = _command(ci_sub, "before-build", "cibuildwheel hook: the job's CMake settings",
+                 "cibuildwheel's before-build hook: write the job's CMake settings (an initial cache file).",
+                 "llama-wheels ci before-build --project . --package .cibw/src")
+    q.add_argument("--project", type=Path, required=True, help="cibuildwheel's {project}")
+    q.add_argument("--package", type=Path, required=True, help="cibuildwheel's {package} (the prepared source)")
+    q = _command(ci_sub, "repair", "cibuildwheel hook: repair + the local checks",
+                 "cibuildwheel's repair hook: auditwheel (Linux) or delocate (macOS), then the local build's "
+                 "finalize stage and checks.",
+                 "llama-wheels ci repair build/llama_cpp_python-0.3.36-py3-none-linux_aarch64.whl --dest wheelhouse")
+    q.add_argument("wheel", type=_existing_file, metavar="WHEEL")
+    q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
+    p.set_defaults(func=cmd_ci)
+
+    p = _command(sub, "lock", "hash-locked requirements/*.txt from pyproject.toml",
+                 "Resolve requirements/ci.txt, test.txt and wheel-tests.txt from pyproject.toml with the pinned uv "
+                 "(every file by sha256). --check verifies them offline.",
+                 "llama-wheels lock", "llama-wheels lock --check")
+    p.add_argument("--check", action="store_true", help="fail if the locks do not match pyproject.toml")
+    p.set_defaults(func=cmd_lock)
+
+    p = _command(sub, "docs", "generate/check the reference pages of docs/",
+                 "Write the generated reference pages of the documentation site (every command and option from "
+                 "this parser, every build_config/ key from the typed config, the test tiers) or check that the "
+                 "committed ones match the code.",
+                 "llama-wheels docs generate", "llama-wheels docs check")
+    docs_sub = p.add_subparsers(dest="docs_command", required=True, metavar="SUBCOMMAND", title="subcommands")
+    _command(docs_sub, "generate", "write docs/reference/*.md from the code",
+             "Write the generated reference pages (each atomically). Commit the result.", "llama-wheels docs generate")
+    _command(docs_sub, "check", "fail if the committed reference pages are stale",
+             "Exit 2 if a committed reference page differs from what `docs generate` writes.",
+             "llama-wheels docs check")
+    p.set_defaults(func=cmd_docs)
+
+    p = _command(sub, "clean", "remove cached build trees (--all: everything)",
+                 "Remove the cache's build trees, prepared sources and toolchain wrappers (--all: also downloads, "
+                 "ccache, zig's cache, the sysroots and finished wheels). Says what it removed.",
+                 "llama-wheels clean --dry-run", "llama-wheels clean --all")
+    p.add_argument("--all", action="store_true", help="also downloads, ccache, zig's cache, sysroots, finished wheels")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed (and its size); remove nothing")
+    p.set_defaults(func=cmd_clean)
+
+    p = _command(sub, "convert-model", "old Q4_0_4_4/4_8/8_8 GGUF -> plain Q4_0",
+                 "Rewrite an old GGUF's Q4_0_4_4 / Q4_0_4_8 / Q4_0_8_8 tensors as plain Q4_0 (a lossless "
+                 "permutation), which current wheels repack at load time again. Written atomically.",
+                 "llama-wheels convert-model old-q4_0_4_4.gguf model-q4_0.gguf")
+    p.add_argument("input", type=_existing_file, metavar="IN", help="GGUF from a llama.cpp that still had those types")
     p.add_argument("output", type=Path, metavar="OUT", help="the converted GGUF (written atomically)")
     p.set_defaults(func=cmd_convert_model)
-    p = sub.add_parser("legacy-report", help="0.3.4 with vs without its patches on every emulated CPU -> docs/")
-    p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
+
+    p = _command(sub, "legacy-report", "0.3.4 with vs without its patches -> docs/",
+                 "Build the 0.3.4 wheels with and without their patch series and run them on every emulated CPU "
+                 "class. Rewrites OUT/legacy-0.3.4.json and .md (nothing else).",
+                 "llama-wheels legacy-report", "llama-wheels legacy-report --cpu cortex-a53 --out reports")
+    with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
-    p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive_int, help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_legacy_report)
-    p = sub.add_parser("repack-report", help="every repackable type on every emulated CPU, with and without "
-                       "patch 0007 -> docs/ and README")
-    p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
+
+    p = _command(sub, "repack-report", "repack layouts per CPU class -> docs/",
+                 "Build the default wheel with and without patch 0007 and measure every repackable type on every "
+                 "emulated CPU class. Rewrites OUT/repack-<version>.json and .md and the generated table of "
+                 f"{REPACK_TABLE_PAGE} (between its markers); names each file it wrote.",
+                 "llama-wheels repack-report", "llama-wheels repack-report --cpu neoverse-n1 --jobs 2")
+    with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
-    p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive_int, help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_repack_report)
-    p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
-    p.add_argument("--all", action="store_true")
-    p.set_defaults(func=cmd_clean)
+
+    p = _command(sub, "completion", "print a shell completion script",
+                 "Print a completion script for bash, zsh or tcsh, generated from this parser (shtab).",
+                 "llama-wheels completion bash > ~/.local/share/bash-completion/completions/llama-wheels",
+                 "llama-wheels completion zsh > ~/.zfunc/_llama-wheels")
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    p.set_defaults(func=cmd_completion)
     return top
 
 
@@ -410,8 +698,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
-    quiet = args.command in ("plan", "inspect", "convert-model", "audit", "lock") or (
+    cache = Cache.from_env()
+    # never a logs/ folder in the user's working directory: the logs live in the cache, each named
+    log_path = args.log or cache.root / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
+    quiet = args.command in ("plan", "inspect", "convert-model", "audit", "lock", "completion", "docs", "clean") or (
         args.command == "ci" and args.ci_command in ("generate", "check"))
     try:
         log = runner.Log(None if quiet else log_path.resolve(), quiet=quiet)
@@ -422,21 +712,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not quiet:
         log.progress(f"full log: {log_path}")
     try:
-        return int(args.func(args, Cache.from_env()))
-    except KeyboardInterrupt:
+        return int(args.func(args, cache))
+    except KeyboardInterrupt as exc:
         error: LlamaWheelsError = Interrupted("interrupted; nothing was published")
+        cause: BaseException = exc
     except LlamaWheelsError as exc:
-        error = exc
+        error = cause = exc
     except BrokenPipeError:  # the reader went away (`... | head`): nothing to report to it
         return 1
     except OSError as exc:  # a full disk, a read-only or unwritable directory: one line, not a traceback
-        if args.debug:
-            raise
-        error = os_error(exc)
+        error, cause = os_error(exc), exc
     finally:
         log.close()
-    if args.debug:
-        raise error
+    if args.debug:  # the traceback too, but the same exit code: scripts see one policy
+        traceback.print_exception(cause)
     print(f"llama-wheels: error: {error}", file=sys.stderr)
     return error.exit_code
 

@@ -7,6 +7,7 @@ Stages decide *how*, and never read configuration files themselves.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -146,3 +147,16 @@ def describe(jobs: Iterable[BuildJob]) -> str:
         lines.extend(f"    patches/{job.pin.version}/{p}" for p in job.pin.patches)
         lines.append("")
     return "\n".join(lines)
+
+
+def to_json(jobs: Iterable[BuildJob]) -> str:
+    """The plan for machines: what ``describe`` prints, as a JSON list (one object per job)."""
+    return json.dumps([{"job": job.name, "key": job.key,
+                        "pin": {"name": job.pin.name, "version": job.pin.version,
+                                "llama_cpp_commit": job.pin.llama_cpp_commit, "sdist_sha256": job.pin.sdist_sha256,
+                                "build": job.pin.build},
+                        "target": {"name": job.target.name, "description": job.target.description,
+                                   "platform": job.platform, "index": job.target.index},
+                        "cmake_args": job.cmake_args(),
+                        "patches": [f"patches/{job.pin.version}/{p}" for p in job.pin.patches]}
+                       for job in jobs], indent=2)

@@ -70,23 +70,24 @@ class WheelAudit:
     def violations(self) -> tuple[Violation, ...]:
         return tuple(v for lib in self.libraries for v in lib.violations)
 
-    def render(self, *, limit: int = 3) -> str:
+    def render(self) -> str:
+        """One line per library (its rule, verdict, features used; a failure's first offending instruction per
+        feature), under a heading line; --json has every instruction."""
         lines = [f"{self.wheel}: {len(self.libraries)} code objects, "
                  f"{sum(lib.instructions for lib in self.libraries)} instructions, {self.seconds:.1f}s"]
+        groups = self.by_feature()
         for lib in self.libraries:
             used = ", ".join(f"{f} {n}" for f, n in lib.features) or "nothing beyond armv8-a"
-            verdict = f"FAIL ({len(lib.violations)} instructions)" if lib.violations else "ok"
-            lines.append(f"  {PurePosixPath(lib.path).name} [{lib.rule}]: {verdict}; uses {used}")
-            for name, n in lib.excused:
-                lines.append(f"      excused: {n} in runtime-guarded {name[:80]}")
+            parts = [f"uses {used}"]
+            if lib.excused:
+                parts.append(f"{sum(n for _, n in lib.excused)} excused in {len(lib.excused)} runtime-guarded "
+                             "toolchain function(s)")
             if lib.implied_only:
-                lines.append(f"      note: uses {', '.join(lib.implied_only)}, implied by its architecture level "
-                             "but not among the features ggml declares (and scores) for it")
-        for (library, feature), found in self.by_feature().items():
-            lines.append(f"  not ok: {library}: {len(found)} instructions need {feature}, e.g.")
-            lines += [f"      {v.site()}" for v in found[:limit]]
-        if self.violations:
-            lines.append("  (--json lists every one)")
+                parts.append(f"{', '.join(lib.implied_only)} allowed only by its architecture level")
+            failing = [f"{len(found)} need {feature}, e.g. {found[0].site()}"
+                       for (library, feature), found in groups.items() if library == lib.path]
+            verdict = f"FAIL: {'; '.join(failing)}" if failing else "ok"
+            lines.append(f"  {PurePosixPath(lib.path).name} [{lib.rule}]: {verdict}; {'; '.join(parts)}")
         return "\n".join(lines)
 
     def by_feature(self) -> dict[tuple[str, str], list[Violation]]:

@@ -40,10 +40,10 @@ def sdist_filename(version: str) -> str:
 @dataclass(frozen=True, kw_only=True)
 class Pin:
     name: str
-    version: str
-    sdist_sha256: str
-    llama_cpp_commit: str
-    patches: tuple[str, ...]
+    version: str  # the llama-cpp-python release on PyPI, e.g. "0.3.36"
+    sdist_sha256: str  # its sdist's sha256: every download is checked against it
+    llama_cpp_commit: str  # the llama.cpp commit the sdist vendors (7-40 hex digits; `pin add` reads it)
+    patches: tuple[str, ...]  # the series applied in this order, from patches/<version>/ (format-patch files)
     # Resolved: a table with ``extends = "<pin>"`` holds its parent's entries under its own.
     switches: Mapping[str, SwitchMapping]
     # True: CI builds this pin's targets and a release publishes them beside every earlier release's wheels
@@ -68,9 +68,10 @@ class Pin:
 @dataclass(frozen=True, kw_only=True)
 class Target:
     name: str
-    description: str
-    platform: str
-    index: str
+    description: str  # one line: what the wheel is and for whom (`llama-wheels plan` prints it)
+    platform: str  # where it runs and how it is built and repaired (config/platforms.py), e.g. "linux-aarch64"
+    index: str  # the package index family it is published in ("cpu", "armv8.2-dotprod", ...)
+    # The logical switches and their values: true/false, or a value such as an ISA for arm_arch.
     switches: Mapping[str, SwitchValue]
     # False: built on request (e.g. by benchmarks/), never by CI or a release.
     publish: bool = True

@@ -21,12 +21,12 @@ _FEATURE_KEYS = (*FEATURE_NAMES, "sve_bits")
 class Features:
     """The ISA features of one CPU that decide which ggml kernels can run on it."""
 
-    dotprod: bool
+    dotprod: bool  # SDOT/UDOT (asimddp): ggml's 4x4 Q4_0 kernels
     fp16: bool  # half-precision vector arithmetic (asimdhp)
-    i8mm: bool
-    sve: bool
-    sve2: bool
-    sme: bool
+    i8mm: bool  # int8 matrix multiply (SMMLA): the 4x8 and 8x8 layouts
+    sve: bool  # the Scalable Vector Extension
+    sve2: bool  # SVE2 (ggml's armv9.2 variants)
+    sme: bool  # the Scalable Matrix Extension
     sve_bits: int  # the SVE vector length the guest runs with; 0 without SVE
 
     def summary(self) -> str:
@@ -38,8 +38,8 @@ class Features:
 @dataclass(frozen=True, kw_only=True)
 class Cpu:
     name: str
-    qemu_cpu: str
-    description: str
+    qemu_cpu: str  # qemu-user's -cpu value: a model name, or "max" with properties ("max,sve256=on")
+    description: str  # the real machines this class stands for
     features: Features
 
 
