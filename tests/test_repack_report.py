@@ -1,4 +1,4 @@
-"""The repack report (docs/repack-<version>.*, README's table): generated from the measured data, never edited."""
+"""The repack report (docs/repack-<version>.*, docs/measurements.md's table): generated from measured data."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def committed() -> dict[str, object]:
 def test_the_committed_report_is_what_its_data_generates() -> None:
     data = committed()
     assert (REPO / "docs" / f"repack-{data['version']}.md").read_text() == repack_report.markdown(data)
-    readme = (REPO / "README.md").read_text()
-    assert repack_report.with_readme_block(readme, data) == readme, "README's repack table is stale or edited"
+    page = (REPO / "docs" / "measurements.md").read_text()
+    assert repack_report.with_readme_block(page, data) == page, "docs/measurements.md's repack table is stale or edited"
 
 
 def test_the_report_covers_every_arm_type_and_cpu_class_and_passed() -> None:

@@ -3,7 +3,7 @@ and for the same wheel without patch 0007 (ggml's own eight Linux variants), sid
 
 One command builds (or takes from the cache) both wheels, runs the emulated matrix on them (each cell runs the
 wheel suite, which checks every tensor of every test model against the oracle), and writes
-``docs/repack-<version>.json`` and ``.md`` and the README's table between its markers. Nothing in the
+``docs/repack-<version>.json`` and ``.md`` and the table of docs/measurements.md between its markers. Nothing in the
 tables is typed by hand: they are the cells' observed variant and layouts per ggml type.
 """
 
@@ -160,18 +160,19 @@ def readme_block(data: dict[str, Any]) -> str:
     return f"{README_BEGIN}\n{table(data)}\n{README_END}"
 
 
-def with_readme_block(readme: str, data: dict[str, Any]) -> str:
-    """``readme`` with the text between the repack-table markers replaced by the table of ``data``."""
+def with_readme_block(readme: str, data: dict[str, Any], where: str = "the page") -> str:
+    """``readme`` (the page ``where`` that shows the table: docs/measurements.md) with the text between the
+    repack-table markers replaced by the table of ``data``."""
     pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
     if len(pattern.findall(readme)) != 1:
-        raise UserError(f"README.md must hold exactly one `{README_BEGIN}` ... `{README_END}` block; put the "
+        raise UserError(f"{where} must hold exactly one `{README_BEGIN}` ... `{README_END}` block; put the "
                         "markers back where the repack table goes")
     return pattern.sub(lambda _: readme_block(data), readme)
 
 
 def write(data: dict[str, Any], out_dir: Path, readme: Path) -> tuple[Path, Path]:
-    """docs/repack-<version>.json and .md, and README.md's table; each written atomically."""
-    new_readme = with_readme_block(readme.read_text(), data)  # bad markers: nothing written
+    """docs/repack-<version>.json and .md, and the table of the page ``readme``; each written atomically."""
+    new_readme = with_readme_block(readme.read_text(), data, str(readme))  # bad markers: nothing written
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"repack-{data['version']}.json", out_dir / f"repack-{data['version']}.md"
     for path, text in ((json_path, json.dumps(data, indent=1) + "\n"), (md_path, markdown(data)),

@@ -1,0 +1,137 @@
+"""The documentation: the site builds with `mkdocs build --strict` (a broken link fails it), the generated
+reference pages match the code, and the README stays a landing page: at most ~200 lines, exactly two commands,
+its intro included into the site's front page."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from llama_wheels import reference
+from llama_wheels.cli import parser
+from llama_wheels.core.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+MKDOCS = Path(sys.executable).parent / "mkdocs"
+
+
+def build_site(root: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MKDOCS), "build", "--strict", "--config-file", str(root / "mkdocs.yml"), "--site-dir",
+                           str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
+def scratch_site(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO / "docs", root / "docs")
+    shutil.copy(REPO / "mkdocs.yml", root)
+    shutil.copy(REPO / "README.md", root)
+    return root
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    result = build_site(REPO, tmp_path / "site")
+    assert result.returncode == 0, result.stderr
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "really works" in index  # README's intro, included
+    for page in ("guide", "design", "measurements", "reports", "reference/cli", "reference/config",
+                 "reference/tests"):
+        assert (tmp_path / "site" / page / "index.html").is_file(), page
+
+
+@pytest.mark.parametrize("broken", ["[gone](no-such-page.md)", "[gone](design.md#no-such-section)"])
+def test_a_broken_link_fails_the_build(tmp_path: Path, broken: str) -> None:
+    root = scratch_site(tmp_path)
+    guide = root / "docs" / "guide.md"
+    guide.write_text(guide.read_text() + f"\nSee {broken}.\n")
+    result = build_site(root, tmp_path / "site")
+    assert result.returncode != 0
+    assert "WARNING" in result.stderr and broken.split("(")[1].rstrip(")") in result.stderr, result.stderr
+
+
+def test_generated_pages_match_the_code() -> None:
+    assert reference.drift(REPO, parser()) == [], "run `llama-wheels docs generate` and commit the result"
+
+
+def test_an_edited_generated_page_is_drift(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    for rel in (*reference.PAGES, Path("pyproject.toml"), Path("scripts/test.sh"), Path("docs/arm.json")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, root / rel)
+    assert reference.drift(root, parser()) == []
+    page = root / reference.CLI_PAGE
+    page.write_text(page.read_text().replace("| `--debug` |", "| `--verbose` |"))
+    readme = root / "README.md"
+    readme.write_text(readme.read_text().replace("| x5.03 |", "| x9.99 |"))
+    assert reference.drift(root, parser()) == [reference.CLI_PAGE, reference.README]
+    assert reference.generate(root, parser()) == [reference.CLI_PAGE, reference.README]
+    assert reference.drift(root, parser()) == []
+
+
+def test_the_cli_page_documents_every_command_and_option() -> None:
+    page = (REPO / reference.CLI_PAGE).read_text()
+    for _, sub in reference.walk(parser()):
+        assert f"## `{sub.prog}`" in page, sub.prog
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for option in action.option_strings:
+                assert f"`{option}`" in page, (sub.prog, option)
+
+
+def leaf_keys(table: dict[str, object], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            keys |= leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(key)
+    return keys
+
+
+@pytest.mark.parametrize(("name", "table"), [("pins.toml", "pins"), ("targets.toml", "targets"),
+                                             ("cpus.toml", "cpus")])
+def test_the_config_page_documents_every_key_the_committed_files_use(name: str, table: str) -> None:
+    page = (REPO / reference.CONFIG_PAGE).read_text()
+    with (REPO / "build_config" / name).open("rb") as fh:
+        data = tomllib.load(fh)
+    used = leaf_keys({k: v for k, v in data.items() if k != table})
+    for entry in data[table].values():
+        used |= {k for k in leaf_keys(entry)}
+    for key in sorted(used):
+        assert f"`{key}`" in page, f"{name}: key {key!r} is not on {reference.CONFIG_PAGE}"
+
+
+def test_an_undocumented_config_field_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reference, "field_docs", lambda cls: {})
+    with pytest.raises(ConfigError, match=r"llama_wheels.config.Pin.version: no comment"):
+        reference.config_page()
+
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_readme_is_a_landing_page() -> None:
+    assert len(README.splitlines()) <= 200
+
+
+def test_the_readme_has_exactly_two_commands() -> None:
+    section = README.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split()[0] for line in section.splitlines() if line.startswith("    ")]
+    assert commands == ["scripts/build.sh", "scripts/test.sh"]
+
+
+def test_the_readme_intro_is_the_sites_front_page() -> None:
+    intro = re.search(r"<!-- intro-start -->\n(.*?)<!-- intro-end -->", README, re.S)
+    assert intro and len(intro[1].split()) > 50
+    index = (REPO / "docs" / "index.md").read_text()
+    assert 'include-markdown "../README.md"' in index
+    assert 'start="<!-- intro-start -->"' in index and 'end="<!-- intro-end -->"' in index
