@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import re
 import subprocess
 import tarfile
 import threading
@@ -261,8 +262,74 @@ def test_pin_add_reports_a_conflict_with_its_hunk_and_writes_nothing(world: Path
     assert statuses(result.stdout) == {"0001-line-five.patch": "conflict", "0002-line-twenty.patch": "clean"}
     assert "conflict in llama_cpp/llama.py" in result.stdout
     assert "      | -line 5\n      | +line 5 patched\n" in result.stdout  # the rejected hunk
-    assert "error: pin add 9.9.12: nothing written: patch 0001-line-five.patch does not apply" in result.stderr
-    assert snapshot(world) == before
+    worktree = world / ".pin-add" / "9.9.12"
+    assert (f"error: pin add 9.9.12: stopped in {worktree / 'repo'}: patch 0001-line-five.patch does not apply"
+            in result.stderr)
+    assert {k: v for k, v in snapshot(world).items() if not k.startswith(".pin-add/")} == before
+
+
+def conflict_block(text: str) -> tuple[str, str]:
+    match = re.search(r"^<<<<<<< [^\n]*\n(.*?)^=======\n(.*?)^>>>>>>> [^\n]*\n", text, re.S | re.M)
+    assert match, text
+    return match[1], match[2]
+
+
+def test_a_conflict_stops_in_a_named_worktree_and_continue_writes_the_pin(world: Path) -> None:
+    """The conflict is a step: the series waits at the conflicting patch, markers in place; --continue after
+    the engineer resolved and staged it carries the rest and writes the pin, atomically, as one pin add."""
+    before = snapshot(world)
+    result = pin_add(world, "9.9.12")
+    assert result.returncode == 2
+    repo = world / ".pin-add" / "9.9.12" / "repo"
+    assert (f"stopped    at 0001-line-five.patch: the series is carried up to it in {repo}\n"
+            "           (git am stopped there; conflict markers in llama_cpp/llama.py)\n") in result.stdout
+    assert "then `llama-wheels pin add 9.9.12 --continue`;" in result.stdout
+    assert "or `llama-wheels pin add 9.9.12 --abort` to remove" in result.stdout
+    llama_py = repo / "llama_cpp" / "llama.py"
+    ours, theirs = conflict_block(llama_py.read_text())
+    assert (ours, theirs) == ("line five\n", "line 5 patched\n")
+    git_status = subprocess.run(["git", "status"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    assert "You are in the middle of an am session" in git_status
+
+    # not resolved yet: refused, the worktree kept
+    result = pin_add(world, "9.9.12", "--continue")
+    assert result.returncode == 2
+    assert f"llama_cpp/llama.py in {repo} still unmerged" in result.stderr
+    # staged with its markers: refused too
+    subprocess.run(["git", "add", "llama_cpp/llama.py"], cwd=repo, check=True)
+    result = pin_add(world, "9.9.12", "--continue")
+    assert result.returncode == 2 and "still hold conflict markers" in result.stderr
+    # a plain pin add is refused while the worktree waits
+    result = pin_add(world, "9.9.12")
+    assert result.returncode == 2 and f"its worktree is {repo.parent}" in result.stderr
+    assert {k: v for k, v in snapshot(world).items() if not k.startswith(".pin-add/")} == before
+
+    llama_py.write_text(re.sub(r"^<<<<<<< .*?^>>>>>>> [^\n]*\n", "line five patched\n", llama_py.read_text(),
+                               flags=re.S | re.M))
+    subprocess.run(["git", "add", "llama_cpp/llama.py"], cwd=repo, check=True)
+    result = pin_add(world, "9.9.12", "--continue")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert statuses(result.stdout) == {"0001-line-five.patch": "clean", "0002-line-twenty.patch": "clean"}
+    assert not (world / ".pin-add").exists()
+    written = (world / "patches" / "9.9.12" / "0001-line-five.patch").read_text()
+    assert "-line five\n+line five patched\n" in written
+    assert (world / "patches" / "9.9.12" / "0002-line-twenty.patch").is_file()
+    assert load(world).pin("9.9.12").patches == ("0001-line-five.patch", "0002-line-twenty.patch")
+
+
+def test_abort_removes_the_worktree_and_writes_nothing(world: Path) -> None:
+    before = snapshot(world)
+    assert pin_add(world, "9.9.12").returncode == 2
+    assert (world / ".pin-add" / "9.9.12" / "repo").is_dir()
+    result = pin_add(world, "9.9.12", "--abort")
+    assert result.returncode == 0, result.stderr
+    assert f"removed {world / '.pin-add' / '9.9.12'}; nothing was written" in result.stdout
+    assert snapshot(world) == before and not (world / ".pin-add").exists()
+    result = pin_add(world, "9.9.12", "--abort")
+    assert result.returncode == 2
+    assert "no pin add of 9.9.12 is stopped at a conflict here" in result.stderr
+    result = pin_add(world, "9.9.12", "--continue")
+    assert result.returncode == 2 and "run `llama-wheels pin add 9.9.12` first" in result.stderr
 
 
 def test_a_patch_refreshed_by_hand_in_the_new_directory_is_used(world: Path) -> None:

@@ -229,9 +229,18 @@ def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
 
     config = _config(args)
     if args.pin_command == "add":
-        added = pinning.add_pin(config, args.version, from_pin=args.from_pin, name=args.name, cache=cache,
-                                overrides=pinning.parse_overrides(args.switch))
+        if args.abort:
+            print(f"removed {pinning.abort_pin(config, args.version, name=args.name)}; nothing was written")
+            return 0
+        if args.resume:
+            added = pinning.continue_pin(config, args.version, name=args.name, cache=cache)
+        else:
+            added = pinning.add_pin(config, args.version, from_pin=args.from_pin, name=args.name, cache=cache,
+                                    overrides=pinning.parse_overrides(args.switch))
         print(added.report.render())
+        if added.stopped is not None:
+            print(added.stopped.render())
+            raise pinning.summary_error(added.report, f"pin add {args.version}: stopped in {added.stopped.repo}")
         if not added.written:
             raise pinning.summary_error(added.report, f"pin add {args.version}: nothing written")
         for path in added.written:
@@ -487,7 +496,7 @@ def parser() -> argparse.ArgumentParser:
                  "must refuse. Writes OUT/matrix.json and OUT/matrix.txt; exit 1 if a cell fails.",
                  "llama-wheels test dist/*.whl", "llama-wheels test dist/*.whl --cpu cortex-a53 --cpu neoverse-n1 "
                  "--json")
-    p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL")
+    p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL", help="Linux aarch64 wheels to run")
     with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
     p.add_argument("--jobs", type=_positive_int, help="cells run at once (default: number of cores)")
@@ -515,7 +524,7 @@ def parser() -> argparse.ArgumentParser:
                  "Repair a wheel built elsewhere (auditwheel for Linux) for its target's platform and run the "
                  "post-repair checks; the repaired wheel goes to --dist.",
                  "llama-wheels repair build/llama_cpp_python-0.3.36-py3-none-linux_aarch64.whl")
-    p.add_argument("wheel", type=_existing_file, metavar="WHEEL")
+    p.add_argument("wheel", type=_existing_file, metavar="WHEEL", help="the wheel scikit-build-core wrote")
     p.add_argument("--target", help="target the wheel was built for (default: the default target)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the repaired wheel goes (default: dist/)")
     p.set_defaults(func=cmd_repair)
@@ -525,7 +534,7 @@ def parser() -> argparse.ArgumentParser:
                  "library may use (a CPU variant's -march, a fixed ISA, or the platform baseline). Prints one line "
                  "per library and a verdict line; exit 1 if an instruction is beyond what its library may use.",
                  "llama-wheels audit dist/*.whl", "llama-wheels audit dist/*.whl --json > audit.json")
-    p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL")
+    p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL", help="wheels to audit")
     p.add_argument("--json", action="store_true", help="machine-readable output (every offending instruction)")
     p.set_defaults(func=cmd_audit)
 
@@ -534,7 +543,7 @@ def parser() -> argparse.ArgumentParser:
                  "tools), tags, bundled libraries, CPU variants or fixed ISA, and the GLIBC (or macOS minos) it "
                  "needs.",
                  "llama-wheels inspect dist/llama_cpp_python-0.3.36-py3-none-manylinux_2_17_aarch64.whl --json")
-    p.add_argument("wheel", type=_existing_file, metavar="WHEEL")
+    p.add_argument("wheel", type=_existing_file, metavar="WHEEL", help="the wheel to describe")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
 
@@ -562,15 +571,23 @@ def parser() -> argparse.ArgumentParser:
     q = _command(pin_sub, "add", "add [pins.NAME] for a release",
                  "Add [pins.NAME] for a llama-cpp-python release on the package index: sdist and its sha256, the "
                  "vendored llama.cpp commit, the --from pin's patches carried over (git am --3way), every switch "
-                 "and target checked. Written only if everything passes; otherwise nothing is written, exit 2.",
-                 "llama-wheels pin add 0.3.37",
-                 "llama-wheels pin add 0.3.37 --from current --switch repack=GGML_CPU_REPACK")
+                 "and target checked. Written only if everything passes; otherwise nothing is written, exit 2.\n\n"
+                 "A patch conflict stops the carry in a named worktree (.pin-add/NAME/repo in the checkout) at the "
+                 "conflicting patch, with its conflict markers: resolve them there, `git add` the files, then "
+                 "--continue carries the rest and writes the pin; --abort removes the worktree.",
+                 "llama-wheels pin add 0.3.35",
+                 "llama-wheels pin add 0.3.35 --from current --switch repack=GGML_CPU_REPACK",
+                 "llama-wheels pin add 0.3.34 --continue")
     q.add_argument("version", metavar="VERSION", help="a llama-cpp-python release on the package index")
     q.add_argument("--from", dest="from_pin", metavar="PIN", help="the pin whose patches and switches to carry "
                    "over (default: the default pin)")
     q.add_argument("--name", help="the new pin's name (default: VERSION)")
     q.add_argument("--switch", action="append", default=[], metavar="KEY=VALUE",
                    help="a switch that differs from the --from pin's (a CMake name, -flag={}, or false; repeatable)")
+    stop = q.add_mutually_exclusive_group()
+    stop.add_argument("--continue", dest="resume", action="store_true",
+                      help="after resolving and staging a conflict in the worktree: carry the rest, write the pin")
+    stop.add_argument("--abort", action="store_true", help="remove the worktree of a stopped pin add")
     q = _command(pin_sub, "check", "check committed pins",
                  "Run pin add's checks on committed pins (each pin's own series on its own source); offline once "
                  "their sdists are cached. Exit 2 if a pin has a problem.",
@@ -607,7 +624,7 @@ def parser() -> argparse.ArgumentParser:
                  "cibuildwheel's repair hook: auditwheel (Linux) or delocate (macOS), then the local build's "
                  "finalize stage and checks.",
                  "llama-wheels ci repair build/llama_cpp_python-0.3.36-py3-none-linux_aarch64.whl --dest wheelhouse")
-    q.add_argument("wheel", type=_existing_file, metavar="WHEEL")
+    q.add_argument("wheel", type=_existing_file, metavar="WHEEL", help="the wheel cibuildwheel built ({wheel})")
     q.add_argument("--dest", type=Path, required=True, help="cibuildwheel's {dest_dir}")
     p.set_defaults(func=cmd_ci)
 
@@ -672,7 +689,7 @@ def parser() -> argparse.ArgumentParser:
                  "Print a completion script for bash, zsh or tcsh, generated from this parser (shtab).",
                  "llama-wheels completion bash > ~/.local/share/bash-completion/completions/llama-wheels",
                  "llama-wheels completion zsh > ~/.zfunc/_llama-wheels")
-    p.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete for")
     p.set_defaults(func=cmd_completion)
     return top
 

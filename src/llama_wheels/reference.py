@@ -75,6 +75,8 @@ def undocumented(parser: argparse.ArgumentParser) -> list[str]:
                                            e.startswith(sub.prog) for e in examples))) if not ok]
         if lacks:
             missing.append(f"{sub.prog}: no {' and no '.join(lacks)}")
+        missing += [f"{sub.prog}: {'/'.join(a.option_strings) or a.metavar or a.dest} has no help="
+                    for a in sub._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
         missing += undocumented(sub)
     return missing
 
@@ -114,7 +116,8 @@ def cli_page(parser: argparse.ArgumentParser) -> str:
     missing = undocumented(parser)
     if missing:
         raise ConfigError(f"{missing[0]}{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; every "
-                          "command needs help=, description= and an epilog of 'examples:' lines (cli.py: _command)")
+                          "command needs help=, description= and an epilog of 'examples:' lines, every argument help= "
+                          "(cli.py: _command)")
     lines = [HEADER, "# Command reference", "",
              f"{_cell(parser.description or '')} Every command and option below is generated from the parser "
              "(`llama-wheels docs generate`); `llama-wheels COMMAND --help` prints the same.", "",

@@ -18,6 +18,7 @@ from llama_wheels import reference
 from llama_wheels.cli import parser
 from llama_wheels.config import load
 from llama_wheels.config.qemu_spec import load_qemu_spec
+from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +49,10 @@ def test_a_command_without_description_or_example_is_caught() -> None:
     top = parser()
     sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
     sub.add_parser("bare", help="a command that explains nothing")
-    assert reference.undocumented(top) == ["llama-wheels bare: no a description and no an example"]
-    with pytest.raises(Exception, match="llama-wheels bare: no a description"):
+    sub.choices["plan"].add_argument("--quiet", action="store_true")
+    assert reference.undocumented(top) == ["llama-wheels plan: --quiet has no help=",
+                                           "llama-wheels bare: no a description and no an example"]
+    with pytest.raises(ConfigError, match=r"llama-wheels plan: --quiet has no help= \(and 1 more\)"):
         reference.cli_page(top)
 
 

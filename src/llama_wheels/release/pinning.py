@@ -17,7 +17,11 @@ For a pin (a new one, or a committed one) it:
 - compares ggml's declared CPU variants (ggml/src/CMakeLists.txt, via the oracle) with the base release's.
 
 ``pin add`` writes the new ``[pins.NAME]`` entry and patches/<VERSION>/ only when everything passed, each
-atomically; otherwise nothing. Nothing here compiles.
+atomically; otherwise nothing. A patch conflict is a step, not a dead end: the series is also carried into a
+named worktree (``<checkout>/.pin-add/<name>/repo``) where ``git am`` stops at the conflicting patch with its
+conflict markers; ``pin add --continue`` (after the engineer resolved and staged it) carries the rest and
+runs every check on the series as resolved before writing the pin; ``--abort`` removes the worktree.
+Nothing here compiles.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ _CMAKE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the vendored commit (submodule metadata, CHANGELOG), ggml's variant list.
 _SUBMODULE_META = (".git/modules/vendor/llama.cpp/HEAD", ".git/modules/vendor/llama.cpp/packed-refs",
                    "vendor/llama.cpp/.git", "CHANGELOG.md")
+NEW_RELEASE = "new-release"  # the tag of the new release's files in a scratch repository
 _GIT = ("git", "-c", "user.name=llama-wheels", "-c", "user.email=llama-wheels@localhost", "-c",
         "commit.gpgsign=false", "-c", "core.autocrlf=false", "-c", "am.keepcr=true")
 
@@ -214,25 +219,7 @@ def carry_patches(patches: Sequence[Path], root: Path, old_tree: Path, new_tree:
     that applied. Never stops at a failing patch: the next one goes onto what applied before it. With
     ``patched_old``, that tree gets the touched files as the series leaves ``old_tree``'s.
     """
-    touched = _touched(patches)
-    repo = scratch / "repo"
-    repo.mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "old")
-    _copy_files(old_tree, repo, touched)
-    _commit_all(repo, "base release")
-    for patch in patches:  # the series where it was written: every blob its index lines name exists
-        if _git(repo, "apply", "--index", "--whitespace=nowarn", patch, check=False).returncode == 0:
-            _git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", patch.name)
-        else:
-            _git(repo, "reset", "-q", "--hard", "HEAD")
-    if patched_old is not None:
-        _patched_tree(patched_old, repo, touched)
-    _git(repo, "checkout", "-q", "--orphan", "new")
-    _git(repo, "rm", "-q", "-r", "-f", "--ignore-unmatch", ".")
-    _git(repo, "clean", "-q", "-f", "-d", "-x")
-    _copy_files(new_tree, repo, touched)
-    _commit_all(repo, "new release")
-
+    repo = _scratch_repository(patches, old_tree, new_tree, scratch / "repo", patched_old=patched_old)
     results = []
     for patch in patches:
         source = str(patch.relative_to(root)) if patch.is_relative_to(root) else str(patch)
@@ -264,6 +251,35 @@ def carry_patches(patches: Sequence[Path], root: Path, old_tree: Path, new_tree:
         results.append(PatchResult(name=patch.name, source=source, status=status, detail=detail,
                                    refreshed=refreshed))
     return results, repo
+
+
+def _scratch_repository(patches: Sequence[Path], old_tree: Path, new_tree: Path, repo: Path, *,
+                        patched_old: Path | None = None) -> Path:
+    """A git repository of the files ``patches`` touch: branch ``old`` with ``old_tree``'s and the series
+    applied (every blob a patch's index lines name exists, for the 3-way merges), and branch ``new`` at
+    ``new_tree``'s files, tagged ``new-release``, checked out."""
+    touched = _touched(patches)
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "old")
+    for key, value in (("user.name", "llama-wheels"), ("user.email", "llama-wheels@localhost"),
+                       ("commit.gpgsign", "false")):  # for the git commands an engineer runs in it too
+        _git(repo, "config", key, value)
+    _copy_files(old_tree, repo, touched)
+    _commit_all(repo, "base release")
+    for patch in patches:  # the series where it was written: every blob its index lines name exists
+        if _git(repo, "apply", "--index", "--whitespace=nowarn", patch, check=False).returncode == 0:
+            _git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", patch.name)
+        else:
+            _git(repo, "reset", "-q", "--hard", "HEAD")
+    if patched_old is not None:
+        _patched_tree(patched_old, repo, touched)
+    _git(repo, "checkout", "-q", "--orphan", "new")
+    _git(repo, "rm", "-q", "-r", "-f", "--ignore-unmatch", ".")
+    _git(repo, "clean", "-q", "-f", "-d", "-x")
+    _copy_files(new_tree, repo, touched)
+    _commit_all(repo, "new release")
+    _git(repo, "tag", NEW_RELEASE)
+    return repo
 
 
 def _patched_tree(new_tree: Path, repo: Path, touched: set[str]) -> None:
@@ -515,11 +531,17 @@ def parse_overrides(items: Sequence[str]) -> dict[str, SwitchMapping]:
 class Added:
     report: PinReport
     written: tuple[Path, ...]  # what was written (relative to the checkout); empty: nothing
+    stopped: Stopped | None = None  # a patch conflict: the series carried up to it, waiting in a worktree
 
 
 def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | None, cache: Cache,
-            overrides: Mapping[str, SwitchMapping] | None = None) -> Added:
-    """``pin add``: the report, and the entry + refreshed patches written if every check passed."""
+            overrides: Mapping[str, SwitchMapping] | None = None, series: Sequence[Path] | None = None) -> Added:
+    """``pin add``: the report, and the entry + refreshed patches written if every check passed.
+
+    A patch conflict leaves the series carried up to the conflicting patch in a named worktree
+    (``Added.stopped``; ``continue_pin`` / ``abort_pin``). ``series``: the patch files to carry instead of
+    the base pin's (``continue_pin``: the series as the engineer resolved it).
+    """
     overrides = dict(overrides or {})
     base = config.pin(from_pin)
     name = name or version
@@ -527,6 +549,10 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
         raise UserError(f"pin name {name!r}: use letters, digits, '.', '_' and '-' (--name)")
     if name in config.pins:
         raise UserError(f"pin {name!r} exists already in build_config/pins.toml; give --name another name")
+    worktree = worktree_dir(config, name)
+    if series is None and worktree.exists():
+        raise UserError(f"pin add {version} stopped at a patch conflict earlier; its worktree is {worktree}: "
+                        f"resolve, then `llama-wheels pin add {version} --continue`, or `--abort` to start over")
     if not re.match(r"^\d+\.\d+\.\d+$", version):
         raise UserError(f"version {version!r} is not a release version like 0.3.36")
     pins_toml = config.root / "build_config" / "pins.toml"
@@ -538,13 +564,20 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
                                       llama_cpp_commit="0" * 40, switches={**base.switches, **overrides})
     new_dir = config.patches_dir / version
     # A patch already in patches/<VERSION>/ (one refreshed by hand after a conflict) is applied as it is.
-    patches = [new_dir / p if (new_dir / p).is_file() else config.patches_dir / base.version / p
-               for p in base.patches]
+    patches = list(series) if series is not None else [
+        new_dir / p if (new_dir / p).is_file() else config.patches_dir / base.version / p for p in base.patches]
     with _sources(cache) as sources:
         vendored = vendored_commit(sources.tree(provisional, _touched(patches)), version)
         pin = dataclasses.replace(provisional, llama_cpp_commit=vendored.commit)
         trial = dataclasses.replace(config, pins={**config.pins, name: pin})
         report, _, _ = examine(trial, pin, base, patches, sources, sources.root / "scratch")
+        if series is None and any(not p.ok for p in report.patches):
+            touched = _touched(patches)
+            stopped = _stop_at_conflict(
+                Stopped(worktree=worktree, version=version, name=name, from_pin=base.name, overrides=overrides,
+                        series=tuple(str(p) for p in patches), names=tuple(base.patches), at=""),
+                old_tree=sources.copy(sources.tree(base, touched)), new_tree=sources.tree(pin, touched))
+            return Added(report=report, written=(), stopped=stopped)
     if report.problems:
         return Added(report=report, written=())
     text = original.decode() + pin_entry(pin, base, overrides)
@@ -602,3 +635,153 @@ def summary_error(report: PinReport, what: str) -> PatchError | ConfigError:
     first = problems[0] + (f" (and {len(problems) - 1} more, above)" if len(problems) > 1 else "")
     kind = PatchError if any(not p.ok for p in report.patches) else ConfigError
     return kind(f"{what}: {first}")
+
+
+# --- a patch conflict is a step: the named worktree, --continue, --abort -------------------------------------
+
+WORKTREES = ".pin-add"  # <checkout>/.pin-add/<pin name>/ (git-ignored): repo/ and state.json
+
+
+def worktree_dir(config: Config, name: str) -> Path:
+    return config.root / WORKTREES / name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopped:
+    """``pin add`` stopped at a conflicting patch: ``repo`` holds the new release's files with the series
+    applied up to it, ``git am`` stopped there with the conflict markers in the files."""
+
+    worktree: Path
+    version: str
+    name: str
+    from_pin: str
+    overrides: dict[str, SwitchMapping]
+    series: tuple[str, ...]  # the patch files carried, in order
+    names: tuple[str, ...]  # their names in the pin's series
+    at: str  # the patch git am stopped at
+    conflicts: tuple[str, ...] = ()  # the files with conflict markers
+
+    @property
+    def repo(self) -> Path:
+        return self.worktree / "repo"
+
+    def render(self) -> str:
+        files = ", ".join(self.conflicts) or "the files git status names"
+        return "\n".join([
+            f"stopped    at {self.at}: the series is carried up to it in {self.repo}",
+            f"           (git am stopped there; conflict markers in {files})",
+            f"next:      resolve the conflict in {self.repo}, `git add` the files, then "
+            f"`llama-wheels pin add {self.version} --continue`;",
+            f"           or `llama-wheels pin add {self.version} --abort` to remove {self.worktree}. Nothing has "
+            "been written to build_config/ or patches/."])
+
+    def save(self) -> None:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "worktree"}
+        with atomic_path(self.worktree / "state.json") as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, config: Config, name: str, version: str) -> Stopped:
+        worktree = worktree_dir(config, name)
+        state = worktree / "state.json"
+        if not state.is_file():
+            raise UserError(f"no pin add of {version} is stopped at a conflict here ({worktree} does not exist); "
+                            f"run `llama-wheels pin add {version}` first")
+        data = json.loads(state.read_text())
+        return cls(worktree=worktree, version=data["version"], name=data["name"], from_pin=data["from_pin"],
+                   overrides=dict(data["overrides"]), series=tuple(data["series"]), names=tuple(data["names"]),
+                   at=data["at"], conflicts=tuple(data["conflicts"]))
+
+
+def _am_in_progress(repo: Path) -> bool:
+    return (repo / ".git" / "rebase-apply").is_dir()
+
+
+def _unmerged(repo: Path) -> tuple[str, ...]:
+    return tuple(_git(repo, "diff", "--name-only", "--diff-filter=U").output.split())
+
+
+def _stop_at_conflict(stopped: Stopped, *, old_tree: Path, new_tree: Path) -> Stopped:
+    """Carry the series into ``stopped.worktree`` with one ``git am --3way`` run, which stops at the first
+    conflicting patch and leaves its conflict markers in the files."""
+    worktree = stopped.worktree
+    if worktree.exists():
+        raise UserError(f"{worktree} exists; `llama-wheels pin add {stopped.version} --abort` removes it")
+    patches = [Path(p) for p in stopped.series]
+    try:
+        repo = _scratch_repository(patches, old_tree, new_tree, worktree / "repo", patched_old=None)
+        am = _git(repo, "am", "--3way", "--whitespace=nowarn", "--committer-date-is-author-date", *patches,
+                  check=False)
+        if am.returncode == 0 or not _am_in_progress(repo):
+            raise LlamaWheelsError(f"pin add {stopped.version}: the series reported a conflict but applied in "
+                                   f"{repo} (a bug: please report it)")
+        stopped = dataclasses.replace(stopped, at=_stopped_patch(repo, stopped), conflicts=_unmerged(repo))
+        stopped.save()
+    except BaseException:
+        remove(worktree)
+        raise
+    return stopped
+
+
+def _stopped_patch(repo: Path, stopped: Stopped) -> str:
+    """The series name of the patch ``git am`` stopped at (its position in the am session)."""
+    position = int((repo / ".git" / "rebase-apply" / "next").read_text())
+    return stopped.names[position - 1]
+
+
+def continue_pin(config: Config, version: str, *, name: str | None, cache: Cache) -> Added:
+    """``pin add --continue``: finish the resolved patch, carry the rest (stopping again at the next
+    conflict), then run every check on the series as resolved and write the pin atomically."""
+    stopped = Stopped.load(config, name or version, version)
+    repo = stopped.repo
+    if _am_in_progress(repo):
+        unmerged = _unmerged(repo)
+        if unmerged:
+            raise UserError(f"{', '.join(unmerged)} in {repo} still unmerged: resolve the conflict, `git add` "
+                            f"the files, then `llama-wheels pin add {version} --continue`")
+        staged = _git(repo, "diff", "--cached", "--name-only").output.split()
+        marked = [f for f in staged if (repo / f).is_file() and re.search(
+            r"^(<{7}|>{7})( |$)", (repo / f).read_text(encoding="utf-8", errors="replace"), re.M)]
+        if marked:
+            raise UserError(f"{', '.join(marked)} in {repo} still hold conflict markers; resolve them, `git add`, "
+                            "then --continue")
+        am = _git(repo, "am", "--continue", check=False)
+        if am.returncode != 0 and _am_in_progress(repo):
+            stopped = dataclasses.replace(stopped, at=_stopped_patch(repo, stopped), conflicts=_unmerged(repo))
+            stopped.save()
+            if stopped.conflicts:
+                raise PatchError(f"pin add {version}: {stopped.at} conflicts too, in {', '.join(stopped.conflicts)}; "
+                                 f"resolve it in {repo}, `git add`, then --continue again")
+            raise PatchError(f"pin add {version}: git am stopped at {stopped.at} in {repo}: "
+                             f"{runner.telling_line(am.tail)}; fix it there, then --continue")
+    commits = _git(repo, "rev-list", "--reverse", f"{NEW_RELEASE}..HEAD").output.split()
+    if len(commits) != len(stopped.names):
+        raise UserError(f"{repo} holds {len(commits)} commits on the new release, the series has "
+                        f"{len(stopped.names)} patches: every patch must stay one commit (no skip, no squash)")
+    resolved = stopped.worktree / "resolved"
+    remove(resolved)
+    resolved.mkdir()
+    series = []
+    for commit, patch_name in zip(commits, stopped.names, strict=True):
+        text = _git(repo, "format-patch", "-1", "--stdout", "--zero-commit", "--no-signature", commit).output
+        (resolved / patch_name).write_text(text)
+        series.append(resolved / patch_name)
+    added = add_pin(config, version, from_pin=stopped.from_pin, name=stopped.name, cache=cache,
+                    overrides=stopped.overrides, series=series)
+    if added.written:
+        remove(stopped.worktree)
+        _drop_empty(config.root / WORKTREES)
+    return added
+
+
+def abort_pin(config: Config, version: str, *, name: str | None) -> Path:
+    """``pin add --abort``: remove the worktree of a stopped ``pin add`` (nothing else was written)."""
+    stopped = Stopped.load(config, name or version, version)
+    remove(stopped.worktree)
+    _drop_empty(config.root / WORKTREES)
+    return stopped.worktree
+
+
+def _drop_empty(directory: Path) -> None:
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
