@@ -13,6 +13,7 @@ Never edited by hand: ``drift`` (and the fast tier) compares the committed pages
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import inspect
 import json
@@ -221,6 +222,18 @@ def config_page() -> str:
 
 # --- tests -------------------------------------------------------------------------------------------------
 
+def tier_folders(root: Path) -> dict[str, tuple[str, ...]]:
+    """``TIERS`` of tests/support/tiers.py (folder -> markers), read as a literal: the package never imports
+    the test suite."""
+    module = ast.parse((root / "tests/support/tiers.py").read_text())
+    for node in module.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "TIERS" \
+                and node.value is not None:
+            tiers: dict[str, tuple[str, ...]] = ast.literal_eval(node.value)
+            return tiers
+    raise ConfigError(f"{root / 'tests/support/tiers.py'}: no TIERS = {{folder: markers}}; the test page needs it")
+
+
 def tests_page(root: Path) -> str:
     with (root / "pyproject.toml").open("rb") as fh:
         markers = tomllib.load(fh)["tool"]["pytest"]["ini_options"]["markers"]
@@ -231,6 +244,11 @@ def tests_page(root: Path) -> str:
              "| tier | command | marker expression |", "|---|---|---|"]
     lines += [f"| {tier} | `scripts/test.sh{'' if tier == 'full' else ' --' + tier}` | `{marks}` |"
               for tier, marks in tiers]
+    lines += ["", "A test's tier is its folder under `tests/` (`tests/conftest.py` gives each test its folder's "
+              "markers; a marker written inside a test file is refused):", "",
+              "| folder | markers |", "|---|---|"]
+    lines += [f"| `tests/{folder}/` | {', '.join(f'`{m}`' for m in marks) or '(none: the fast tier)'} |"
+              for folder, marks in tier_folders(root).items()]
     lines += ["", "| marker | meaning |", "|---|---|"]
     for marker in markers:
         name, _, meaning = marker.partition(":")

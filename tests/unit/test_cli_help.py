@@ -20,8 +20,7 @@ from llama_wheels.config import load
 from llama_wheels.config.qemu_spec import load_qemu_spec
 from llama_wheels.core.errors import ConfigError
 from llama_wheels.plan import plan
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.checkout import REPO
 
 
 def run(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

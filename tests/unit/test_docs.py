@@ -18,8 +18,8 @@ import pytest
 from llama_wheels import reference
 from llama_wheels.cli import parser
 from llama_wheels.core.errors import ConfigError
+from tests.support.checkout import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 MKDOCS = Path(sys.executable).parent / "mkdocs"
 
 
@@ -63,7 +63,8 @@ def test_generated_pages_match_the_code() -> None:
 
 def test_an_edited_generated_page_is_drift(tmp_path: Path) -> None:
     root = tmp_path / "checkout"
-    for rel in (*reference.PAGES, Path("pyproject.toml"), Path("scripts/test.sh"), Path("docs/arm.json")):
+    for rel in (*reference.PAGES, Path("pyproject.toml"), Path("scripts/test.sh"), Path("docs/arm.json"),
+                Path("tests/support/tiers.py")):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, root / rel)
     assert reference.drift(root, parser()) == []
