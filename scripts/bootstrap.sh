@@ -14,6 +14,7 @@ need_apt=()
 dpkg -s debian-archive-keyring >/dev/null 2>&1 || need_apt+=(debian-archive-keyring)  # checks qemu.toml's suite
 command -v ccache >/dev/null || need_apt+=(ccache)
 command -v git >/dev/null || need_apt+=(git)
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)  # a signed tag in the release checklist's test
 command -v c++ >/dev/null || need_apt+=(g++)  # host compiler: llama-quantize 0.3.2 (tests/support/oldquant.py)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 command -v unshare >/dev/null && command -v ip >/dev/null || need_apt+=(util-linux iproute2)  # the offline tier (test.sh --fast)

@@ -394,8 +394,8 @@ class _Parser(argparse.ArgumentParser):
     """Bad arguments end like all bad input: one line naming the culprit, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"llama-wheels: error: {self.prog.removeprefix('llama-wheels ') or 'arguments'}: {message} "
-                     f"(see `{self.prog} --help`)\n")
+        where = self.prog.removeprefix("llama-wheels").strip()
+        self.exit(2, f"llama-wheels: error: {where + ': ' if where else ''}{message} (see `{self.prog} --help`)\n")
 
 
 class _Formatter(argparse.HelpFormatter):
