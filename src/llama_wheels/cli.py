@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -431,20 +431,18 @@ def _command(sub: Any, name: str, summary: str, description: str,
     return command
 
 
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: {'a directory' if path.is_dir() else 'no such file'}; "
-                                         "check the path")
-    return path
+def _existing(kind: str) -> Callable[[str], Path]:
+    """An argparse type: a path that exists as a ``kind`` ("file" or "directory"); else bad input (exit 2)."""
+    def check(text: str) -> Path:
+        path = Path(text)
+        if not (path.is_file() if kind == "file" else path.is_dir()):
+            raise argparse.ArgumentTypeError(f"{text}: {'not a' if path.exists() else 'no such'} {kind}; "
+                                             "check the path")
+        return path
+    return check
 
 
-def _existing_dir(text: str) -> Path:
-    path = Path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {'not a directory' if path.exists() else 'no such directory'}; "
-                                         "check the path")
-    return path
+_existing_file, _existing_dir = _existing("file"), _existing("directory")
 
 
 def _positive_int(text: str) -> int:
