@@ -373,6 +373,21 @@ def test_pin_check_fails_on_a_committed_patch_that_does_not_apply(world: Path) -
     assert "error: pin check base: patch 0002-line-twenty.patch does not apply" in result.stderr
 
 
+def test_pin_check_json_is_the_report_for_machines(world: Path) -> None:
+    result = cli("--config", str(world), "pin", "check", "--json", cwd=world)
+    assert result.returncode == 0, result.stderr
+    [report] = json.loads(result.stdout)
+    assert report["pin"]["name"] == "base" and report["problems"] == []
+    assert {p["name"]: p["status"] for p in report["patches"]} == {"0001-line-five.patch": "clean",
+                                                                 "0002-line-twenty.patch": "clean"}
+    patch = world / "patches" / BASE / "0002-line-twenty.patch"
+    patch.write_text(patch.read_text().replace(" line 19\n", " line nineteen\n"))
+    result = cli("--config", str(world), "pin", "check", "--json", cwd=world, env=_offline())
+    assert result.returncode == 2
+    [report] = json.loads(result.stdout)
+    assert report["problems"] == [next(p for p in report["problems"] if p.startswith("patch 0002-line-twenty"))]
+
+
 def test_the_pins_own_targets_must_plan_at_the_new_release(world: Path) -> None:
     pins = world / "build_config" / "pins.toml"
     pins.write_text(pins.read_text().replace('patches = ["0001', 'targets = ["dispatch", "fixed"]\npatches = ["0001'))
