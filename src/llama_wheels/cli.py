@@ -445,14 +445,19 @@ def _existing(kind: str) -> Callable[[str], Path]:
 _existing_file, _existing_dir = _existing("file"), _existing("directory")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
+def _positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number of ``kind`` above zero (argparse names the option and exits 2 otherwise)."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+                                             ) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above zero")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -497,8 +502,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("wheels", nargs="+", type=_existing_file, metavar="WHEEL", help="Linux aarch64 wheels to run")
     with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
-    p.add_argument("--jobs", type=_positive_int, help="cells run at once (default: number of cores)")
-    p.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--jobs", type=_positive(int), help="cells run at once (default: number of cores)")
+    p.add_argument("--cell-timeout", type=_positive(float), metavar="SECONDS",
                    help="a cell still running after this ends as 'timeout', the others go on (default: 1200)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.set_defaults(func=cmd_test)
@@ -669,7 +674,7 @@ def parser() -> argparse.ArgumentParser:
     with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
-    p.add_argument("--jobs", type=_positive_int, help="matrix cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive(int), help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_legacy_report)
 
     p = _command(sub, "repack-report", "repack layouts per CPU class -> docs/",
@@ -680,7 +685,7 @@ def parser() -> argparse.ArgumentParser:
     with_cpus(p)
     p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
-    p.add_argument("--jobs", type=_positive_int, help="matrix cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive(int), help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_repack_report)
 
     p = _command(sub, "completion", "print a shell completion script",

@@ -111,7 +111,7 @@ def test_a_missing_file_is_bad_input_everywhere(args: tuple[str, ...], tmp_path:
 def test_bad_arguments_end_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
     result = run("test", "--jobs", "-1", str(REPO / "pyproject.toml"), cwd=tmp_path)
     assert result.returncode == 2
-    assert "'-1' is not a whole number >= 1" in one_error_line(result)
+    assert "argument --jobs: -1 is not above zero" in one_error_line(result)
     assert not result.stdout
 
 

@@ -138,22 +138,3 @@ def test_the_readme_intro_is_the_sites_front_page() -> None:
     assert 'include-markdown "../README.md"' in index
     assert 'start="<!-- intro-start -->"' in index and 'end="<!-- intro-end -->"' in index
 
-
-def nav_pages(nav: object) -> list[str]:
-    if isinstance(nav, str):
-        return [nav]
-    if isinstance(nav, list):
-        return [page for item in nav for page in nav_pages(item)]
-    if isinstance(nav, dict):
-        return [page for value in nav.values() for page in nav_pages(value)]
-    return []
-
-
-def test_every_page_is_in_the_nav() -> None:
-    """A page under docs/ that the navigation does not list is unreachable on the site: add it to mkdocs.yml."""
-    import yaml
-
-    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
-    listed = set(nav_pages(config["nav"]))
-    pages = {p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md")}
-    assert sorted(pages - listed) == [], "add these pages to mkdocs.yml's nav"
