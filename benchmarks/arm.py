@@ -51,6 +51,7 @@ from llama_wheels.config.cpus import Cpu, load_cpus
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, sha256_file
 from llama_wheels.core.errors import CommandFailed, UserError
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
 from llama_wheels.judges.matrix import standalone_env
@@ -218,11 +219,11 @@ def run_process(bench: Bench, proc: Process, attempt: int) -> dict[str, Any]:
         ["py/arm_worker.py", plan, "--probe-dir", "py", "--magic", str(insn_count.MARKER_MAGIC)],
         out=bench.workdir / f"{name}.counts.json", regions=regions, env=env, pythonpath=[proc.site],
         cwd=bench.stage)
-    lines = [line for line in outcome.output.splitlines() if line.startswith("ARM ")]
-    if not lines:
+    found = reported(outcome.output.splitlines(), "ARM")
+    if not found:
         raise CommandFailed(f"{name}: the guest printed no ARM line: {runner.telling_line(outcome.tail)}",
                             tail=outcome.tail)
-    info = json.loads(lines[-1].removeprefix("ARM "))
+    info = found[-1]
     if proc.expect_variant is not None and info["variant"] != proc.expect_variant:
         raise CommandFailed(f"{name}: ggml loaded {info['variant']}, not the forced {proc.expect_variant}")
     cases = {}
