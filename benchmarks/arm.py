@@ -173,7 +173,7 @@ def stage(cache: Cache, sites: dict[str, Path], wheel_sha256: dict[str, str], mo
     modules (``py/``). Built once, atomically, under a lock."""
     modules = {"arm_worker.py": REPO / "benchmarks" / "arm_worker.py", "worker.py": REPO / "benchmarks" / "worker.py",
                "wheel_probe.py": REPO / "wheel_tests" / "wheel_probe.py",
-               **{Path(p).name: Path(p) for p in standalone_env(REPO).values()}}
+               **{Path(p).name: Path(p) for p in standalone_env().values()}}
     parts = [f"{t}={w}" for t, w in sorted(wheel_sha256.items())]
     parts += [f"{n}={sha256_file(p)}" for n, p in sorted(modules.items())]
     parts += [f"{t}={p.name}" for t, p in sorted(model_files.items())]  # the name holds the content key
@@ -208,7 +208,7 @@ def run_process(bench: Bench, proc: Process, attempt: int) -> dict[str, Any]:
     plan = json.dumps({
         "n_prompt": bench.settings.n_prompt, "n_gen": bench.settings.n_gen, "threads": proc.threads,
         "cases": [{"model": f"models/{t.lower()}.gguf", "repack": on} for t, on in proc.cases]})
-    env = {key: f"py/{Path(path).name}" for key, path in standalone_env(REPO).items()}
+    env = {key: f"py/{Path(path).name}" for key, path in standalone_env().items()}
     env["OPENBLAS_NUM_THREADS"] = "1"  # numpy's OpenBLAS starts a thread per core at import otherwise
     if proc.lib_path is not None:
         env["LLAMA_CPP_LIB_PATH"] = str(proc.lib_path)

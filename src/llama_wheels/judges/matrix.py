@@ -11,6 +11,7 @@ scores the wheel itself reports must be the oracle's. Across CPUs, greedy tokens
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -183,12 +184,23 @@ def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation)
     return "variant scores differ from ggml's rule: " + ", ".join(differ)
 
 
-def standalone_env(root: Path, models: Path | None = None) -> dict[str, str]:
-    """Where the wheel suite in a guest finds the checkout's standalone modules (wheel_probe.standalone), and
+# The standalone modules the wheel suite imports by file in a guest (wheel_probe.standalone), by variable.
+STANDALONE = {"LLAMA_WHEELS_MODELS_PY": "llama_wheels.standalone.models",
+              "LLAMA_WHEELS_ORACLE_PY": "llama_wheels.oracle",
+              "LLAMA_WHEELS_HOSTCPU_PY": "llama_wheels.standalone.hostcpu"}
+
+
+def module_file(name: str) -> Path:
+    """Where module ``name`` of this package is, found by import (without running it)."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None, name  # a module of this package
+    return Path(spec.origin)
+
+
+def standalone_env(models: Path | None = None) -> dict[str, str]:
+    """Where the wheel suite in a guest finds this package's standalone modules (wheel_probe.standalone), and
     the directory its quantized models are shared in (``models``; None: each session makes its own)."""
-    env = {"LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/standalone/models.py"),
-           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py"),
-           "LLAMA_WHEELS_HOSTCPU_PY": str(root / "src/llama_wheels/standalone/hostcpu.py")}
+    env = {variable: str(module_file(module)) for variable, module in STANDALONE.items()}
     if models is not None:
         env["LLAMA_WHEELS_MODEL_CACHE"] = str(models)
     return env
@@ -245,7 +257,7 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
         return replace(base, detail=mismatch, seconds=time.monotonic() - started)
 
     result_file = workdir / f"{cpu.name}.json"
-    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(root, bed.models)}
+    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(bed.models)}
     if expectation.q4_0_layout is not None:
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
