@@ -43,7 +43,7 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     index = (tmp_path / "site" / "index.html").read_text()
     assert "really works" in index  # README's intro, included
     for page in ("guide", "design", "measurements", "reports", "reference/cli", "reference/config",
-                 "reference/tests"):
+                 "reference/tests", "reference/record"):
         assert (tmp_path / "site" / page / "index.html").is_file(), page
 
 
