@@ -630,9 +630,10 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lock)
 
     p = _command(sub, "docs", "generate/check the reference pages of docs/",
-                 "Write the generated reference pages of the documentation site (every command and option from "
-                 "this parser, every build_config/ key from the typed config, the test tiers) or check that the "
-                 "committed ones match the code.",
+                 "Write the generated pages of the documentation site (every command and option from this "
+                 "parser, every build_config/ key from the typed config, every key of the wheel's record, the "
+                 "test tiers) and README.md's comparison table (from docs/arm.json), or check that the committed "
+                 "ones match the code.",
                  "llama-wheels docs generate", "llama-wheels docs check")
     docs_sub = p.add_subparsers(dest="docs_command", required=True, metavar="SUBCOMMAND", title="subcommands")
     _command(docs_sub, "generate", "write docs/reference/*.md from the code",
