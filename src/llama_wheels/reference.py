@@ -155,6 +155,9 @@ def field_docs(cls: type) -> dict[str, str]:
     pending: list[str] = []
     for line in inspect.getsource(cls).splitlines()[1:]:
         stripped = line.strip()
+        if not stripped:  # a comment separated by a blank line belongs to no key
+            pending = []
+            continue
         if stripped.startswith("#"):
             pending.append(stripped.lstrip("#").strip())
             continue
@@ -196,13 +199,14 @@ def _toml(value: object) -> str:
     return "[]" if value == () else repr(value)
 
 
-def config_page() -> str:
+def config_page(root: Path) -> str:
     table = ["| key | type | | meaning |", "|---|---|---|---|"]
     lines = [HEADER, "# Configuration reference (`build_config/`)", "",
              "Every key a release engineer edits, generated from the typed, frozen configuration "
              "(`llama_wheels.config`): the dataclass fields, their types, defaults and comments. An unknown key "
              "is an error that names the nearest valid one. The test beds' own pins (`sysroot.toml`, "
-             "`qemu.toml`, `musl_bed.toml`) are described in each file's header.", "",
+             "`qemu.toml`, `musl_bed.toml`) are documented in the files themselves: their keys below, with the "
+             "comments the files give them.", "",
              "## `pins.toml`", "", "Top level: `default` (string, required): the pin used when `--pin` is not "
              "given.", "",
              "`[pins.NAME]`: one llama-cpp-python release.", "", *table, *_field_rows(Pin, skip=("name",)), "",
@@ -219,8 +223,53 @@ def config_page() -> str:
              "## `cpus.toml`", "", "`[cpus.NAME]`: one emulated CPU class.", "", *table,
              *_field_rows(Cpu, skip=("name", "features")), "",
              "Its features (measured under the pinned qemu and checked by every matrix run):", "", *table,
-             *_field_rows(Features), ""]
+             *_field_rows(Features), "", *bed_sections(root)]
     return "\n".join(lines)
+
+
+BED_FILES = ("sysroot.toml", "qemu.toml", "musl_bed.toml")  # the test beds' pins: documented in the files
+
+
+def toml_keys(text: str) -> list[tuple[str, str]]:
+    """(dotted key, its comment) for every key and table of a TOML file as written: the ``#`` lines right above
+    it and the comment after it. Keys inside a multi-line array or inline table are their parent's."""
+    keys: list[tuple[str, str]] = []
+    table, depth = "", 0
+    pending: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if depth:
+            depth += stripped.count("[") + stripped.count("{") - stripped.count("]") - stripped.count("}")
+            continue
+        if not stripped:  # a comment separated by a blank line belongs to no key
+            pending = []
+            continue
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        header = re.match(r"^\[+([^\]]+)\]+\s*(?:#\s*(.*))?$", stripped)
+        entry = re.match(r'^("[^"]+"|[\w.-]+)\s*=\s*(.*?)\s*(?:#\s*([^"\']*))?$', stripped)
+        if header:
+            table = header[1].strip()
+            keys.append((table, " ".join([*pending, header[2] or ""]).strip()))
+        elif entry:
+            value = entry[2]
+            depth = value.count("[") + value.count("{") - value.count("]") - value.count("}")
+            keys.append((f"{table}.{entry[1]}" if table else entry[1], " ".join([*pending, entry[3] or ""]).strip()))
+        pending = []
+    return keys
+
+
+def bed_sections(root: Path) -> list[str]:
+    lines = []
+    for name in BED_FILES:
+        text = (root / "build_config" / name).read_text()
+        header = text.split("\n\n", 1)[0]
+        intro = " ".join(line.lstrip("#").strip() for line in header.splitlines() if line.startswith("#"))
+        lines += [f"## `{name}`", "", _cell(intro), "", "| key | meaning (from the file's comments) |", "|---|---|"]
+        lines += [f"| `{key}` | {_cell(comment)} |" for key, comment in toml_keys(text)]
+        lines.append("")
+    return lines
 
 
 # --- the wheel's record ------------------------------------------------------------------------------------
@@ -338,7 +387,7 @@ def with_block(text: str, begin: str, end: str, block: str, where: str) -> str:
 
 def pages(root: Path, parser: argparse.ArgumentParser) -> dict[Path, str]:
     readme = with_block((root / README).read_text(), ARM_BEGIN, ARM_END, arm_comparison(root), str(README))
-    return {CLI_PAGE: cli_page(parser), CONFIG_PAGE: config_page(), TESTS_PAGE: tests_page(root),
+    return {CLI_PAGE: cli_page(parser), CONFIG_PAGE: config_page(root), TESTS_PAGE: tests_page(root),
             RECORD_PAGE: record_page(), README: readme}
 
 

@@ -115,7 +115,7 @@ def test_the_config_page_documents_every_key_the_committed_files_use(name: str, 
 def test_an_undocumented_config_field_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reference, "field_docs", lambda cls: {})
     with pytest.raises(ConfigError, match=r"llama_wheels.config.Pin.version: no comment"):
-        reference.config_page()
+        reference.config_page(REPO)
 
 
 README = (REPO / "README.md").read_text()
