@@ -21,6 +21,7 @@ import json
 import re
 import tomllib
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +153,25 @@ def field_docs(cls: type) -> dict[str, str]:
     """A dataclass's field comments: the ``#`` lines above a field and the comment after it."""
     names = {f.name for f in dataclasses.fields(cls)}
     docs: dict[str, str] = {}
+    for stripped, above in _commented(inspect.getsource(cls).splitlines()[1:]):
+        match = re.match(r"(\w+):[^#]*(?:#\s*(.*))?$", stripped)
+        if match and match[1] in names:
+            docs[match[1]] = " ".join([*above, *([match[2]] if match[2] else [])])
+    return docs
+
+
+def _commented(lines: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """Each line that is neither blank nor a comment, stripped, with the ``#`` lines right above it (a comment
+    separated from it by a blank line belongs to nothing)."""
     pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines()[1:]:
+    for line in lines:
         stripped = line.strip()
-        if not stripped:  # a comment separated by a blank line belongs to no key
-            pending = []
-            continue
         if stripped.startswith("#"):
             pending.append(stripped.lstrip("#").strip())
             continue
-        match = re.match(r"(\w+):[^#]*(?:#\s*(.*))?$", stripped)
-        if match and match[1] in names:
-            docs[match[1]] = " ".join([*pending, *([match[2]] if match[2] else [])])
+        if stripped:
+            yield stripped, pending
         pending = []
-    return docs
 
 
 def _type_name(annotation: Any) -> str:
@@ -235,17 +241,9 @@ def toml_keys(text: str) -> list[tuple[str, str]]:
     it and the comment after it. Keys inside a multi-line array or inline table are their parent's."""
     keys: list[tuple[str, str]] = []
     table, depth = "", 0
-    pending: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
+    for stripped, pending in _commented(text.splitlines()):
         if depth:
             depth += stripped.count("[") + stripped.count("{") - stripped.count("]") - stripped.count("}")
-            continue
-        if not stripped:  # a comment separated by a blank line belongs to no key
-            pending = []
-            continue
-        if stripped.startswith("#"):
-            pending.append(stripped.lstrip("#").strip())
             continue
         header = re.match(r"^\[+([^\]]+)\]+\s*(?:#\s*(.*))?$", stripped)
         entry = re.match(r'^("[^"]+"|[\w.-]+)\s*=\s*(.*?)\s*(?:#\s*([^"\']*))?$', stripped)
@@ -256,7 +254,6 @@ def toml_keys(text: str) -> list[tuple[str, str]]:
             value = entry[2]
             depth = value.count("[") + value.count("{") - value.count("]") - value.count("}")
             keys.append((f"{table}.{entry[1]}" if table else entry[1], " ".join([*pending, entry[3] or ""]).strip()))
-        pending = []
     return keys
 
 
