@@ -31,7 +31,7 @@ from llama_wheels.core.errors import CommandFailed
 from llama_wheels.emulation.qemu import Sysroot
 
 KERNELS = Path(__file__).resolve().parent / "kernels"
-PASSES = 20000
+PASSES = 100000
 OPS_PER_PASS = 32
 TOLERANCE = 0.05
 CPU = "neoverse-n2"  # has dotprod and i8mm; the kernels are NEON, so every model's CPU can run them
