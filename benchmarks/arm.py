@@ -602,6 +602,16 @@ def table(data: dict[str, Any]) -> str:
             if not rank["auto_is_fewest"]:
                 lines.append(f"{name}: {key}: fewest {rank['fewest']}, ggml's {c['auto_variant']} "
                              f"x{rank['auto_over_fewest']:.3f}")
+    for name, c in data["classes"].items():
+        if "official" in c:
+            lines.append(f"{name}: official build / ours, instructions per token: " + ", ".join(
+                f"{t} pp x{c['official'][t]['per_prompt_token']['official_over_ours']:.2f} "
+                f"tg x{c['official'][t]['per_generated_token']['official_over_ours']:.2f}" for t in s["types"]))
+    for model, m in (data.get("cycles") or {}).items():
+        for key, rank in m["ranking"].items():
+            lines.append(f"est. cycles on {model} ({m['cpu']}'s blocks): {key}: cheapest {rank['cheapest']}"
+                         + ("" if rank["auto_is_cheapest"] else
+                            f", ggml's {m['auto_variant']} x{rank['auto_over_cheapest']:.3f}"))
     d = data["determinism"]
     same = d["prompt_and_generation_identical"]
     lines.append(f"determinism: {len(d['repeated'])} of {d['processes']} processes counted again: "
