@@ -149,21 +149,23 @@ def price(spec: McaSpec, model: str, asm: Mapping[str, Sequence[str]]) -> dict[s
                 data = json.loads(out.read_text())
                 return {r["Name"]: r["SummaryView"]["TotalCycles"] / r["SummaryView"]["Iterations"]
                         for r in data["CodeRegions"]}
-        bad = _failing_block(outcome.output, first_line)
-        if bad is None:
+        bad = _failing_blocks(outcome.output, first_line)
+        if not bad:
             raise CommandFailed(f"llvm-mca -mcpu={model} failed: {runner.telling_line(outcome.tail)}",
                                 tail=outcome.tail)
-        keys.remove(bad)
+        keys = [k for k in keys if k not in bad]
     return {}
 
 
-def _failing_block(output: str, first_line: Mapping[int, str]) -> str | None:
-    found = _ERROR_LINE.search(output)
-    if found is None:
-        return None
-    line = int(found.group(1))
-    starts = [n for n in first_line if n <= line]
-    return first_line[max(starts)] if starts else None
+def _failing_blocks(output: str, first_line: Mapping[int, str]) -> set[str]:
+    """The blocks whose lines llvm-mca's assembler rejected (every error it reported)."""
+    bad = set()
+    for found in _ERROR_LINE.finditer(output):
+        line = int(found.group(1))
+        starts = [n for n in first_line if n <= line]
+        if starts:
+            bad.add(first_line[max(starts)])
+    return bad
 
 
 def code_key(data: bytes) -> str:
