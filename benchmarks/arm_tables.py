@@ -104,11 +104,14 @@ def markdown(data: dict[str, Any]) -> str:
                 lines.append(f"- {_key_label(k)}: {verdict}")
             lines.append("")
     lines += ["## Instructions per token of every variant a class can run (forced one at a time)", "",
+              "Feature sets whose variants this run did not force are left out.", "",
               "| CPU class | ggml's choice | ranking key | fewest | ggml's / fewest |", "|---|---|---|---|---|"]
     for name, c in data["classes"].items():
         if c["feature_set_of"] != name:
             continue
         for k, r in c["variants"].items():
+            if len(r["order"]) < 2:  # no variant forced on this feature set in this run
+                continue
             lines.append(f"| {name} | {c['auto_variant']} | {_key_label(k)} | {r['fewest']} | "
                          f"{r['auto_over_fewest']:.3f} |")
     return "\n".join(lines) + "\n"
