@@ -634,6 +634,8 @@ def main_arm(args: Any) -> dict[str, Any]:
         settings = dataclasses.replace(settings, variant_classes=tuple(args.arm_variants.split(",")))
     if args.arm_no_exact:
         settings = dataclasses.replace(settings, exact=False)
+    if args.arm_no_threads_check:
+        settings = dataclasses.replace(settings, threads_check=False)
     if args.repeat is not None:
         if args.repeat < 1:
             raise UserError("--repeat must be at least 1")

@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
                      "one at a time (default: every feature set)")
     arm.add_argument("--arm-no-exact", action="store_true",
                      help="leave out the fixed-ISA wheels (dispatch vs exact): two compiles fewer")
+    arm.add_argument("--arm-no-threads-check", action="store_true",
+                     help="leave out the 2-thread count (the thread pool's noise)")
     arm.add_argument("--repeat", type=int, help="count every guest process this often (default 1, smoke 2)")
     arm.add_argument("--jobs", type=int, default=2, help="guest processes at a time (default 2)")
     return p
