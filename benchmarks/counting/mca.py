@@ -36,6 +36,8 @@ INSN_BYTES = 4  # every A64 instruction
 LIMITS = ("caches and memory bandwidth (every load hits L1)", "branch prediction (no mispredictions)",
           "dependencies between consecutive blocks (each block is priced alone, back to back)",
           "the front end beyond the model's dispatch width",
+          "instructions the model has no scheduling data for (system instructions; skipped, llvm-mca "
+          "-skip-unsupported-instructions=lack-sched); calls priced at llvm-mca's assumed 100 cycles",
           f"the {1 - COVERAGE:.0%} of instructions outside the priced blocks, at the priced blocks' average "
           "cycles per instruction")
 _ENCODING = re.compile(r"//\s*encoding:\s*\[([^\]]*)\]")
@@ -144,6 +146,7 @@ def price(spec: McaSpec, model: str, asm: Mapping[str, Sequence[str]]) -> dict[s
             source.write_text("\n".join(text) + "\n")
             outcome = runner.probe([spec.llvm_mca, "-mtriple=aarch64", f"-mcpu={model}",
                                     f"-iterations={spec.iterations}", "--json", "-instruction-info=0",
+                                    "-skip-unsupported-instructions=lack-sched",
                                     "-resource-pressure=0", "-o", out, source], capture=True)
             if outcome.returncode == 0:
                 data = json.loads(out.read_text())
