@@ -41,13 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine, perf, wheels
+from benchmarks import arm_tables, machine, perf, wheels
 from benchmarks.arm_worker import PHASES, region_of
-from benchmarks.counting import insn_count
+from benchmarks.counting import insn_count, mca, validate
 from benchmarks.counting.insn_count import Counts
 from benchmarks.counting.qemu_plugin import CountingQemu, ensure_counting_qemu
 from llama_wheels.config import Config, load
 from llama_wheels.config.cpus import Cpu, load_cpus
+from llama_wheels.config.mca_spec import McaSpec, load_mca_spec
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, sha256_file
 from llama_wheels.core.errors import CommandFailed, UserError
@@ -60,7 +61,8 @@ from llama_wheels.standalone.models import ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DISPATCH_TARGET = "linux-aarch64"
-QUANTIZED = {"Q4_K": "Q4_K_S"}  # type -> the llama.cpp file type the wheel's quantizer makes it with
+OFFICIAL_TARGET = "linux-aarch64-official"  # llama-cpp-python's own release build (targets.toml), not published
+QUANTIZED = {"Q4_K": "Q4_K_M"}  # type -> the llama.cpp file type the wheel's quantizer makes it with
 MATMUL = ("gemm", "gemv", "vec_dot", "mul_mat", "quantize_row", "quantize_mat", "sgemm", "tinyblas")
 MAX_CASES = (insn_count.MAX_REGIONS - 2) // len(PHASES)
 
@@ -81,6 +83,10 @@ class Settings:
     repeat_classes: tuple[str, ...] | None  # the classes whose repack process is repeated (None: all)
     repeat_variants: int  # counts of each forced-variant and fixed-ISA process
     threads_check: bool  # also count one class with 2 threads, twice (shows the thread pool's noise)
+    # llvm-mca model -> the class whose blocks it prices; None: build_config/mca.toml's (the real cores)
+    price_models: dict[str, str] | None = None
+    variant_classes: tuple[str, ...] | None = None  # feature sets whose variants are forced (None: every one)
+    exact: bool = True  # the fixed-ISA wheels against the dispatch wheel's same variant
 
     def model(self, weight_type: str) -> ModelSpec:
         quantize = QUANTIZED.get(weight_type)
@@ -96,7 +102,10 @@ FULL = Settings(n_vocab=4096, n_embd=1024, n_ff=2816, n_layer=2, n_head=16, n_pr
                 repeat_classes=("neoverse-n1", "neoverse-n2"), repeat_variants=1, threads_check=True)
 SMOKE = Settings(n_vocab=512, n_embd=256, n_ff=512, n_layer=1, n_head=4, n_prompt=8, n_gen=2,
                  types=("Q4_0", "Q8_0"), variant_types=("Q4_0",), cpus=("neoverse-n1", "cortex-a76"), repeat=2,
-                 repeat_classes=None, repeat_variants=2, threads_check=False)
+                 repeat_classes=None, repeat_variants=2, threads_check=False,
+                 # the smoke's classes have no trustworthy model: N2's prices neoverse-n1's blocks, which
+                 # checks the pricing (deterministic, covered), not a core
+                 price_models={"neoverse-n2": "neoverse-n1"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,6 +343,8 @@ def summarize(settings: Settings, cpus: dict[str, Cpu], groups: dict[str, list[s
             }
         entry["exact"] = exact
         entry["exact_of_choice"] = exact_targets.get(auto["variant"])
+        if (rep, "official") in results:
+            entry["official"] = official_comparison(settings, auto["cases"], results[(rep, "official")][0])
         classes[name] = entry
     return {"classes": classes, "determinism": {
         "repeat": settings.repeat,
@@ -345,6 +356,20 @@ def summarize(settings: Settings, cpus: dict[str, Cpu], groups: dict[str, list[s
         "load_max_relative_difference": round(load_spread, 7),
     }}
 
+
+
+def official_comparison(settings: Settings, ours: dict[str, Any], official: dict[str, Any]) -> dict[str, Any]:
+    """Our wheel (ggml's choice, repacking on: what a user gets) against the official build, per type: its
+    instructions per prompt and generated token, and official / ours (how many times fewer ours needs).
+    The official build's counts are made on the feature set's first class, like the forced variants."""
+    out: dict[str, Any] = {"fixed_isa": official["fixed_isa"], "variant": official["variant"]}
+    for t in settings.types:
+        mine, theirs = ours[f"{t}:on"], official["cases"][f"{t}:on"]
+        out[t] = {"repacked": theirs["repacked"], "layouts": theirs["layouts"]}
+        for per in ("per_prompt_token", "per_generated_token"):
+            out[t][per] = {"ours": mine[per], "official": theirs[per],
+                           "official_over_ours": _ratio(theirs[per], mine[per])}
+    return out
 
 
 def matmul_shares(settings: Settings, results: dict[tuple[str, str], list[dict[str, Any]]],
@@ -381,8 +406,8 @@ def run(args: Any, settings: Settings) -> dict[str, Any]:
     sysroot = ensure_sysroot(cache)
     with tempfile.TemporaryDirectory(prefix="llama-wheels-arm-") as tmp:
         scratch = Path(tmp)
-        targets = [DISPATCH_TARGET, *sorted(set(exact_targets.values()))]
-        if args.smoke:  # the suite builds these two anyway; armv8.0 would be a compile of its own
+        targets = [DISPATCH_TARGET, *(sorted(set(exact_targets.values())) if settings.exact else []), OFFICIAL_TARGET]
+        if args.smoke:  # the suite builds these two anyway; armv8.0 and the official build are compiles of their own
             targets = [t for t in targets if t in (DISPATCH_TARGET, "linux-aarch64-armv8.2-dotprod")]
         with log.stage("wheel", ", ".join(targets) + " (pipeline; cached when unchanged)"):
             built = wheels.build(config, targets, cache, scratch / "dist")
@@ -403,20 +428,29 @@ def run(args: Any, settings: Settings) -> dict[str, Any]:
             scores = results[(first, "auto")][0]["scores"]
             auto = results[(first, "auto")][0]["variant"]
             more = []
-            for variant in sorted(v for v, score in scores.items() if score > 0 and v != auto):
+            forced = settings.variant_classes is None or any(c in settings.variant_classes for c in groups[first])
+            for variant in sorted(v for v, score in scores.items() if score > 0 and v != auto and forced):
                 more.append(Process(key=f"variant:{variant}", cpu=cpus[first], site=sites[DISPATCH_TARGET],
                                     cases=variant_cases, lib_path=Path(f"lib-{variant}"), expect_variant=variant))
             for variant, target in sorted(exact_targets.items()):
                 if target in sites and scores.get(variant, 0) > 0:
                     more.append(Process(key=f"exact:{target}", cpu=cpus[first], site=sites[target],
                                         cases=variant_cases))
+            if OFFICIAL_TARGET in sites:  # the official wheel: every type, with its default (repacking on)
+                more.append(Process(key="official", cpu=cpus[first], site=sites[OFFICIAL_TARGET],
+                                    cases=tuple((t, True) for t in settings.types)))
             results.update(_run_all(bench, more, settings.repeat_variants, args.jobs))
         for (_, proc_key), runs in results.items():
             if proc_key.startswith("exact:"):
                 target = proc_key.removeprefix("exact:")
                 for r in runs:
                     r["fixed_isa_variant"] = config.target(target).variant
+        spec = load_mca_spec(REPO, tuple(all_cpus))
+        pricing = settings.price_models or {m.name: m.cpu for m in spec.models}
+        validation = _validate_pricing(spec, counting, sysroot, all_cpus[validate.CPU])
+        price_runs(spec, pricing, settings, results)
         report = summarize(settings, cpus, groups, results, exact_targets)
+        report["cycles"] = cycle_summary(settings, pricing, groups, results)
         share_cpu = next((n for n in cpus if cpus[n].features.dotprod and not cpus[n].features.sve), chosen[0])
         shares = matmul_shares(settings, results, share_cpu)
         threads = _threads_check(bench, cpus[share_cpu], sites[DISPATCH_TARGET]) if settings.threads_check else None
@@ -437,7 +471,87 @@ def run(args: Any, settings: Settings) -> dict[str, Any]:
         **report,
         "matmul_share": shares,
         "threads_check": threads,
+        "mca": {"llvm": f"{spec.package} {spec.version}", "iterations": spec.iterations, "coverage": mca.COVERAGE,
+                "models": pricing, "leaves_out": list(mca.LIMITS), "validation": validation},
     }
+
+
+def _validate_pricing(spec: McaSpec, counting: CountingQemu, sysroot: Sysroot, cpu: Cpu) -> dict[str, Any]:
+    """The hand-written kernels first (benchmarks/counting/validate.py): no estimate of ggml's code from a
+    method that misses a known cycle count by more than 5%."""
+    mca.check_llvm(spec)
+    with runner.current_log().stage("mca", "validating estimated cycles on hand-written SDOT/SMMLA kernels"):
+        checks = validate.validate(spec, counting, sysroot, cpu)
+    validate.require(checks)
+    return validate.report(checks)
+
+
+def price_runs(spec: McaSpec, models: dict[str, str], settings: Settings,
+               results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """Estimated cycles of every counted prompt and generation on a class a model prices: each run gets
+    ``cycles[model][case][phase]`` (an mca.Estimate). Every distinct block is priced once per model."""
+    regions: list[tuple[dict[str, Any], str, str, str, dict[Any, int]]] = []
+    for (cpu_name, _), runs in results.items():
+        priced_by = [m for m, c in models.items() if c == cpu_name]
+        if not priced_by:
+            continue
+        for r in runs:
+            counts: Counts = r["_counts"]
+            for i, case in enumerate(r["cases"]):
+                for phase in ("prompt", "generation"):
+                    blocks = counts.blocks(region_of(i, phase))
+                    regions.extend((r, m, case, phase, blocks) for m in priced_by)
+    if not regions:
+        return
+    with runner.current_log().stage("mca", f"pricing the hot blocks of {len(regions)} regions under "
+                                           f"{', '.join(sorted(models))}"):
+        prices = mca.Pricer(spec=spec, models=tuple(sorted(models))).prepare(b for *_, b in regions)
+    for r, model, case, phase, blocks in regions:
+        r.setdefault("cycles", {}).setdefault(model, {}).setdefault(case, {})[phase] = \
+            mca.Pricer.estimate(blocks, prices[model])
+
+
+def cycle_summary(settings: Settings, models: dict[str, str], groups: dict[str, list[str]],
+                  results: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per model: estimated cycles per prompt and generated token of every variant its class can run (ggml's
+    choice, the forced ones, the official build), the ranking, and how far the repeated runs' estimates
+    differ (the determinism of the pricing)."""
+    out: dict[str, Any] = {}
+    for model, cpu_name in sorted(models.items()):
+        if (cpu_name, "auto") not in results:
+            continue
+        auto = results[(cpu_name, "auto")][0]
+        per: dict[str, dict[str, Any]] = {}
+        covered = 1.0
+        spread = 0.0
+        for (c, key), runs in results.items():
+            if c != cpu_name or "cycles" not in runs[0] or key == "threads":
+                continue
+            name = auto["variant"] if key == "auto" else key.removeprefix("variant:")
+            row = {}
+            for case, phases in runs[0]["cycles"][model].items():
+                if key == "auto" and not case.endswith(":on"):
+                    continue
+                for phase, est in phases.items():
+                    tokens = settings.n_prompt if phase == "prompt" else settings.n_gen
+                    row[f"{case.removesuffix(':on')}:{phase}"] = round(est.cycles / tokens)
+                    covered = min(covered, est.covered)
+                    for other in runs[1:]:
+                        spread = max(spread, _spread(est.cycles, other["cycles"][model][case][phase].cycles))
+            per[name] = row
+        ranking: dict[str, Any] = {}
+        for t in settings.variant_types:
+            for phase in ("prompt", "generation"):
+                k = f"{t}:{phase}"
+                value = {v: row[k] for v, row in per.items() if k in row and not v.startswith(("exact:", "official"))}
+                cheapest = min(value, key=lambda v: value[v])
+                ranking[k] = {"order": sorted(value, key=lambda v: value[v]), "cheapest": cheapest,
+                              "auto_is_cheapest": cheapest == auto["variant"],
+                              "auto_over_cheapest": round(value[auto["variant"]] / value[cheapest], 4)}
+        out[model] = {"cpu": cpu_name, "feature_set": groups.get(cpu_name, [cpu_name]), "auto_variant": auto["variant"],
+                      "per_token": per, "ranking": ranking, "min_covered": covered,
+                      "repeat_max_relative_difference": spread}
+    return out
 
 
 def fixed_isa_targets(config: Config) -> dict[str, str]:
@@ -489,6 +603,16 @@ def table(data: dict[str, Any]) -> str:
             if not rank["auto_is_fewest"]:
                 lines.append(f"{name}: {key}: fewest {rank['fewest']}, ggml's {c['auto_variant']} "
                              f"x{rank['auto_over_fewest']:.3f}")
+    for name, c in data["classes"].items():
+        if "official" in c:
+            lines.append(f"{name}: official build / ours, instructions per token: " + ", ".join(
+                f"{t} pp x{c['official'][t]['per_prompt_token']['official_over_ours']:.2f} "
+                f"tg x{c['official'][t]['per_generated_token']['official_over_ours']:.2f}" for t in s["types"]))
+    for model, m in (data.get("cycles") or {}).items():
+        for key, rank in m["ranking"].items():
+            lines.append(f"est. cycles on {model} ({m['cpu']}'s blocks): {key}: cheapest {rank['cheapest']}"
+                         + ("" if rank["auto_is_cheapest"] else
+                            f", ggml's {m['auto_variant']} x{rank['auto_over_cheapest']:.3f}"))
     d = data["determinism"]
     same = d["prompt_and_generation_identical"]
     lines.append(f"determinism: {len(d['repeated'])} of {d['processes']} processes counted again: "
@@ -507,6 +631,12 @@ def main_arm(args: Any) -> dict[str, Any]:
     settings = SMOKE if args.smoke else FULL
     if args.arm_cpus:
         settings = dataclasses.replace(settings, cpus=tuple(args.arm_cpus.split(",")))
+    if args.arm_variants:
+        settings = dataclasses.replace(settings, variant_classes=tuple(args.arm_variants.split(",")))
+    if args.arm_no_exact:
+        settings = dataclasses.replace(settings, exact=False)
+    if args.arm_no_threads_check:
+        settings = dataclasses.replace(settings, threads_check=False)
     if args.repeat is not None:
         if args.repeat < 1:
             raise UserError("--repeat must be at least 1")
@@ -514,6 +644,8 @@ def main_arm(args: Any) -> dict[str, Any]:
     data = run(args, settings)
     out = args.out.resolve()
     perf.write_json(out / "arm.json", data, default=_no_counts)
+    with atomic_path(out / "arm.md") as tmp:  # the markdown of the committed reference run (docs/arm.md)
+        tmp.write_text(arm_tables.markdown(json.loads((out / "arm.json").read_text())))
     from benchmarks.chart import write_arm_chart  # matplotlib only once there is something to draw
 
     write_arm_chart(data, out / "arm.png")

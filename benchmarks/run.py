@@ -64,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
     arm = p.add_argument_group("--arm: instruction counts under emulation (benchmarks/arm.py)")
     arm.add_argument("--arm", action="store_true", help="count guest instructions per token on the ARM classes")
     arm.add_argument("--arm-cpus", help="comma-separated CPU classes (default: all; smoke: two)")
+    arm.add_argument("--arm-variants", help="comma-separated classes whose feature sets' CPU variants are forced "
+                     "one at a time (default: every feature set)")
+    arm.add_argument("--arm-no-exact", action="store_true",
+                     help="leave out the fixed-ISA wheels (dispatch vs exact): two compiles fewer")
+    arm.add_argument("--arm-no-threads-check", action="store_true",
+                     help="leave out the 2-thread count (the thread pool's noise)")
     arm.add_argument("--repeat", type=int, help="count every guest process this often (default 1, smoke 2)")
     arm.add_argument("--jobs", type=int, default=2, help="guest processes at a time (default 2)")
     return p
@@ -321,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out = REPO / "reports" / "arm"
             arm_data = arm.main_arm(args)
             print(arm.table(arm_data))
-            print(f"wrote {args.out.resolve() / 'arm.json'} and {args.out.resolve() / 'arm.png'}")
+            print(f"wrote {args.out.resolve() / 'arm.json'}, arm.md and arm.png")
             return 0
         settings = settings_from(args)
         data = benchmark(args, settings)

@@ -3,7 +3,8 @@
 #   Debian: ccache, git, python3-venv, debian-archive-keyring (the emulated ARM test bed's qemu-user is not
 #           installed: llama-wheels fetches the .deb build_config/qemu.toml pins into its cache), and what
 #           the instruction-counting qemu is built with (dpkg-dev, ninja-build, pkg-config, libglib2.0-dev),
-#           what the emulated musl Python is built with (make, patch, tcl, gcc)
+#           what the emulated musl Python is built with (make, patch, tcl, gcc), and the pinned LLVM whose
+#           llvm-mca estimates cycles (build_config/mca.toml)
 #   PyPI:   this project and its pinned tools (zig, scikit-build-core, cmake, ninja, auditwheel, ...)
 #           into .venv/ of this checkout.
 # Sourced by scripts/build.sh and scripts/test.sh; prints where the venv is.
@@ -32,6 +33,11 @@ command -v make >/dev/null || need_apt+=(make)
 command -v patch >/dev/null || need_apt+=(patch)
 command -v tclsh >/dev/null || need_apt+=(tcl)
 command -v gcc >/dev/null || need_apt+=(gcc)
+# Estimated cycles (benchmarks/run.py --arm): llvm-mca and llvm-mc of the LLVM build_config/mca.toml pins
+# (Debian 12: bookworm-security's llvm-22; the installed version must be exactly the pinned one)
+llvm_pkg=$(sed -n 's/^package = "\(.*\)".*/\1/p' build_config/mca.toml)
+llvm_version=$(sed -n 's/^version = "\(.*\)".*/\1/p' build_config/mca.toml)
+[ "$(dpkg-query -W -f='${Version}' "$llvm_pkg" 2>/dev/null)" = "$llvm_version" ] || need_apt+=("$llvm_pkg=$llvm_version")
 if ((${#need_apt[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "bootstrap: apt-get install ${need_apt[*]}" >&2

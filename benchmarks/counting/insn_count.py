@@ -44,6 +44,16 @@ class CountError(LlamaWheelsError):
     """A counted run that cannot be trusted: not our plugin's output, a missing marker, a lost block."""
 
 
+@dataclass(frozen=True)
+class Block:
+    """One translated block: ``n_insns`` instructions from ``offset`` of the file at ``path`` (a host path;
+    ``[anon]`` or ``[unknown]`` for code that ran from no file)."""
+
+    path: str
+    offset: int
+    n_insns: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class Counts:
     total: int
@@ -51,10 +61,20 @@ class Counts:
     markers: Mapping[int, int]  # region -> how many markers opened it
     vcpus: int
     files: tuple[str, ...]
-    profile: tuple[tuple[int, int, int, int], ...]  # (region, file index, file offset of a block, instructions)
+    # (region, file index, file offset of a block, its instructions, its executions in that region)
+    profile: tuple[tuple[int, int, int, int, int], ...]
 
     def region(self, k: int) -> int:
         return self.regions.get(k, 0)
+
+    def blocks(self, region: int) -> dict[Block, int]:
+        """Every block that ran in ``region`` -> its exact execution count there."""
+        out: dict[Block, int] = {}
+        for r, file_index, offset, n_insns, executions in self.profile:
+            if r == region:
+                block = Block(self.files[file_index], offset, n_insns)
+                out[block] = out.get(block, 0) + executions
+        return out
 
 
 def read_counts(path: Path, *, source_sha256: str, regions: Sequence[int] = ()) -> Counts:
@@ -84,13 +104,22 @@ def read_counts(path: Path, *, source_sha256: str, regions: Sequence[int] = ()) 
     total = sum(r["insns"] for r in counted.values())
     if total != data["total"]:
         raise CountError(f"{path}: regions sum to {total}, the total is {data['total']}")
+    profile = tuple((int(r), int(f), int(o), int(n), int(e)) for r, f, o, n, e in data["profile"])
+    per_region: dict[int, int] = {}
+    for r, _, _, n, e in profile:
+        per_region[r] = per_region.get(r, 0) + n * e
+    for k, r in counted.items():
+        if per_region.get(k, 0) != r["insns"]:
+            raise CountError(f"{path}: region {k}'s blocks (instructions x executions) sum to "
+                             f"{per_region.get(k, 0)}, but it counted {r['insns']}: the per-block profile is "
+                             "not exact; plugin and reader disagree")
     return Counts(
         total=data["total"],
         regions={k: r["insns"] for k, r in counted.items()},
         markers={k: r["markers"] for k, r in counted.items()},
         vcpus=data["vcpus"],
         files=tuple(data["files"]),
-        profile=tuple((int(r), int(f), int(o), int(n)) for r, f, o, n in data["profile"]),
+        profile=profile,
     )
 
 
@@ -179,13 +208,13 @@ def attribute(counts: Counts, region: int) -> dict[tuple[str, str | None], int]:
     """Instructions of ``region`` per (file, function symbol or None), from the plugin's per-block profile
     (a block is attributed to the function of its first instruction)."""
     out: dict[tuple[str, str | None], int] = {}
-    for r, file_index, offset, insns in counts.profile:
+    for r, file_index, offset, n_insns, executions in counts.profile:
         if r != region:
             continue
         path = counts.files[file_index]
         table = _symbols(path) if path.startswith("/") else None
         key = (path, table.at(offset) if table else None)
-        out[key] = out.get(key, 0) + insns
+        out[key] = out.get(key, 0) + n_insns * executions
     return out
 
 

@@ -7,6 +7,7 @@ each run measured what it claims (repacking on/off, the forced variant), never a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import perf, stats, wheels
+from benchmarks import arm_tables, perf, stats, wheels
 from llama_wheels.config import load
 from llama_wheels.core.errors import UserError, VerifyError
 from tests.support.checkout import CHECKOUT_PATH, REPO
@@ -183,3 +184,21 @@ def test_a_worker_that_repacks_nothing_is_refused_and_a_lying_variant_too(tmp_pa
         perf.check_claims(forced, ready)
     assert perf.check_claims(perf.Case(name="off", site=tmp_path, repack=False), ready)["variant"] == "x64"
 
+
+
+def test_every_committed_arm_markdown_is_generated_from_its_json() -> None:
+    """docs/**/arm.md is arm_tables.markdown() of the arm.json beside it: regenerated, never edited."""
+    pages = sorted((REPO / "docs").rglob("arm.md"))
+    for page in pages:
+        data = json.loads((page.parent / "arm.json").read_text())
+        assert page.read_text() == arm_tables.markdown(data), f"{page} drifted; regenerate it from its arm.json"
+
+
+def test_the_lead_table_reads_official_over_ours_per_class_and_type() -> None:
+    data = {"settings": {"types": ["Q4_0"]}, "classes": {
+        "neoverse-n1": {"auto_variant": "armv8.2_2", "official": {"Q4_0": {
+            "per_prompt_token": {"official_over_ours": 5.04}, "per_generated_token": {"official_over_ours": 2.5}}}},
+        "cortex-a53": {"auto_variant": "armv8.0_1"}}}  # no official count: no row
+    rows = arm_tables.lead_rows(data)
+    assert rows[0] == "| CPU class | ggml's variant (ours) | Q4_0 prompt | Q4_0 generation |"
+    assert rows[2:] == ["| neoverse-n1 | armv8.2_2 | **5.04x** | **2.50x** |"]

@@ -99,7 +99,7 @@ def test_a_dispatch_target_cannot_name_one_variant(config_root: Path) -> None:
 
 
 def test_publish_must_be_a_boolean(config_root: Path) -> None:
-    edit(config_root / "build_config/targets.toml", "publish = false", 'publish = "no"')
+    edit(config_root / "build_config/targets.toml", 'index = "cpu"\npublish = false', 'index = "cpu"\npublish = "no"')
     with pytest.raises(ConfigError, match=r"targets.linux-x86_64.publish: expected bool, got str"):
         load(config_root)
 

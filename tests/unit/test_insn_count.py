@@ -64,7 +64,7 @@ def _output(tmp_path: Path, **change: object) -> Path:
         "tool": insn_count.TOOL, "source_sha256": "a" * 64, "marker_magic": MARKER_MAGIC, "vcpus": 1,
         "total": 100, "slot_overflow": 0, "foreign_writes_to_minus_one": 0,
         "regions": {"0": {"insns": 60, "markers": 0}, "1": {"insns": 40, "markers": 1}},
-        "files": ["/lib/libc.so.6"], "profile": [[1, 0, 4096, 40], [0, 0, 8192, 60]],
+        "files": ["/lib/libc.so.6"], "profile": [[1, 0, 4096, 10, 4], [0, 0, 8192, 6, 10]],
     }
     data.update(change)
     path = tmp_path / "counts.json"
@@ -75,6 +75,9 @@ def _output(tmp_path: Path, **change: object) -> Path:
 def test_the_reader_takes_our_plugins_complete_output(tmp_path: Path) -> None:
     counts = read_counts(_output(tmp_path), source_sha256="a" * 64, regions=[1])
     assert (counts.total, counts.region(1), counts.region(0), counts.region(5)) == (100, 40, 60, 0)
+    # each block's exact executions, what estimated cycles multiply its price by
+    assert counts.blocks(1) == {insn_count.Block("/lib/libc.so.6", 4096, 10): 4}
+    assert insn_count.attribute(counts, 0) == {("/lib/libc.so.6", None): 60}
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -86,6 +89,9 @@ def test_the_reader_takes_our_plugins_complete_output(tmp_path: Path) -> None:
     ({"slot_overflow": 3}, r"3 block executions had no profile slot"),
     ({"total": 101}, r"regions sum to 100, the total is 101"),
     ({"marker_magic": 1}, r"marker magic 1 is not"),
+    ({"profile": [[1, 0, 4096, 10, 4], [0, 0, 8192, 6, 9]]},
+     r"region 0's blocks \(instructions x executions\) sum to 54, but it counted 60: the per-block "
+     r"profile is not exact"),
 ])
 def test_the_reader_refuses_what_it_cannot_trust(tmp_path: Path, change: dict[str, object], message: str) -> None:
     with pytest.raises(CountError, match=message):

@@ -8,8 +8,9 @@
  *
  * Counting: every translated block (TB) gets an inline per-vCPU "add N" (N = its instruction count) on one
  * scoreboard counter, run when the block starts executing, and an inline "add 1" on its own slot of a second
- * scoreboard (per-TB execution counts, for the per-file profile). No helper call per block, no sampling:
- * the counts depend only on the guest's control flow. (A block left early by a guest fault is still counted
+ * scoreboard: each distinct block's exact execution count, per region (the profile: where instructions ran,
+ * and what estimated cycles multiply each block's price by). No helper call per block, no sampling: the
+ * counts depend only on the guest's control flow. (A block left early by a guest fault is still counted
  * whole; a guest that does not fault is counted exactly.)
  *
  * Regions: the guest calls write(-1, NULL, MAGIC + k) (aarch64 syscall 64; the kernel answers EBADF, nothing
@@ -294,7 +295,8 @@ static void plugin_exit(qemu_plugin_id_t id, void *userdata)
         g_string_append(out, i ? ",\n  " : "\n  ");
         json_string(out, g_ptr_array_index(files, i));
     }
-    /* profile: [region, file, offset, instructions] per block that ran in that region */
+    /* profile: [region, file, offset, instructions of the block, its executions in that region] per block
+     * that ran in that region (a block is its instructions from that file offset on, 4 bytes each) */
     g_string_append(out, "\n],\n\"profile\": [");
     first = true;
     for (int r = 0; r < MAX_REGIONS; r++) {
@@ -303,8 +305,8 @@ static void plugin_exit(qemu_plugin_id_t id, void *userdata)
         g_hash_table_iter_init(&it, profile[r]);
         while (g_hash_table_iter_next(&it, &key, &value)) {
             const Slot *s = &g_array_index(slots, Slot, GPOINTER_TO_UINT(key) - 1);
-            g_string_append_printf(out, "%s\n  [%d, %d, %" PRIu64 ", %" PRIu64 "]", first ? "" : ",", r, s->file,
-                                   s->offset, *(uint64_t *)value * s->n_insns);
+            g_string_append_printf(out, "%s\n  [%d, %d, %" PRIu64 ", %u, %" PRIu64 "]", first ? "" : ",", r,
+                                   s->file, s->offset, s->n_insns, *(uint64_t *)value);
             first = false;
         }
     }

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import arm_tables
 from tests.support.checkout import CHECKOUT_PATH
 
 
@@ -54,4 +55,15 @@ def test_arm_smoke_counts_are_deterministic_and_repack_saves_instructions(tmp_pa
     assert share["matmul kernels"] == max(share.values()) and share["matmul kernels"] > 0.4, share
     assert (out / "arm.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "determinism: 5 of 5 processes counted again: prompt and generation " in result.stdout
+    # estimated cycles: the method validated first, then every counted prompt and generation priced; the two
+    # runs of each process price within what their counts differ by (measured: 4.2e-4, counts 6.1e-4)
+    assert data["mca"]["validation"]["all_within_tolerance"] is True
+    priced = data["cycles"]["neoverse-n2"]
+    assert priced["cpu"] == "neoverse-n1" and priced["repeat_max_relative_difference"] < 1e-3
+    assert priced["min_covered"] >= 0.9, priced["min_covered"]  # 95% is the goal; a block llvm cannot read drops
+    assert set(priced["per_token"]) >= {"armv8.0_1", "armv8.2_1", "armv8.2_2"}
+    row = priced["per_token"]["armv8.2_2"]
+    assert all(v > 0 for v in row.values()) and set(row) >= {"Q4_0:prompt", "Q4_0:generation"}
+    assert priced["ranking"]["Q4_0:prompt"]["order"][-1] == "armv8.0_1"  # no dotprod: the most cycles too
+    assert (out / "arm.md").read_text() == arm_tables.markdown(data)
 
