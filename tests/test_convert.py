@@ -148,4 +148,4 @@ def test_refuses_to_overwrite_its_input(q4_model: Path, tmp_path: Path) -> None:
 def test_missing_input_is_a_user_error(tmp_path: Path) -> None:
     result = cli("convert-model", str(tmp_path / "nope.gguf"), str(tmp_path / "out.gguf"), cwd=tmp_path)
     assert result.returncode == 2
-    assert "nope.gguf: cannot read it" in result.stderr
+    assert "nope.gguf: no such file" in result.stderr

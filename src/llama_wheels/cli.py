@@ -18,7 +18,7 @@ from typing import Any
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, remove
-from llama_wheels.core.errors import ConfigError, Interrupted, LlamaWheelsError
+from llama_wheels.core.errors import ConfigError, Interrupted, LlamaWheelsError, one_line
 from llama_wheels.plan import describe, plan
 
 
@@ -71,11 +71,14 @@ def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.binaries.wheel import open_wheel
     from llama_wheels.config.platforms import platform
     from llama_wheels.core.cache import publish_file
     from llama_wheels.stages.repair import repair_wheel
 
     target = _config(args).target(args.target)
+    with open_wheel(args.wheel, fix="pass the wheel a build wrote, before repair"):
+        pass  # auditwheel is handed a whole wheel or none
     with repair_wheel(args.wheel.resolve(), platform(target.platform)) as repaired:
         print(publish_file(repaired, args.dist.resolve()))
     return 0
@@ -284,6 +287,21 @@ def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     return 0
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    """An argparse type: a number of ``kind`` above zero (argparse names the option and exits 2 otherwise)."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}"
+                                             ) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above zero")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="llama-wheels", description=__doc__.splitlines()[0] if __doc__ else None)
     top.add_argument("--config", type=Path, help="checkout holding build_config/ (default: found from cwd)")
@@ -318,8 +336,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
     p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="report directory (default: reports/)")
-    p.add_argument("--jobs", type=int, help="cells run at once (default: number of cores)")
-    p.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+    p.add_argument("--jobs", type=_positive(int), help="cells run at once (default: number of cores)")
+    p.add_argument("--cell-timeout", type=_positive(float), metavar="SECONDS",
                    help="a cell still running after this ends as 'timeout', the others go on (default: 1200)")
     p.set_defaults(func=cmd_test)
     p = sub.add_parser("audit", help="static ISA audit: every instruction of every library within what it may use")
@@ -374,14 +392,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
-    p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive(int), help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_legacy_report)
     p = sub.add_parser("repack-report", help="every repackable type on every emulated CPU, with and without "
                        "patch 0007 -> docs/ and README")
     p.add_argument("--cpu", action="append", default=[], help="a CPU from build_config/cpus.toml (repeatable)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="report directory (default: docs/)")
     p.add_argument("--dist", type=Path, default=Path("dist"), help="where the wheels go (default: dist/)")
-    p.add_argument("--jobs", type=int, help="matrix cells run at once (default: number of cores)")
+    p.add_argument("--jobs", type=_positive(int), help="matrix cells run at once (default: number of cores)")
     p.set_defaults(func=cmd_repack_report)
     p = sub.add_parser("clean", help="remove cached build trees (--all: also downloads, ccache, sysroot)")
     p.add_argument("--all", action="store_true")
@@ -401,6 +419,19 @@ def os_error(exc: OSError) -> LlamaWheelsError:
            errno.EPERM: "make it writable for this user or choose another directory",
            errno.EROFS: "choose a directory on a writable file system"}.get(exc.errno or 0, "check it and run again")
     return LlamaWheelsError(f"{where}: {exc.strerror or exc}{f' ({name})' if name else ''}; {fix}")
+
+
+def _error_of(exc: BaseException) -> LlamaWheelsError:
+    """What ``main`` reports for ``exc``: ours as raised, an operating-system error as one line (a full disk, a
+    read-only or unwritable directory), anything else as a bug of ours (still one line: --debug shows it)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted; nothing was published")
+    if isinstance(exc, LlamaWheelsError):
+        return exc
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    return LlamaWheelsError(f"internal error {type(exc).__name__}: {exc}; a bug in llama-wheels: run again with "
+                            "--debug and report the traceback")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -423,21 +454,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.progress(f"full log: {log_path}")
     try:
         return int(args.func(args, Cache.from_env()))
-    except KeyboardInterrupt:
-        error: LlamaWheelsError = Interrupted("interrupted; nothing was published")
-    except LlamaWheelsError as exc:
-        error = exc
     except BrokenPipeError:  # the reader went away (`... | head`): nothing to report to it
         return 1
-    except OSError as exc:  # a full disk, a read-only or unwritable directory: one line, not a traceback
-        if args.debug:
-            raise
-        error = os_error(exc)
+    except (KeyboardInterrupt, Exception) as exc:
+        raised: BaseException = exc
+        error = _error_of(exc)
     finally:
         log.close()
-    if args.debug:
-        raise error
-    print(f"llama-wheels: error: {error}", file=sys.stderr)
+    if args.debug:  # the traceback, then the line and exit code the same input gives without --debug
+        import traceback
+
+        traceback.print_exception(raised)
+    print(f"llama-wheels: error: {one_line(str(error))}", file=sys.stderr)
     return error.exit_code
 
 

@@ -213,8 +213,11 @@ def load(root: Path) -> Config:
         default_pin=pins_doc.get("default", str),
         default_target=targets_doc.get("default", str),
     )
-    config.pin(None)  # the defaults must resolve
-    config.target(None)
+    for table, default, path in ((pins, config.default_pin, pins_path),
+                                 (targets, config.default_target, targets_path)):
+        if default not in table:  # the defaults must resolve; the culprit is the file's key, not an option typed
+            raise ConfigError(f"{path}: default = {default!r} names no entry of this file{suggest(default, table)}; "
+                              "set it to one of them")
     for pin in pins.values():
         for name in pin.targets:
             if name not in targets:

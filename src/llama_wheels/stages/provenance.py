@@ -27,7 +27,6 @@ import os
 import platform as host
 import re
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import oracle
+from llama_wheels.binaries.wheel import open_wheel
 from llama_wheels.config.platforms import Platform
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
@@ -267,16 +267,15 @@ def zip_date_time(epoch: int) -> tuple[int, int, int, int, int, int]:
 
 def read_provenance(wheel: Path) -> dict[str, Any] | None:
     """The record inside ``wheel``, or None when it has none (not built by llama-wheels)."""
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            names = [n for n in archive.namelist()
-                     if n.endswith(f".dist-info/{FILENAME}") and n.count("/") == 1]
-            if not names:
-                return None
+    with open_wheel(wheel) as archive:
+        names = [n for n in archive.namelist() if n.endswith(f".dist-info/{FILENAME}") and n.count("/") == 1]
+        if not names:
+            return None
+        try:
             data = json.loads(archive.read(names[0]))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{wheel}: unreadable ({exc}); pass a wheel that `llama-wheels build` wrote"
-                        ) from None
+        except ValueError:
+            raise UserError(f"{wheel}: {names[0]} is not JSON; pass a wheel that `llama-wheels build` wrote"
+                            ) from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise UserError(f"{wheel.name}: {FILENAME} has an unknown schema; "
                         "inspect it with a newer llama-wheels")

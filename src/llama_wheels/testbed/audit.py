@@ -3,14 +3,13 @@ wheel, the CPU variants the pinned ggml declares. Serves ``llama-wheels audit`` 
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from llama_wheels import oracle
 from llama_wheels.binaries.audit import WheelAudit, audit_wheel
-from llama_wheels.binaries.wheel import cpu_variants, parse_wheel_name
+from llama_wheels.binaries.wheel import cpu_variants, open_wheel, parse_wheel_name
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import PLATFORMS, Platform, platform
 from llama_wheels.core.cache import Cache
@@ -71,7 +70,7 @@ def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, Varia
     """Audit ``wheel`` of ``target`` (which has an ISA baseline); ``declared`` is asked only for a dispatch wheel."""
     if target.isa_baseline is None:
         raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
-    with zipfile.ZipFile(wheel) as archive:
+    with open_wheel(wheel) as archive:
         dispatch = bool(cpu_variants(archive.namelist()))
     record = read_provenance(wheel)
     arm_arch = record["target"]["switches"].get("arm_arch") if record is not None else None

@@ -16,7 +16,6 @@ import json
 import os
 import tempfile
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import oracle
-from llama_wheels.binaries.wheel import cpu_variants, fixed_isa, parse_wheel_name
+from llama_wheels.binaries.wheel import cpu_variants, fixed_isa, open_wheel, parse_wheel_name
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import CommandTimedOut, UserError
@@ -70,15 +69,14 @@ class WheelBuild:
 
     @classmethod
     def read(cls, wheel: Path) -> WheelBuild:
-        name = parse_wheel_name(wheel.name)
-        if not wheel.is_file() or name is None:
-            raise UserError(f"{wheel}: not a wheel file; pass the .whl that `llama-wheels build` wrote")
-        with zipfile.ZipFile(wheel) as archive:
+        with open_wheel(wheel) as archive:
             isa = fixed_isa(archive)
             variants = tuple(cpu_variants(archive.namelist()))
         record = read_provenance(wheel)
         switches = record["target"]["switches"] if record is not None else {}
         arm_arch = switches.get("arm_arch")
+        name = parse_wheel_name(wheel.name)
+        assert name is not None  # open_wheel checked it
         build = cls(path=wheel, version=str(name.version), dispatch=None if record is None else
                     switches.get("all_variants") is True, arm_arch=arm_arch if isinstance(arm_arch, str) else None,
                     fixed_isa=isa, variants=variants)
