@@ -105,6 +105,8 @@ class PinReport:
     targets: tuple[TargetResult, ...]
     variants: tuple[str, ...]  # lines describing ggml's declared CPU variants and how they changed
     repack: tuple[str, ...] = ()  # lines naming the weight types ggml repacks and how that changed
+    # how the pin changes what the oracle expects of its wheels against the base (types, variants): the verdict
+    drift: tuple[str, ...] = ()
 
     @property
     def problems(self) -> list[str]:
@@ -144,7 +146,9 @@ class PinReport:
             lines.append("  repack     (the weight types ggml's get_optimal_repack_type handles, ggml-cpu/repack.cpp)")
             lines.extend(f"    {line}" for line in self.repack)
         problems = self.problems
-        lines.append("  result     " + (f"{len(problems)} problem(s): " + "; ".join(problems) if problems else "ok"))
+        verdict = f"{len(problems)} problem(s): " + "; ".join(problems) if problems else "ok"
+        drift = f"; expectations change: {'; '.join(self.drift)}" if self.drift else ""
+        lines.append(f"  result     {verdict}{drift}")
         return "\n".join(lines)
 
 
@@ -416,6 +420,33 @@ def repack_lines(base: TreeFacts, new: TreeFacts) -> list[str]:
     return lines
 
 
+def expectation_drift(base: TreeFacts, new: TreeFacts) -> list[str]:
+    """How ``new``'s sources change what the oracle expects of its wheels against ``base``'s: weight types no
+    longer (or newly) repacked, with whether oracle.py already knows, and Linux ARM variants added or gone."""
+    if base.pin.version == new.pin.version:
+        return []
+    drift = []
+    if base.repack is not None and new.repack is not None:
+        for ggml_type in (t for t in base.repack if t not in new.repack):
+            expected = ggml_type in oracle.REPACK_RULES and oracle.type_rules(ggml_type, version=new.pin.version)
+            drift.append(f"{ggml_type} no longer repacked" + (
+                f" but oracle.py still expects it at {new.pin.version}: its wheel suite fails until REPACKED_SINCE "
+                "says so" if expected else " (oracle.py knows)"))
+        for ggml_type in (t for t in new.repack if t not in base.repack):
+            known = ggml_type in oracle.REPACK_RULES and oracle.type_rules(ggml_type, version=new.pin.version)
+            drift.append(f"{ggml_type} newly repacked" + ("" if known else
+                         " but oracle.py has no rule for it: add its branches to REPACK_RULES"))
+    try:
+        arm_base = oracle.declared_arm_variants(base.ggml or "")
+        arm_new = oracle.declared_arm_variants(new.ggml or "")
+    except oracle.OracleError:
+        return drift  # variant_lines says why
+    added, gone = sorted(set(arm_new) - set(arm_base)), sorted(set(arm_base) - set(arm_new))
+    if added or gone:
+        drift.append(f"Linux ARM variants added: {', '.join(added) or 'none'}, gone: {', '.join(gone) or 'none'}")
+    return drift
+
+
 def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], sources: _Sources,
             scratch: Path, *, compare: TreeFacts | None = None,
             variant_detail: bool = True) -> tuple[PinReport, TreeFacts, TreeFacts]:
@@ -442,6 +473,7 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
         variants=tuple(variant_lines(other.ggml, facts.ggml, other.pin.version, pin.version,
                                      detail=variant_detail)),
         repack=tuple(repack_lines(other, facts)),
+        drift=tuple(expectation_drift(other, facts)) if compare is None else (),  # pin add's verdict
     )
     return report, facts, base_facts
 
@@ -522,11 +554,15 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
     """``pin add``: the report, and the entry + refreshed patches written if every check passed."""
     overrides = dict(overrides or {})
     base = config.pin(from_pin)
-    name = name or version
+    explicit_name, name = name, name or version
     if not _PIN_NAME.match(name):
         raise UserError(f"pin name {name!r}: use letters, digits, '.', '_' and '-' (--name)")
     if name in config.pins:
         raise UserError(f"pin {name!r} exists already in build_config/pins.toml; give --name another name")
+    pinned = [p.name for p in config.pins.values() if p.version == version]
+    if pinned and explicit_name is None:
+        raise UserError(f"llama-cpp-python {version} is pinned already: pins.{pinned[0]} in build_config/pins.toml; "
+                        f"`llama-wheels pin check {pinned[0]}` checks it (a second pin of it on purpose: --name)")
     if not re.match(r"^\d+\.\d+\.\d+$", version):
         raise UserError(f"version {version!r} is not a release version like 0.3.36")
     pins_toml = config.root / "build_config" / "pins.toml"
