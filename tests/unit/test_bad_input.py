@@ -10,11 +10,10 @@ import pytest
 
 from llama_wheels import cli
 from llama_wheels.gguf_tools import convert
-from llama_wheels.testbed import models
-
-from ..conftest import REPO
-from ..support.refusal import assert_refused, run
-from ..wheelfactory import DIST_INFO, NAME, built_wheel
+from llama_wheels.standalone import models
+from tests.support.checkout import REPO
+from tests.support.refusal import assert_refused, run
+from tests.support.wheelfactory import DIST_INFO, NAME, built_wheel
 
 
 @pytest.fixture

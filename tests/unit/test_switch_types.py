@@ -10,9 +10,8 @@ import pytest
 
 from llama_wheels.config import SWITCH_TYPES, load
 from llama_wheels.core.errors import ConfigError
-
-from ..conftest import REPO
-from ..support.refusal import assert_refused, run
+from tests.support.checkout import REPO
+from tests.support.refusal import assert_refused, run
 
 TABLE = "[targets.linux-aarch64.switches]"
 

@@ -20,11 +20,10 @@ import pytest
 from llama_wheels import oracle
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core import runner
-from llama_wheels.testbed import models
-from llama_wheels.testbed.matrix import Bed, import_info, suite_env
-from llama_wheels.testbed.qemu import Sysroot
-
-from ..conftest import REPO
+from llama_wheels.emulation.qemu import Sysroot
+from llama_wheels.judges.matrix import Bed, import_info, suite_env
+from llama_wheels.standalone import models
+from tests.support.checkout import REPO
 
 WHEEL_TESTS = REPO / "wheel_tests"
 LAYOUT = "q4_0_4x8"  # an i8mm CPU's: Q4_0 and Q8_0 both repack there
