@@ -340,3 +340,20 @@ def test_a_patch_without_mail_headers_is_named(world: Path) -> None:
     assert statuses(result.stdout) == {"0001-line-five.patch": "conflict", "0002-line-twenty.patch": "clean"}
     assert "0001-line-five.patch  (not a git format-patch file; write it with git format-patch)" in result.stdout
 
+
+
+def test_pin_check_fails_on_a_patch_that_touches_a_file_outside_the_source(world: Path) -> None:
+    """A stray file committed with a patch (patch 0.3.36/0007 carried `out/0001-....patch`, a format-patch
+    output, into every prepared tree) is refused: the sdist has no out/ directory."""
+    assert cli("--config", str(world), "pin", "check", cwd=world).returncode == 0
+    patch = world / "patches" / BASE / "0002-line-twenty.patch"
+    blob = b"stray\n"
+    blob_id = hashlib.sha1(b"blob %d\0%s" % (len(blob), blob)).hexdigest()[:7]
+    stray = ("diff --git a/out/0001-stray.patch b/out/0001-stray.patch\nnew file mode 100644\n"
+             f"index 0000000..{blob_id}\n"
+             "--- /dev/null\n+++ b/out/0001-stray.patch\n@@ -0,0 +1 @@\n+stray\n")
+    patch.write_text(patch.read_text() + stray)
+    result = cli("--config", str(world), "pin", "check", cwd=world, env=_offline())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("error: pin check base: patch 0002-line-twenty.patch touches out/0001-stray.patch, outside the "
+            "source tree it patches (no out/ in the sdist)") in result.stderr

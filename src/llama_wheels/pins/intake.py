@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from llama_wheels import oracle
 from llama_wheels.config import SWITCHES, Config, Pin, SwitchMapping, load
@@ -107,13 +107,14 @@ class PinReport:
     repack: tuple[str, ...] = ()  # lines naming the weight types ggml repacks and how that changed
     # how the pin changes what the oracle expects of its wheels against the base (types, variants): the verdict
     drift: tuple[str, ...] = ()
+    strays: tuple[str, ...] = ()  # "patch X touches Y": a path outside the source tree the patch is applied to
 
     @property
     def problems(self) -> list[str]:
         found = [f"patch {p.name} does not apply ({p.detail})" for p in self.patches if not p.ok]
         found += [f"switch {s.switch} = {s.mapping} {s.detail}" for s in self.switches if not s.ok]
         found += [f"target {t.target}: {t.problem}" for t in self.targets if t.required and t.problem]
-        return found
+        return found + list(self.strays)
 
     def render(self) -> str:
         pin, base = self.pin, self.base
@@ -161,6 +162,20 @@ def _touched(patches: Sequence[Path]) -> set[str]:
         for a, b in _DIFF_PATH.findall(patch.read_text(encoding="utf-8", errors="replace")):
             paths.update((a, b))
     return paths
+
+
+def stray_paths(patches: Sequence[Path], tree: Path) -> list[str]:
+    """A patch touches only the source tree it patches: every path it names is a file of ``tree`` (the unpatched
+    sdist, all of whose directories are unpacked) or a new file in one of its directories. Anything else (a
+    stray ``out/0001-....patch`` that ``git format-patch`` left in the work tree) would be carried into every
+    prepared tree and every new pin's series."""
+    strays = []
+    for patch in patches:
+        for rel in sorted(_touched([patch])):
+            if not ((tree / rel).is_file() or (tree / rel).parent.is_dir()):
+                strays.append(f"patch {patch.name} touches {rel}, outside the source tree it patches (no "
+                              f"{PurePosixPath(rel).parent}/ in the sdist); remove that file from the patch")
+    return strays
 
 
 def _extract(sdist: Path, version: str, dest: Path, touched: set[str]) -> Path:
@@ -458,6 +473,7 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
     touched = _touched(patches)
     new_tree = sources.copy(sources.tree(pin, touched))
     base_tree = sources.copy(sources.tree(patch_base, touched))
+    strays = stray_paths(patches, new_tree)
     vendored = vendored_commit(new_tree, pin.version)
     if not commit_matches(pin.llama_cpp_commit, vendored.commit):
         raise ConfigError(f"pins.{pin.name}.llama_cpp_commit is {pin.llama_cpp_commit}, but the sdist vendors "
@@ -474,6 +490,7 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
                                      detail=variant_detail)),
         repack=tuple(repack_lines(other, facts)),
         drift=tuple(expectation_drift(other, facts)) if compare is None else (),  # pin add's verdict
+        strays=tuple(strays),
     )
     return report, facts, base_facts
 
