@@ -28,6 +28,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; run from the llama-wheels checkout or pass --config") from None
+    except OSError as exc:  # a directory where the file belongs, an unreadable file
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); it must be a readable TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from None
 
