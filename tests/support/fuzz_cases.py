@@ -67,6 +67,13 @@ def scratch(inputs: Inputs) -> Iterator[Path]:
         shutil.rmtree(where, ignore_errors=True)
 
 
+def damage(original: bytes, data: st.DataObject) -> bytes:
+    """``original`` truncated at any offset, or with bytes flipped anywhere."""
+    if data.draw(st.booleans(), label="truncate"):
+        return original[:data.draw(st.integers(0, len(original) - 1), label="at")]
+    return flipped(original, data.draw(EDITS, label="flips"))
+
+
 def wheel_argv(command: str, wheel: Path, out: Path) -> list[str]:
     return {"inspect": ["inspect", str(wheel)], "audit": ["audit", str(wheel)],
             "test": ["test", str(wheel), "--out", str(out)], "repair": ["repair", str(wheel), "--dist", str(out)],
@@ -86,11 +93,7 @@ def judge_wheel(inputs: Inputs, data: st.DataObject, bad: Path, capsys: pytest.C
 def corrupt_wheel_bytes(inputs: Inputs, data: st.DataObject, capsys: pytest.CaptureFixture[str],
                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Truncated at any offset, or bytes flipped anywhere."""
-    original = inputs.wheel.read_bytes()
-    if data.draw(st.booleans(), label="truncate"):
-        damaged = original[:data.draw(st.integers(0, len(original) - 1), label="at")]
-    else:
-        damaged = flipped(original, data.draw(EDITS, label="flips"))
+    damaged = damage(inputs.wheel.read_bytes(), data)
     with scratch(inputs) as where:
         bad = where / "dist" / inputs.wheel.name
         bad.parent.mkdir()
@@ -161,11 +164,7 @@ def mistyped_config(inputs: Inputs, data: st.DataObject, capsys: pytest.CaptureF
 def corrupt_model(inputs: Inputs, data: st.DataObject, capsys: pytest.CaptureFixture[str],
                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A GGUF truncated or with bytes flipped, converted by convert-model."""
-    original = inputs.model.read_bytes()
-    if data.draw(st.booleans(), label="truncate"):
-        damaged = original[:data.draw(st.integers(0, len(original) - 1), label="at")]
-    else:
-        damaged = flipped(original, data.draw(EDITS, label="flips"))
+    damaged = damage(inputs.model.read_bytes(), data)
     with scratch(inputs) as where:
         bad = where / "old.gguf"
         bad.write_bytes(damaged)
