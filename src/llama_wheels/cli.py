@@ -71,14 +71,12 @@ def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.binaries.wheel import open_wheel
     from llama_wheels.config.platforms import platform
     from llama_wheels.core.cache import publish_file
-    from llama_wheels.stages.repair import repair_wheel
+    from llama_wheels.stages.repair import check_input, repair_wheel
 
     target = _config(args).target(args.target)
-    with open_wheel(args.wheel, fix="pass the wheel a build wrote, before repair"):
-        pass  # auditwheel is handed a whole wheel or none
+    check_input(args.wheel)  # auditwheel is handed a whole wheel with something to repair, or nothing
     with repair_wheel(args.wheel.resolve(), platform(target.platform)) as repaired:
         print(publish_file(repaired, args.dist.resolve()))
     return 0

@@ -105,6 +105,14 @@ def test_repair_of_a_corrupt_wheel_is_ours_not_auditwheels(wheel: Path, tmp_path
     assert "auditwheel" not in result.line
 
 
+def test_repair_of_a_wheel_without_libraries_is_ours_not_auditwheels(wheel: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, REPO, ["repair", str(wheel), "--dist", str(tmp_path / "out")], log=tmp_path / "log",
+                 watch=tmp_path / "out")
+    assert_refused(result, wheel, says="no shared library")
+    assert "auditwheel" not in result.line
+
+
 def test_a_default_pin_that_names_nothing_names_the_default_key(config_root: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     pins = config_root / "build_config" / "pins.toml"
