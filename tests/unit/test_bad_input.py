@@ -163,3 +163,25 @@ def test_an_internal_error_is_one_line_too(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(cli, "describe", broken)
     result = run(capsys, REPO, ["plan"], log=tmp_path / "log")
     assert_refused(result, "KeyError", code=1, says="--debug")
+
+
+def test_a_flip_that_sends_zipfile_seeking_before_the_start(wheel: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the long fuzz search: a flipped offset byte of the central directory ended in an OSError
+    (EINVAL, no file name) and 'a file operation: Invalid argument', exit 1."""
+    data = bytearray(wheel.read_bytes())
+    data[2047 % len(data)] ^= 1  # the draw that found it (tests/support/fuzz.flipped), in the central directory
+    bad = tmp_path / "bad" / wheel.name
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(data))
+    assert_refused(run(capsys, REPO, ["inspect", str(bad)], log=tmp_path / "log"), bad, says="corrupt")
+
+
+def test_an_unknown_key_with_no_close_name_lists_a_few(config_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the long fuzz search: every one of 23 switch names made the line too long to read."""
+    pins = config_root / "build_config" / "pins.toml"
+    pins.write_text(pins.read_text().replace("[pins.current.switches]\n", "[pins.current.switches]\nq = 1\n"))
+    result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
+    assert_refused(result, pins, says="unknown key 'q' (known: accelerate, ")
+    assert " more)" in result.line

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import zipfile
 import zlib
@@ -76,6 +77,11 @@ def open_wheel(path: Path, *, fix: str = "pass a .whl that `llama-wheels build` 
             yield archive
     except PermissionError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror}); make it readable for this user") from None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a seek to an offset a corrupt directory gives
+            raise
+        raise UserError(f"{path}: a truncated or corrupt zip archive ({exc.strerror}); build or download it "
+                        "again") from None
     except _CORRUPT as exc:
         raise UserError(f"{path}: a truncated or corrupt zip archive ({one_line(str(exc), 80)}); "
                         "build or download it again") from None
