@@ -42,8 +42,8 @@ class Reached(BaseException):
 
 # The first call of real work per command (module, attribute), replaced by ``Reached``.
 WORK = (
-    ("llama_wheels.judges.matrix", "run_matrix"),  # test: the emulated bed and the matrix
-    ("llama_wheels.judges.isa_audit", "fetch_sdist"),  # test/audit: the wheel's pinned source
+    ("llama_wheels.judges.matrix", "ensure_bed"),  # test: the emulated bed (after every wheel was read)
+    ("llama_wheels.judges.isa_audit", "prepare_pin"),  # audit: the wheel's pinned source
     ("llama_wheels.stages.repair", "repair_wheel"),  # repair: auditwheel
     ("llama_wheels.pipeline", "build_targets"),  # build
     ("llama_wheels.pins.intake", "check_pins"),  # pin check
