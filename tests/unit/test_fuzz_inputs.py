@@ -5,6 +5,10 @@ search is tests/extended/test_fuzz_inputs_long.py."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,3 +99,29 @@ def test_an_output_location_that_cannot_be_written(command: str, where: str, unw
     result = attempt(capsys, REPO, argv, log=tmp_path / "log", watch=None if where == "proc" else unwritable[where])
     assert result is not None, f"{command} wrote into {out}"
     assert_refused(result, out, code=1)
+
+
+# Root reads any file whatever its mode: the command runs without the capabilities that let it (what a user is).
+NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize("command", ["inspect", "audit", "index", "convert-model", "plan"])
+def test_an_unreadable_input(command: str, inputs: Inputs, tmp_path: Path, config_root: Path) -> None:
+    source = {"convert-model": inputs.model, "plan": config_root / "build_config" / "pins.toml"}.get(command,
+                                                                                                   inputs.wheel)
+    bad = source if command == "plan" else tmp_path / "in" / source.name
+    if command != "plan":
+        bad.parent.mkdir()
+        shutil.copyfile(source, bad)
+    bad.chmod(0)
+    argv = {"inspect": ["inspect", str(bad)], "audit": ["audit", str(bad)],
+            "index": ["index", str(bad.parent), str(tmp_path / "out")],
+            "convert-model": ["convert-model", str(bad), str(tmp_path / "out" / "new.gguf")],
+            "plan": ["plan"]}[command]
+    result = subprocess.run([*NO_DAC, sys.executable, "-m", "llama_wheels", "--config", str(config_root), "--log",
+                             str(tmp_path / "log"), *argv], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join((str(REPO / "src"), str(REPO)))})
+    errors = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr and str(bad) in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
