@@ -162,13 +162,17 @@ def private_apt(cache: Cache, sources_line: str, arch: str) -> tuple[list[str], 
     def update() -> None:
         with locked(home / "update.lock"):
             # As root apt hands downloads to the _apt user, which cannot write into a cache under /root.
-            output = runner.run(["apt-get", *options, "-o", "APT::Sandbox::User=root", "update"], capture=True)
-        # apt warns and exits 0 when it reaches no mirror; the package is then "not found", which is no fault
-        # of the pin that names it
-        unreached = [line.strip() for line in output.splitlines() if line.startswith(("W: Failed to fetch",
-                                                                                      "E: Failed to fetch"))]
-        if unreached:
-            raise LlamaWheelsError(f"apt-get update could not reach the archive of {sources_line!r} "
-                                   f"({unreached[0][:160]}); check the network (or proxy) and run again")
+            apt_update([*options, "-o", "APT::Sandbox::User=root"], what=f"the archive of {sources_line!r}")
 
     return options, update
+
+
+def apt_update(options: Sequence[str] = (), *, what: str = "the system's apt sources") -> None:
+    """``apt-get update``, failing when it reached no archive: apt only warns then (exit 0), and a package it
+    cannot list would later read as a wrong pin instead of what it is, no network."""
+    output = runner.run(["apt-get", *options, "update"], capture=True)
+    unreached = [line.strip() for line in output.splitlines() if line.startswith(("W: Failed to fetch",
+                                                                                  "E: Failed to fetch"))]
+    if unreached:
+        raise LlamaWheelsError(f"apt-get update could not reach {what} ({unreached[0][:160]}); check the network "
+                               "(or proxy) and run again")
