@@ -133,7 +133,8 @@ def raise_about_final(exc: BaseException, tmp: Path | None, final: Path) -> None
     """If ``exc`` is an operating-system error about the temp path ``tmp`` (None: not made yet) that stands in
     for ``final``, or about no file at all (a write to a full disk names none), raise it as the same error about
     ``final``: the path the user chose, not a hidden one."""
-    if isinstance(exc, OSError) and (exc.filename is None or tmp is None or str(exc.filename).startswith(str(tmp))):
+    if isinstance(exc, OSError) and exc.errno is not None and (
+            exc.filename is None or tmp is None or str(exc.filename).startswith(str(tmp))):
         raise OSError(exc.errno, exc.strerror, str(final)) from exc
 
 
