@@ -185,3 +185,13 @@ def test_an_unknown_key_with_no_close_name_lists_a_few(config_root: Path, tmp_pa
     result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
     assert_refused(result, pins, says="unknown key 'q' (known: accelerate, ")
     assert " more)" in result.line
+
+
+def test_a_switch_a_pin_lacks_names_the_file_that_says_so(config_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the long fuzz search: `repack = false` in a pin's switches made plan blame 'the pin' without
+    naming the file where that is written."""
+    pins = config_root / "build_config" / "pins.toml"
+    pins.write_text(pins.read_text().replace('repack = "GGML_CPU_REPACK"', "repack = false", 1))
+    result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
+    assert_refused(result, "build_config/pins.toml", says="switches.repack = false")
