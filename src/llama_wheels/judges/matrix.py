@@ -87,7 +87,7 @@ class WheelBuild:
         """The CPU variants its record says it was built to hold, with their features ({}: none or no record)."""
         return self.built.variants if self.built is not None else {}
 
-    def intended(self, declared: Mapping[str, frozenset[str]]) -> oracle.Build:
+    def intended(self) -> oracle.Build:
         """What the wheel must behave as: its record's (every declared variant, so a wheel that lost variant
         libraries fails, or its fixed ISA); without a record, what it contains."""
         if self.built is not None:
@@ -114,7 +114,7 @@ def oracle_cpu(cpu: Cpu) -> oracle.Cpu:
 
 def expect(build: WheelBuild, cpu: Cpu, variants: Mapping[str, frozenset[str]]) -> oracle.Expectation:
     """What ``build`` must show on ``cpu``: what its record says it is, through ``oracle.expect``."""
-    return expectation_for(build.intended(variants), cpu, variants, label=build.path.name)
+    return expectation_for(build.intended(), cpu, variants, label=build.path.name)
 
 
 def expectation_for(build: oracle.Build, cpu: Cpu, variants: Mapping[str, frozenset[str]], *,
