@@ -195,3 +195,15 @@ def test_a_switch_a_pin_lacks_names_the_file_that_says_so(config_root: Path, tmp
     pins.write_text(pins.read_text().replace('repack = "GGML_CPU_REPACK"', "repack = false", 1))
     result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
     assert_refused(result, "build_config/pins.toml", says="switches.repack = false")
+
+
+def test_a_member_flagged_encrypted(wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the long fuzz search: one flipped bit (a member's 'encrypted' flag) made zipfile raise
+    RuntimeError, an internal error with exit 1."""
+    data = bytearray(wheel.read_bytes())
+    directory = data.index(b"PK\x01\x02")
+    data[directory + 8] |= 1  # general purpose flag, bit 0: encrypted
+    bad = tmp_path / "bad" / wheel.name
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(data))
+    assert_refused(run(capsys, REPO, ["inspect", str(bad)], log=tmp_path / "log"), bad, says="encrypted")
