@@ -12,7 +12,7 @@ from llama_wheels import cli
 from llama_wheels.gguf_tools import convert
 from llama_wheels.standalone import models
 from tests.support.checkout import REPO
-from tests.support.refusal import assert_refused, run
+from tests.support.refusal import Refusal, assert_refused, run
 from tests.support.wheelfactory import DIST_INFO, NAME, built_wheel
 
 
@@ -26,6 +26,22 @@ def old_model(directory: Path) -> Path:
     q4 = models.write_model(models.SPECS["q4_0-odd-rows"], directory / "q4_0.gguf")
     convert.to_old_format(q4, directory / "old.gguf", next(iter(convert.OLD_TYPES.values())))
     return directory / "old.gguf"
+
+
+def plan_after_editing_pins(root: Path, old: str, new: str, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> tuple[Refusal, Path]:
+    """`plan` on a copy of build_config/ whose pins.toml has ``old`` replaced by ``new`` (once)."""
+    pins = root / "build_config" / "pins.toml"
+    pins.write_text(pins.read_text().replace(old, new, 1))
+    return run(capsys, root, ["plan"], log=tmp_path / "log"), pins
+
+
+def damaged_copy(wheel: Path, data: bytes | bytearray, tmp_path: Path) -> Path:
+    """``data`` written as a wheel of ``wheel``'s name in a directory of its own."""
+    bad = tmp_path / "bad" / wheel.name
+    bad.parent.mkdir()
+    bad.write_bytes(bytes(data))
+    return bad
 
 
 def truncated(wheel: Path, where: Path) -> Path:
@@ -70,9 +86,7 @@ def test_a_corrupt_local_header_is_one_short_line(wheel: Path, tmp_path: Path,
         first = archive.infolist()[0]
     start = first.header_offset + 30
     data[start:start + len(first.filename)] = bytes(range(128, 128 + len(first.filename)))
-    bad = tmp_path / "bad" / wheel.name
-    bad.parent.mkdir()
-    bad.write_bytes(bytes(data))
+    bad = damaged_copy(wheel, data, tmp_path)
     for command in ("audit", "inspect"):
         assert_refused(run(capsys, REPO, [command, str(bad)], log=tmp_path / "log"), bad, says="corrupt")
 
@@ -115,9 +129,7 @@ def test_repair_of_a_wheel_without_libraries_is_ours_not_auditwheels(wheel: Path
 
 def test_a_default_pin_that_names_nothing_names_the_default_key(config_root: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    pins = config_root / "build_config" / "pins.toml"
-    pins.write_text(pins.read_text().replace('default = "current"', 'default = "currnet"'))
-    result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
+    result, pins = plan_after_editing_pins(config_root, 'default = "current"', 'default = "currnet"', tmp_path, capsys)
     assert_refused(result, pins, says="default = 'currnet'")
     assert "'current'" in result.line  # the suggestion
 
@@ -171,18 +183,15 @@ def test_a_flip_that_sends_zipfile_seeking_before_the_start(wheel: Path, tmp_pat
     (EINVAL, no file name) and 'a file operation: Invalid argument', exit 1."""
     data = bytearray(wheel.read_bytes())
     data[data.rindex(b"PK\x05\x06") + 16] ^= 1  # the end record's offset of the central directory, one bit off
-    bad = tmp_path / "bad" / wheel.name
-    bad.parent.mkdir()
-    bad.write_bytes(bytes(data))
+    bad = damaged_copy(wheel, data, tmp_path)
     assert_refused(run(capsys, REPO, ["inspect", str(bad)], log=tmp_path / "log"), bad, says="corrupt")
 
 
 def test_an_unknown_key_with_no_close_name_lists_a_few(config_root: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Found by the long fuzz search: every one of 23 switch names made the line too long to read."""
-    pins = config_root / "build_config" / "pins.toml"
-    pins.write_text(pins.read_text().replace("[pins.current.switches]\n", "[pins.current.switches]\nq = 1\n"))
-    result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
+    result, pins = plan_after_editing_pins(config_root, "[pins.current.switches]\n", "[pins.current.switches]\nq = 1\n",
+                                           tmp_path, capsys)
     assert_refused(result, pins, says="unknown key 'q' (known: accelerate, ")
     assert " more)" in result.line
 
@@ -191,9 +200,7 @@ def test_a_switch_a_pin_lacks_names_the_file_that_says_so(config_root: Path, tmp
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Found by the long fuzz search: `repack = false` in a pin's switches made plan blame 'the pin' without
     naming the file where that is written."""
-    pins = config_root / "build_config" / "pins.toml"
-    pins.write_text(pins.read_text().replace('repack = "GGML_CPU_REPACK"', "repack = false", 1))
-    result = run(capsys, config_root, ["plan"], log=tmp_path / "log")
+    result, _ = plan_after_editing_pins(config_root, 'repack = "GGML_CPU_REPACK"', "repack = false", tmp_path, capsys)
     assert_refused(result, "build_config/pins.toml", says="switches.repack = false")
 
 
@@ -203,7 +210,5 @@ def test_a_member_flagged_encrypted(wheel: Path, tmp_path: Path, capsys: pytest.
     data = bytearray(wheel.read_bytes())
     directory = data.index(b"PK\x01\x02")
     data[directory + 8] |= 1  # general purpose flag, bit 0: encrypted
-    bad = tmp_path / "bad" / wheel.name
-    bad.parent.mkdir()
-    bad.write_bytes(bytes(data))
+    bad = damaged_copy(wheel, data, tmp_path)
     assert_refused(run(capsys, REPO, ["inspect", str(bad)], log=tmp_path / "log"), bad, says="encrypted")
