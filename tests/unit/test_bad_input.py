@@ -212,3 +212,14 @@ def test_a_member_flagged_encrypted(wheel: Path, tmp_path: Path, capsys: pytest.
     data[directory + 8] |= 1  # general purpose flag, bit 0: encrypted
     bad = damaged_copy(wheel, data, tmp_path)
     assert_refused(run(capsys, REPO, ["inspect", str(bad)], log=tmp_path / "log"), bad, says="encrypted")
+
+
+def test_a_member_of_an_unknown_compression_method(wheel: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the long fuzz search: a flipped bit of a member's compression method made zipfile raise
+    NotImplementedError, an internal error with exit 1."""
+    data = bytearray(wheel.read_bytes())
+    directory = data.index(b"PK\x01\x02")
+    data[directory + 10] = 99  # compression method: none zipfile knows
+    bad = damaged_copy(wheel, data, tmp_path)
+    assert_refused(run(capsys, REPO, ["inspect", str(bad)], log=tmp_path / "log"), bad, says="corrupt")

@@ -90,14 +90,14 @@ def open_wheel(path: Path, *, fix: str = "pass a .whl that `llama-wheels build` 
             raise
         raise UserError(f"{path}: a truncated or corrupt zip archive ({exc.strerror}); build or download it "
                         "again") from None
-    except RuntimeError as exc:
+    except _CORRUPT as exc:
+        raise UserError(f"{path}: a truncated or corrupt zip archive ({one_line(str(exc), 80)}); "
+                        "build or download it again") from None
+    except RuntimeError as exc:  # after _CORRUPT: NotImplementedError is one
         if "encrypted" not in str(exc):  # zipfile's word for a member whose encryption flag is set
             raise
         raise UserError(f"{path}: a member is marked encrypted, which no wheel is (a corrupt header?); build or "
                         "download it again") from None
-    except _CORRUPT as exc:
-        raise UserError(f"{path}: a truncated or corrupt zip archive ({one_line(str(exc), 80)}); "
-                        "build or download it again") from None
 
 
 def with_build_tag(filename: str, build_tag: str | None) -> str:
