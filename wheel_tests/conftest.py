@@ -20,11 +20,12 @@ Environment:
 - ``LLAMA_WHEELS_RESULT``: write the observed facts (system info, repacked tensors, tokens, first logits
   per model and per load mode) to this JSON file at the end of the session.
 - ``LLAMA_WHEELS_PROBE_PYTHON``: command (shell-split) that runs a Python with the wheel installed, for the
-  per-model child processes, or ``in-process``. Default: ``sys.executable``, and in-process if that cannot be
-  executed (an aarch64 Python run through ``qemu-aarch64-static`` without binfmt_misc). In-process, a crash
-  ends the session instead of failing one model. Under qemu with binfmt_misc, a child would run on qemu's
-  default CPU, not the ``-cpu`` of the parent: pass the full qemu command line here (the host binary can be
-  executed from inside the emulated process), set ``QEMU_CPU``, or use ``in-process``.
+  per-model child processes, or ``in-process``. Default: ``sys.executable``; a usage error if that cannot be
+  executed (an aarch64 Python run through ``qemu-aarch64-static`` without binfmt_misc): nothing falls back to
+  another way of probing unasked. In-process, a crash ends the session instead of failing one model. Under
+  qemu with binfmt_misc, a child would run on qemu's default CPU, not the ``-cpu`` of the parent: pass the full
+  qemu command line here (the host binary can be executed from inside the emulated process; the emulated
+  matrix does), set ``QEMU_CPU``, or use ``in-process``.
 - ``LLAMA_WHEELS_PROBE_TIMEOUT``: seconds per model probe (default 900; emulation is slow).
 - ``LLAMA_WHEELS_MODEL_CACHE``: directory where models made by the wheel's quantizer are kept, by content
   (the F32 source's sha256, the file type and the llama_cpp version); the emulated matrix shares one across
@@ -80,12 +81,16 @@ class ProbeOutcome:
     result: dict[str, Any] | None
     failure: str | None  # e.g. "died with signal SIGILL"
     log: str  # child's stderr (llama.cpp log echo); empty for in-process probes
-    cannot_hold: str | None = None  # why this wheel's ggml cannot load the model at all (a type it predates)
+    cannot_hold: str | None = None  # why this wheel's ggml cannot load the model at all (a type it lacks)
+    binding_required: bool = True  # the wheel's release must bind every type (wheel_probe.binding_required)
 
     def require(self, *phases: str) -> dict[str, Any]:
         """The result, failing the test if the probe crashed or one of ``phases`` raised; skipping it only
-        where the wheel's ggml predates a type of the model."""
+        where the wheel's ggml predates a type of the model (a release older than the oracle's types)."""
         if self.cannot_hold is not None:
+            if self.binding_required:
+                pytest.fail(f"{self.cannot_hold}, yet its release must bind every type of oracle.GGML_TYPES "
+                            f"(from {wheel_probe.oracle().TYPES_RELEASE} on): a binding was lost")
             pytest.skip(self.cannot_hold)
         if self.result is None:
             tail = "\n".join(self.log.splitlines()[-40:])
@@ -106,9 +111,9 @@ def _probe_command() -> list[str] | None:
     try:
         subprocess.run([*cmd, "-c", "pass"], check=True, capture_output=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:
-        if env:
-            raise pytest.UsageError(f"LLAMA_WHEELS_PROBE_PYTHON={env!r} does not run: {exc}") from None
-        return None
+        raise pytest.UsageError(f"LLAMA_WHEELS_PROBE_PYTHON={env or shlex.join(cmd)!r} does not run ({exc}); "
+                                "set it to a command that runs this Python (under qemu: its command line with "
+                                "-cpu), or to in-process") from None
     return cmd
 
 
@@ -234,7 +239,9 @@ def probe(
         reason = facts["quantizer_lacks"].get(name) or (unknown and (
             f"llama_cpp {getattr(llama_cpp, '__version__', '?')} knows no ggml type {', '.join(unknown)}"))
         if reason:
-            cache[name] = ProbeOutcome(name, None, None, "", cannot_hold=reason)
+            version = getattr(llama_cpp, "__version__", "unknown")
+            cache[name] = ProbeOutcome(name, None, None, "", cannot_hold=reason,
+                                       binding_required=wheel_probe.binding_required(version))
             facts["models"][name] = {"cannot_hold": reason}
             return cache[name]
         if cmd is None:

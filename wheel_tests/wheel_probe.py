@@ -438,6 +438,13 @@ def probe(model: Path) -> dict[str, Any]:
     return result
 
 
+def binding_required(version: str) -> bool:
+    """Whether llama_cpp ``version`` must bind every ggml type the oracle lists (``oracle.TYPES_RELEASE`` or
+    later): a model whose type it lacks is then a failure (a binding lost), not a skip (a release that predates
+    the type, such as MXFP4 in 0.3.4)."""
+    return not oracle().released_before(version, oracle().TYPES_RELEASE)
+
+
 def unknown_types(ggml_types: Sequence[str]) -> list[str]:
     """The ggml types the installed llama_cpp does not know (no ``llama_cpp.GGML_TYPE_<T>``): MXFP4 came to
     ggml in August 2025, long after llama-cpp-python 0.3.4."""

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, remove
-from llama_wheels.core.errors import ConfigError, Interrupted, LlamaWheelsError
+from llama_wheels.core.errors import ConfigError, Interrupted, LlamaWheelsError, one_line
 from llama_wheels.plan import describe, plan, to_json
 
 SUMMARY = "Build, test and release ARM wheels of llama-cpp-python whose runtime repacking works."
@@ -88,9 +88,10 @@ def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
 def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.platforms import platform
     from llama_wheels.core.cache import publish_file
-    from llama_wheels.stages.repair import repair_wheel
+    from llama_wheels.stages.repair import check_input, repair_wheel
 
     target = _config(args).target(args.target)
+    check_input(args.wheel)  # auditwheel is handed a whole wheel with something to repair, or nothing
     with repair_wheel(args.wheel.resolve(), platform(target.platform)) as repaired:
         print(publish_file(repaired, args.dist.resolve()))
     return 0
@@ -436,7 +437,7 @@ def _existing(kind: str) -> Callable[[str], Path]:
 _existing_file, _existing_dir = _existing("file"), _existing("directory")
 
 
-def _positive(kind: type[int] | type[float]) -> Any:
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     """An argparse type: a number of ``kind`` above zero (argparse names the option and exits 2 otherwise)."""
     def parse(text: str) -> int | float:
         try:
@@ -703,6 +704,19 @@ def os_error(exc: OSError) -> LlamaWheelsError:
     return LlamaWheelsError(f"{where}: {exc.strerror or exc}{f' ({name})' if name else ''}; {fix}")
 
 
+def _error_of(exc: BaseException) -> LlamaWheelsError:
+    """What ``main`` reports for ``exc``: ours as raised, an operating-system error as one line (a full disk, a
+    read-only or unwritable directory), anything else as a bug of ours (still one line: --debug shows it)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted("interrupted; nothing was published")
+    if isinstance(exc, LlamaWheelsError):
+        return exc
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    return LlamaWheelsError(f"internal error {type(exc).__name__}: {exc}; a bug in llama-wheels: run again with "
+                            "--debug and report the traceback")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM (a cancelled CI job, `timeout`) cleans up like Ctrl-C
 
@@ -725,20 +739,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.progress(f"full log: {log_path}")
     try:
         return int(args.func(args, cache))
-    except KeyboardInterrupt as exc:
-        error: LlamaWheelsError = Interrupted("interrupted; nothing was published")
-        cause: BaseException = exc
-    except LlamaWheelsError as exc:
-        error = cause = exc
     except BrokenPipeError:  # the reader went away (`... | head`): nothing to report to it
         return 1
-    except OSError as exc:  # a full disk, a read-only or unwritable directory: one line, not a traceback
-        error, cause = os_error(exc), exc
+    except (KeyboardInterrupt, Exception) as exc:
+        raised: BaseException = exc
+        error = _error_of(exc)
     finally:
         log.close()
-    if args.debug:  # the traceback too, but the same exit code: scripts see one policy
-        traceback.print_exception(cause)
-    print(f"llama-wheels: error: {error}", file=sys.stderr)
+    if args.debug:  # the traceback, then the line and exit code the same input gives without --debug
+        traceback.print_exception(raised)
+    print(f"llama-wheels: error: {one_line(str(error))}", file=sys.stderr)
     return error.exit_code
 
 

@@ -412,6 +412,15 @@ def _check_generation(generation: str) -> None:
 # A type whose branch came to ggml after its generation's first release: llama-cpp-python 0.3.35's repack.cpp
 # has no Q1_0 branch, 0.3.36's has (measured by `pin add 0.3.35`). A wheel older than this repacks none of it.
 REPACKED_SINCE: Mapping[str, str] = {"Q1_0": "0.3.36"}
+# The llama-cpp-python release whose ggml.h GGML_TYPES lists (tests/test_repack_rules.py holds it to the default
+# pin): a wheel of it or later binds every one of them (llama_cpp.GGML_TYPE_*), and the wheel suite fails, not
+# skips, a model whose type it lacks.
+TYPES_RELEASE = "0.3.36"
+
+
+def released_before(version: str, release: str) -> bool:
+    """Whether llama-cpp-python ``version`` came before ``release`` (plain release numbers, ``_release``)."""
+    return _release(version) < _release(release)
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -442,7 +451,7 @@ def type_rules(ggml_type: str, arch: str = "arm", generation: str = "repack",
                           "llama_wheels/oracle.py); for a new ggml, add its type there and its branches of "
                           "ggml_repack_get_optimal_repack_type to REPACK_RULES")
     since = REPACKED_SINCE.get(ggml_type)
-    if version is not None and since is not None and _release(version) < _release(since):
+    if version is not None and since is not None and released_before(version, since):
         return ()
     return tuple(r for r in REPACK_RULES[ggml_type] if r.arch == arch and generation in r.generations)
 

@@ -56,7 +56,8 @@ class BuildJob:
                 raise ConfigError(
                     f"{self.name}: CMake option {name} is not defined by llama-cpp-python "
                     f"{self.pin.version} (llama.cpp {self.pin.llama_cpp_commit}); CMake would ignore it. "
-                    f"Fix pins.{self.pin.name}.switches or the target in build_config/"
+                    f"Fix pins.{self.pin.name}.switches in build_config/pins.toml or the target in "
+                    "build_config/targets.toml"
                 )
 
 
@@ -74,13 +75,14 @@ def _resolve(pin: Pin, target: Target) -> tuple[list[tuple[str, str]], list[str]
             if value in (False, ""):
                 continue  # asked off, and the revision does not have it at all
             raise ConfigError(
-                f"target {target.name} needs switch {switch!r}, which llama-cpp-python {pin.version} "
-                f"(pin {pin.name}) does not have; build it with another pin"
+                f"target {target.name} needs switch {switch!r}, which build_config/pins.toml says llama-cpp-python "
+                f"{pin.version} (pins.{pin.name}.switches.{switch} = false) does not have; build it with another pin"
             )
         assert isinstance(mapping, str)
         if mapping.startswith("-"):
             if not isinstance(value, str) or not value:
-                raise ConfigError(f"targets.{target.name}.switches.{switch}: needs a string value")
+                raise ConfigError(f"build_config/targets.toml: targets.{target.name}.switches.{switch}: "
+                                  f"pins.{pin.name} maps it to the compiler flag {mapping!r}, which needs a string")
             flags.append(mapping.replace("{}", value))
         elif isinstance(value, bool):
             defines.append((mapping, "ON" if value else "OFF"))

@@ -212,6 +212,12 @@ def test_pin_add_writes_the_entry_and_refreshed_patches(world: Path) -> None:
     assert "    cannot    fixed  target fixed sets switch 'openmp'" in result.stdout
     assert "added: armv9.2_1; removed: none" in result.stdout
     assert "    at 9.9.10: Q4_0\n    9.9.9 -> 9.9.10: added none; no longer repacked Q1_0" in result.stdout
+    # the verdict says what changes for the wheel suite: Q1_0 (which the oracle expects repacked from 0.3.36 on)
+    # is no longer repacked, and a variant came
+    [verdict] = [line for line in result.stdout.splitlines() if line.startswith("  result ")]
+    assert verdict == ("  result     ok; expectations change: Q1_0 no longer repacked but oracle.py still expects it "
+                       "at 9.9.10: its wheel suite fails until REPACKED_SINCE says so; Linux ARM variants added: "
+                       "armv9.2_1, gone: none")
     after = (world / "build_config" / "pins.toml").read_text()
     assert after.startswith(before)  # appended: the committed entries and their comments stay as written
     pin = load(world).pin("next")
@@ -353,6 +359,8 @@ def test_a_patch_refreshed_by_hand_in_the_new_directory_is_used(world: Path) -> 
     (["9.9.10", "--from", "bsae"], "unknown pin 'bsae' (did you mean 'base'?)"),
     (["9.9.10", "--switch", "repak=X"], "unknown switch 'repak' (did you mean 'repack'?)"),
     (["9.9.10", "--switch", "arm_arch=-march=armv8-a"], "'-march=armv8-a' is neither a CMake variable name"),
+    # a release pinned already: named, not a second entry (a second pin of it on purpose takes --name)
+    ([BASE], f"llama-cpp-python {BASE} is pinned already: pins.base in build_config/pins.toml"),
 ])
 def test_pin_add_refuses_bad_input_in_one_line(world: Path, args: list[str], message: str) -> None:
     before = snapshot(world)
@@ -414,3 +422,20 @@ def test_a_patch_without_mail_headers_is_named(world: Path) -> None:
     assert statuses(result.stdout) == {"0001-line-five.patch": "conflict", "0002-line-twenty.patch": "clean"}
     assert "0001-line-five.patch  (not a git format-patch file; write it with git format-patch)" in result.stdout
 
+
+
+def test_pin_check_fails_on_a_patch_that_touches_a_file_outside_the_source(world: Path) -> None:
+    """A stray file committed with a patch (patch 0.3.36/0007 carried `out/0001-....patch`, a format-patch
+    output, into every prepared tree) is refused: the sdist has no out/ directory."""
+    assert cli("--config", str(world), "pin", "check", cwd=world).returncode == 0
+    patch = world / "patches" / BASE / "0002-line-twenty.patch"
+    blob = b"stray\n"
+    blob_id = hashlib.sha1(b"blob %d\0%s" % (len(blob), blob)).hexdigest()[:7]
+    stray = ("diff --git a/out/0001-stray.patch b/out/0001-stray.patch\nnew file mode 100644\n"
+             f"index 0000000..{blob_id}\n"
+             "--- /dev/null\n+++ b/out/0001-stray.patch\n@@ -0,0 +1 @@\n+stray\n")
+    patch.write_text(patch.read_text() + stray)
+    result = cli("--config", str(world), "pin", "check", cwd=world, env=_offline())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("error: pin check base: patch 0002-line-twenty.patch touches out/0001-stray.patch, outside the "
+            "source tree it patches (no out/ in the sdist)") in result.stderr

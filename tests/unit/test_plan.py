@@ -31,7 +31,8 @@ def test_logical_switches_map_per_revision() -> None:
 
 def test_switch_the_pin_lacks_is_an_error() -> None:
     legacy = pinned("legacy").version
-    with pytest.raises(ConfigError, match=rf"needs switch 'all_variants', which llama-cpp-python {legacy}"):
+    with pytest.raises(ConfigError, match=rf"needs switch 'all_variants', which build_config/pins.toml says "
+                       rf"llama-cpp-python {legacy} \(pins.legacy.switches.all_variants = false\)"):
         plan(load(REPO), ["linux-aarch64"], "legacy")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from llama_wheels.binaries import isa
 from llama_wheels.binaries.macho import is_macho
-from llama_wheels.binaries.wheel import fixed_isa, variant_of
+from llama_wheels.binaries.wheel import fixed_isa, open_wheel, variant_of
 from llama_wheels.core.errors import UserError, VerifyError
 from llama_wheels.oracle import VariantBuild, instruction_features
 
@@ -178,14 +178,9 @@ def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, VariantBui
     the fixed ISA the wheel's provenance record names (else lib/cpu-isa.txt, which must agree with it).
     UserError for input that cannot be audited; the verdict is in the result (``check()``)."""
     started = time.monotonic()
-    if not wheel.is_file() or wheel.suffix != ".whl":
-        raise UserError(f"{wheel}: not a wheel file; pass a .whl that `llama-wheels build` or cibuildwheel wrote")
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            shipped_isa = fixed_isa(archive)
-            objects = _code_objects(archive)
-    except zipfile.BadZipFile as exc:
-        raise UserError(f"{wheel}: unreadable as a zip archive ({exc}); rebuild or re-download it") from None
+    with open_wheel(wheel, fix="pass a .whl that `llama-wheels build` or cibuildwheel wrote") as archive:
+        shipped_isa = fixed_isa(archive)
+        objects = _code_objects(archive)
     if not objects:
         raise UserError(f"{wheel.name}: no ELF or Mach-O code in it; is this a llama-cpp-python binary wheel?")
     if recorded_isa is not None and shipped_isa is not None and recorded_isa != shipped_isa:

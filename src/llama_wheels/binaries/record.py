@@ -19,13 +19,13 @@ import hashlib
 import json
 import types
 import typing
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llama_wheels import oracle
+from llama_wheels.binaries.wheel import open_wheel
 from llama_wheels.config import SwitchValue
 from llama_wheels.config.platforms import Platform
 from llama_wheels.core.errors import UserError
@@ -200,14 +200,11 @@ def built_as(record: Record) -> BuiltAs:
 
 def read_record(wheel: Path) -> Record | None:
     """The record inside ``wheel``, validated, or None when it has none (not built by llama-wheels)."""
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f".dist-info/{FILENAME}") and n.count("/") == 1]
-            if not names:
-                return None
-            text = archive.read(names[0])
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise RecordError(f"{wheel}: unreadable ({exc}); pass a wheel that `llama-wheels build` wrote") from None
+    with open_wheel(wheel) as archive:  # missing, not a wheel, truncated or corrupt: one line naming it
+        names = [n for n in archive.namelist() if n.endswith(f".dist-info/{FILENAME}") and n.count("/") == 1]
+        if not names:
+            return None
+        text = archive.read(names[0])
     return Record.from_json(text, where=wheel.name)
 
 

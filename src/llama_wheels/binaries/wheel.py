@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import zipfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from packaging.tags import Tag
 from packaging.utils import BuildTag, InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import Version
 
-from llama_wheels.core.errors import UserError
+from llama_wheels.core.errors import UserError, one_line
 
 LIB_DIR = "llama_cpp/lib"
 CPU_ISA = f"{LIB_DIR}/cpu-isa.txt"
@@ -56,6 +59,45 @@ def wheel_name(path: Path) -> WheelName:
     if parsed is None:
         raise UserError(f"{path}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl); pass a built .whl")
     return parsed
+
+
+# What a damaged archive raises while it is opened or a member read: a cut or overwritten central directory,
+# a member whose local header, compressed stream or CRC does not match, a name or text that is not UTF-8.
+_CORRUPT = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, UnicodeDecodeError)
+
+
+@contextmanager
+def open_wheel(path: Path, *, fix: str = "pass a .whl that `llama-wheels build` wrote") -> Iterator[zipfile.ZipFile]:
+    """``path`` opened as a wheel's zip archive, for every command that reads a user's wheel: a missing path, a
+    directory, a name that is no wheel's, an unreadable file, a truncated or corrupt archive is one UserError
+    naming ``path`` and ``fix``. Every member is read (and its CRC checked) first: a wheel is judged whole or not
+    at all, as pip installs it."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file; {fix}")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file (a directory?); {fix}")
+    if parse_wheel_name(path.name) is None:
+        raise UserError(f"{path}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl); {fix}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if (bad := archive.testzip()) is not None:
+                raise zipfile.BadZipFile(f"member {bad!r} does not match its CRC or its header")
+            yield archive
+    except PermissionError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}); make it readable for this user") from None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a seek to an offset a corrupt directory gives
+            raise
+        raise UserError(f"{path}: a truncated or corrupt zip archive ({exc.strerror}); build or download it "
+                        "again") from None
+    except _CORRUPT as exc:
+        raise UserError(f"{path}: a truncated or corrupt zip archive ({one_line(str(exc), 80)}); "
+                        "build or download it again") from None
+    except RuntimeError as exc:  # after _CORRUPT: NotImplementedError is one
+        if "encrypted" not in str(exc):  # zipfile's word for a member whose encryption flag is set
+            raise
+        raise UserError(f"{path}: a member is marked encrypted, which no wheel is (a corrupt header?); build or "
+                        "download it again") from None
 
 
 def with_build_tag(filename: str, build_tag: str | None) -> str:

@@ -21,11 +21,44 @@ SwitchValue = bool | str
 # A pin maps a logical switch to a CMake variable, to a compiler flag template, or to False (absent).
 SwitchMapping = str | bool
 
-SWITCHES = ("native", "repack", "backend_dl", "all_variants", "arm_arch", "openmp", "openssl", "llava",
-            "metal", "accelerate", "blas",
-            # x86 instruction-set extensions of a fixed-ISA x86_64 build (ggml compiles with -m<feature>)
-            "sse42", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512", "avx512_vbmi",
-            "avx512_vnni", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class SwitchType:
+    """The values a target may give a switch: ``true``/``false`` (``kind`` bool), a non-empty string (``kind``
+    str), or one of ``choices`` (an enum). A pin maps the switch to CMake; the type is the same at every pin."""
+
+    kind: type[bool] | type[str]
+    choices: tuple[str, ...] = ()
+    example: str = ""
+
+    def allowed(self) -> str:
+        if self.kind is bool:
+            return "true or false"
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        return f"a non-empty string (e.g. {self.example!r})" if self.example else "a non-empty string"
+
+    def accepts(self, value: object) -> bool:
+        if self.kind is bool:
+            return isinstance(value, bool)
+        return isinstance(value, str) and bool(value) and (not self.choices or value in self.choices)
+
+
+BOOLEAN = SwitchType(bool)
+# Every logical switch a target may set, with its type: the one place that says what a value may be.
+SWITCH_TYPES: Mapping[str, SwitchType] = {
+    "native": BOOLEAN, "repack": BOOLEAN, "backend_dl": BOOLEAN, "all_variants": BOOLEAN,
+    # the fixed ISA of a build without CPU variants, as -march spells it
+    "arm_arch": SwitchType(str, example="armv8.2-a+dotprod"),
+    "openmp": BOOLEAN, "openssl": BOOLEAN, "llava": BOOLEAN, "metal": BOOLEAN, "accelerate": BOOLEAN,
+    "blas": BOOLEAN,
+    # x86 instruction-set extensions of a fixed-ISA x86_64 build (ggml compiles with -m<feature>)
+    "sse42": BOOLEAN, "avx": BOOLEAN, "f16c": BOOLEAN, "fma": BOOLEAN, "avx2": BOOLEAN, "bmi2": BOOLEAN,
+    "avx_vnni": BOOLEAN, "avx512": BOOLEAN, "avx512_vbmi": BOOLEAN, "avx512_vnni": BOOLEAN,
+    "avx512_bf16": BOOLEAN,
+}
+SWITCHES = tuple(SWITCH_TYPES)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
@@ -164,6 +197,13 @@ def _resolve_switches(pins: Mapping[str, Pin], parents: Mapping[str, str | None]
     return resolved
 
 
+def _toml(value: object) -> str:
+    """``value`` as TOML writes it (what the user typed)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 def _parse_target(name: str, data: Any, source: str) -> Target:
     t = Table(data, f"{source}: targets.{name}")
     t.check_keys(("description", "platform", "index", "publish", "variant", "switches"))
@@ -173,8 +213,8 @@ def _parse_target(name: str, data: Any, source: str) -> Target:
     switches = Table(t.get("switches", dict), f"{t.where}.switches")
     switches.check_keys(SWITCHES)
     for key, value in switches.data.items():
-        if not isinstance(value, bool | str):
-            raise ConfigError(f"{switches.where}.{key}: must be true, false or a string")
+        if not SWITCH_TYPES[key].accepts(value):
+            raise ConfigError(f"{switches.where}.{key}: {_toml(value)} is not {SWITCH_TYPES[key].allowed()}")
     publish = t.get("publish", bool, True)
     if switches.data.get("native") is True and publish:
         raise ConfigError(f"{t.where}: native = true compiles for the build machine's CPU only; "
@@ -214,8 +254,11 @@ def load(root: Path) -> Config:
         default_pin=pins_doc.get("default", str),
         default_target=targets_doc.get("default", str),
     )
-    config.pin(None)  # the defaults must resolve
-    config.target(None)
+    for table, default, path in ((pins, config.default_pin, pins_path),
+                                 (targets, config.default_target, targets_path)):
+        if default not in table:  # the defaults must resolve; the culprit is the file's key, not an option typed
+            raise ConfigError(f"{path}: default = {default!r} names no entry of this file{suggest(default, table)}; "
+                              "set it to one of them")
     for pin in pins.values():
         for name in pin.targets:
             if name not in targets:

@@ -13,13 +13,17 @@ from typing import Any, TypeVar
 from llama_wheels.core.errors import ConfigError
 
 T = TypeVar("T")
+_KNOWN_SHOWN = 8  # names a suggestion lists when none is close
 
 
 def suggest(name: str, candidates: Mapping[str, Any] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1)
     if close:
         return f" (did you mean {close[0]!r}?)"
-    return f" (known: {', '.join(sorted(candidates))})" if candidates else ""
+    known = sorted(candidates)
+    if len(known) > _KNOWN_SHOWN:  # one line stays short: the first few, and how many there are
+        return f" (known: {', '.join(known[:_KNOWN_SHOWN])} and {len(known) - _KNOWN_SHOWN} more)"
+    return f" (known: {', '.join(known)})" if known else ""
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -28,6 +32,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; run from the llama-wheels checkout or pass --config") from None
+    except OSError as exc:  # a directory where the file belongs, an unreadable file
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); it must be a readable TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from None
 

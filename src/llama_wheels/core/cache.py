@@ -103,24 +103,39 @@ def remove(path: Path) -> bool:
 
 @contextlib.contextmanager
 def atomic_path(final: Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temp path next to ``final``; rename it onto ``final`` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+    """Yield a temp path next to ``final``; rename it onto ``final`` only if the block succeeds.
+
+    An operating-system error about the temp path (a full disk, a read-only directory, a directory where the
+    file goes) is raised as one about ``final``: the path the user chose, not a hidden name they never saw."""
     prefix = f".{final.name}.tmp-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
+    tmp: Path | None = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+            os.close(fd)
+            tmp = Path(name)
         yield tmp
         if directory and final.exists():
             remove(final)
         os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the error that got us here is the one to report
-            remove(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):  # the error that got us here is the one to report
+                remove(tmp)
+        raise_about_final(exc, tmp, final)
         raise
+
+
+def raise_about_final(exc: BaseException, tmp: Path | None, final: Path) -> None:
+    """If ``exc`` is an operating-system error about the temp path ``tmp`` (None: not made yet) that stands in
+    for ``final``, or about no file at all (a write to a full disk names none), raise it as the same error about
+    ``final``: the path the user chose, not a hidden one."""
+    if isinstance(exc, OSError) and exc.errno is not None and (
+            exc.filename is None or tmp is None or str(exc.filename).startswith(str(tmp))):
+        raise OSError(exc.errno, exc.strerror, str(final)) from exc
 
 
 def publish_file(src: Path, dest_dir: Path) -> Path:

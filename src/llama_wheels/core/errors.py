@@ -6,6 +6,12 @@ Only ``cli.main`` turns them into exit codes; nothing else calls ``sys.exit``.
 
 from __future__ import annotations
 
+# What one error line may take beside the paths it names: what is wrong and the fix fit, a runaway message (raw
+# bytes of a corrupt archive, a tool's whole output) does not. The printed line, paths and all, is cut at
+# PRINTED_LIMIT.
+LINE_LIMIT = 300
+PRINTED_LIMIT = 1000
+
 
 class LlamaWheelsError(Exception):
     """Base class. ``exit_code`` 1: the work itself failed."""
@@ -63,3 +69,15 @@ class Interrupted(LlamaWheelsError):
     """The user pressed Ctrl-C (exit code 130)."""
 
     exit_code = 130
+
+
+def one_line(text: str, limit: int = PRINTED_LIMIT) -> str:
+    """``text`` as one line of printable characters, at most ``limit`` long: whitespace runs become one space,
+    other unprintable characters their escape; a longer text keeps its start (the culprit) and its end (the
+    fix) around an ellipsis."""
+    flat = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in " ".join(text.split()))
+    if len(flat) <= limit:
+        return flat
+    head = (limit - 5) * 2 // 3
+    return f"{flat[:head]} ... {flat[len(flat) - (limit - 5 - head):]}"

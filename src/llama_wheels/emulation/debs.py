@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, publish_file, sha256_file
-from llama_wheels.core.errors import ChecksumError, ConfigError, ToolchainError
+from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
 
 APT_HINT = "the test bed is made of Debian packages: run on Debian or Ubuntu with apt-get and dpkg"
 _URI_LINE = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+\.deb) (?P<size>\d+) SHA256:(?P<sha256>[0-9a-f]{64})$")
@@ -162,6 +162,17 @@ def private_apt(cache: Cache, sources_line: str, arch: str) -> tuple[list[str], 
     def update() -> None:
         with locked(home / "update.lock"):
             # As root apt hands downloads to the _apt user, which cannot write into a cache under /root.
-            runner.run(["apt-get", *options, "-o", "APT::Sandbox::User=root", "update"])
+            apt_update([*options, "-o", "APT::Sandbox::User=root"], what=f"the archive of {sources_line!r}")
 
     return options, update
+
+
+def apt_update(options: Sequence[str] = (), *, what: str = "the system's apt sources") -> None:
+    """``apt-get update``, failing when it reached no archive: apt only warns then (exit 0), and a package it
+    cannot list would later read as a wrong pin instead of what it is, no network."""
+    output = runner.run(["apt-get", *options, "update"], capture=True)
+    unreached = [line.strip() for line in output.splitlines() if line.startswith(("W: Failed to fetch",
+                                                                                  "E: Failed to fetch"))]
+    if unreached:
+        raise LlamaWheelsError(f"apt-get update could not reach {what} ({unreached[0][:160]}); check the network "
+                               "(or proxy) and run again")

@@ -27,7 +27,7 @@ from llama_wheels.config.sysroot_spec import LAYOUT, SysrootSpec, load_sysroot_s
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, locked, sha256_file
 from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
-from llama_wheels.emulation.debs import fetch_debs, require_apt
+from llama_wheels.emulation.debs import apt_update, fetch_debs, require_apt
 from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
 
@@ -103,7 +103,7 @@ def _build(cache: Cache, spec: SysrootSpec, root: Path, qemu: Path) -> None:
         debs = fetch_debs(
             [_apt_name(p, spec.arch) for p in spec.packages], scratch=scratch, store=cache.dir("debs"),
             # an index older than the architecture or the package: only root can update the system's
-            update=None if updated or os.geteuid() != 0 else lambda: runner.run(["apt-get", "update"]),
+            update=None if updated or os.geteuid() != 0 else apt_update,
             where=f"{spec.source}: [debian].packages",
         )
         debian = [_unpack(deb, sha256, root) for deb, sha256 in debs]
@@ -147,7 +147,7 @@ def _ensure_foreign_arch(arch: str) -> bool:
             f"as root run: dpkg --add-architecture {arch} && apt-get update"
         )
     runner.run(["dpkg", "--add-architecture", arch])
-    runner.run(["apt-get", "update"])
+    apt_update()
     return True
 
 

@@ -151,8 +151,10 @@ def read_layout(path: Path) -> GGUFLayout:
     try:
         size = path.stat().st_size
         fh = path.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; pass the GGUF model to convert") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+        raise UserError(f"{path}: cannot read it ({exc.strerror}); pass a readable GGUF file") from None
     with fh:
         r = _Reader(fh, path, size)
         if r.take(4) != GGUF_MAGIC:
@@ -306,6 +308,8 @@ def _rewrite(src: Path, dst: Path, layout: GGUFLayout, plan: list[tuple[TensorIn
     """Copy ``src`` to ``dst`` atomically, giving each planned tensor its new type and transformed data."""
     if dst.exists() and dst.resolve() == src.resolve():
         raise UserError(f"{dst}: OUT must differ from IN (the conversion writes a new file)")
+    if dst.is_dir():
+        raise UserError(f"{dst}: is a directory; OUT is the file to write (e.g. {dst / src.name})")
     sizes = {t.name: _check_tensor(src, layout, t, kind) for t, kind, _ in plan}
     with src.open("rb") as fin, atomic_path(dst) as tmp:
         with tmp.open("wb") as fout:

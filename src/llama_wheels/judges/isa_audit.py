@@ -3,7 +3,6 @@ wheel, the CPU variants the pinned ggml declares. Serves ``llama-wheels audit`` 
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from llama_wheels import oracle
 from llama_wheels.binaries.audit import WheelAudit, audit_wheel
 from llama_wheels.binaries.record import built_as, read_record
-from llama_wheels.binaries.wheel import cpu_variants, wheel_name
+from llama_wheels.binaries.wheel import cpu_variants, open_wheel, wheel_name
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import PLATFORMS, Platform, platform
 from llama_wheels.core.cache import Cache
@@ -74,7 +73,7 @@ def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, Varia
     """Audit ``wheel`` of ``target`` (which has an ISA baseline); ``declared`` is asked only for a dispatch wheel."""
     if target.isa_baseline is None:
         raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
-    with zipfile.ZipFile(wheel) as archive:
+    with open_wheel(wheel) as archive:
         dispatch = bool(cpu_variants(archive.namelist()))
     record = read_record(wheel)
     return audit_wheel(wheel, baseline=target.isa_baseline, variants=declared() if dispatch else None,

@@ -15,9 +15,9 @@ import importlib.util
 import itertools
 import json
 import os
+import shlex
 import tempfile
 import time
-import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +26,7 @@ from typing import Any
 
 from llama_wheels import oracle
 from llama_wheels.binaries.record import BuiltAs, built_as, read_record
-from llama_wheels.binaries.wheel import cpu_variants, fixed_isa, parse_wheel_name
+from llama_wheels.binaries.wheel import cpu_variants, fixed_isa, open_wheel, wheel_name
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import CommandTimedOut, UserError
@@ -70,14 +70,11 @@ class WheelBuild:
 
     @classmethod
     def read(cls, wheel: Path) -> WheelBuild:
-        name = parse_wheel_name(wheel.name)
-        if not wheel.is_file() or name is None:
-            raise UserError(f"{wheel}: not a wheel file; pass the .whl that `llama-wheels build` wrote")
-        with zipfile.ZipFile(wheel) as archive:
+        with open_wheel(wheel) as archive:
             isa = fixed_isa(archive)
             variants = tuple(cpu_variants(archive.namelist()))
         record = read_record(wheel)
-        build = cls(path=wheel, version=str(name.version), fixed_isa=isa, variants=variants,
+        build = cls(path=wheel, version=str(wheel_name(wheel).version), fixed_isa=isa, variants=variants,
                     built=None if record is None else built_as(record))
         recorded = build.built.fixed_isa if build.built is not None else None
         if build.fixed_isa is not None and recorded is not None and build.fixed_isa != recorded:
@@ -203,6 +200,26 @@ class Bed:
     models: Path
 
 
+def import_info(output: str) -> dict[str, Any] | None:
+    """What the import probe printed (its last ``IMPORT`` line), searched in the whole output: ggml's log or a
+    warning may follow it by any number of lines."""
+    found = reported(output.splitlines(), "IMPORT")
+    return found[-1] if found else None
+
+
+def suite_env(bed: Bed, cpu: Cpu, result_file: Path, expectation: oracle.Expectation) -> dict[str, str]:
+    """The wheel suite's environment in a cell: where its result goes, the standalone modules, the layout this CPU
+    must get, and the interpreter of its per-model probes, always explicit: the same qemu, CPU and root as the
+    cell (a child left to binfmt_misc would run on qemu's default CPU)."""
+    sysroot = bed.sysroot
+    probe = [os.fspath(sysroot.qemu), "-cpu", cpu.qemu_cpu, "-L", os.fspath(sysroot.root), os.fspath(sysroot.python)]
+    env = {"LLAMA_WHEELS_RESULT": str(result_file), "LLAMA_WHEELS_PROBE_PYTHON": shlex.join(probe),
+           **standalone_env(bed.models)}
+    if expectation.q4_0_layout is not None:
+        env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
+    return env
+
+
 def run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expectation, bed: Bed,
              workdir: Path, timeout: float = CELL_TIMEOUT) -> Cell:
     """One wheel on one CPU. A guest that outlives its time limit ends this cell as ``timeout``; the other
@@ -222,14 +239,13 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
     sysroot, root = bed.sysroot, bed.root
 
     imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=deadline - time.monotonic())
-    found = reported(imported.tail, "IMPORT")
     if imported.signal_name:
         return replace(base, verdict="crash", detail=f"import died of {imported.signal_name}",
                        seconds=time.monotonic() - started)
-    if not found:
+    info = import_info(imported.output)
+    if info is None:
         return replace(base, detail=f"import failed: {telling_line(imported.tail)}",
                        seconds=time.monotonic() - started)
-    info = found[-1]
     if "error" in info:
         refused = "lacks" in info["error"] and not expectation.supported
         return replace(base, verdict="unsupported" if refused else "fail",
@@ -244,9 +260,7 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
         return replace(base, detail=mismatch, seconds=time.monotonic() - started)
 
     result_file = workdir / f"{cpu.name}.json"
-    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(bed.models)}
-    if expectation.q4_0_layout is not None:
-        env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
+    env = suite_env(bed, cpu, result_file, expectation)
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
                                       "--basetemp", str(workdir / f"tmp-{cpu.name}")],
                        pythonpath=[site], env=env, cwd=workdir, timeout=max(deadline - time.monotonic(), 1.0))
@@ -258,7 +272,7 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
     if suite.signal_name:
         return replace(cell, verdict="crash", detail=base.detail + f"died of {suite.signal_name}")
     if suite.returncode != 0:
-        failed = [line for line in suite.tail if line.startswith(("FAILED", "ERROR"))]
+        failed = [line for line in suite.output.splitlines() if line.startswith(("FAILED", "ERROR"))]
         return replace(cell, detail=base.detail + (failed[0] if failed else telling_line(suite.tail)))
     if not expectation.supported:
         return replace(cell, detail=f"ran on a CPU lacking {', '.join(expectation.missing) or 'every variant'}: "

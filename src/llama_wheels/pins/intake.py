@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from llama_wheels import oracle
 from llama_wheels.config import SWITCHES, Config, Pin, SwitchMapping, load
@@ -110,13 +110,16 @@ class PinReport:
     targets: tuple[TargetResult, ...]
     variants: tuple[str, ...]  # lines describing ggml's declared CPU variants and how they changed
     repack: tuple[str, ...] = ()  # lines naming the weight types ggml repacks and how that changed
+    # how the pin changes what the oracle expects of its wheels against the base (types, variants): the verdict
+    drift: tuple[str, ...] = ()
+    strays: tuple[str, ...] = ()  # "patch X touches Y": a path outside the source tree the patch is applied to
 
     @property
     def problems(self) -> list[str]:
         found = [f"patch {p.name} does not apply ({p.detail})" for p in self.patches if not p.ok]
         found += [f"switch {s.switch} = {s.mapping} {s.detail}" for s in self.switches if not s.ok]
         found += [f"target {t.target}: {t.problem}" for t in self.targets if t.required and t.problem]
-        return found
+        return found + list(self.strays)
 
     def render(self) -> str:
         pin, base = self.pin, self.base
@@ -149,7 +152,9 @@ class PinReport:
             lines.append("  repack     (the weight types ggml's get_optimal_repack_type handles, ggml-cpu/repack.cpp)")
             lines.extend(f"    {line}" for line in self.repack)
         problems = self.problems
-        lines.append("  result     " + (f"{len(problems)} problem(s): " + "; ".join(problems) if problems else "ok"))
+        verdict = f"{len(problems)} problem(s): " + "; ".join(problems) if problems else "ok"
+        drift = f"; expectations change: {'; '.join(self.drift)}" if self.drift else ""
+        lines.append(f"  result     {verdict}{drift}")
         return "\n".join(lines)
 
 
@@ -162,6 +167,20 @@ def _touched(patches: Sequence[Path]) -> set[str]:
         for a, b in _DIFF_PATH.findall(patch.read_text(encoding="utf-8", errors="replace")):
             paths.update((a, b))
     return paths
+
+
+def stray_paths(patches: Sequence[Path], tree: Path) -> list[str]:
+    """A patch touches only the source tree it patches: every path it names is a file of ``tree`` (the unpatched
+    sdist, all of whose directories are unpacked) or a new file in one of its directories. Anything else (a
+    stray ``out/0001-....patch`` that ``git format-patch`` left in the work tree) would be carried into every
+    prepared tree and every new pin's series."""
+    strays = []
+    for patch in patches:
+        for rel in sorted(_touched([patch])):
+            if not ((tree / rel).is_file() or (tree / rel).parent.is_dir()):
+                strays.append(f"patch {patch.name} touches {rel}, outside the source tree it patches (no "
+                              f"{PurePosixPath(rel).parent}/ in the sdist); remove that file from the patch")
+    return strays
 
 
 def _extract(sdist: Path, version: str, dest: Path, touched: set[str]) -> Path:
@@ -432,6 +451,33 @@ def repack_lines(base: TreeFacts, new: TreeFacts) -> list[str]:
     return lines
 
 
+def expectation_drift(base: TreeFacts, new: TreeFacts) -> list[str]:
+    """How ``new``'s sources change what the oracle expects of its wheels against ``base``'s: weight types no
+    longer (or newly) repacked, with whether oracle.py already knows, and Linux ARM variants added or gone."""
+    if base.pin.version == new.pin.version:
+        return []
+    drift = []
+    if base.repack is not None and new.repack is not None:
+        for ggml_type in (t for t in base.repack if t not in new.repack):
+            expected = ggml_type in oracle.REPACK_RULES and oracle.type_rules(ggml_type, version=new.pin.version)
+            drift.append(f"{ggml_type} no longer repacked" + (
+                f" but oracle.py still expects it at {new.pin.version}: its wheel suite fails until REPACKED_SINCE "
+                "says so" if expected else " (oracle.py knows)"))
+        for ggml_type in (t for t in new.repack if t not in base.repack):
+            known = ggml_type in oracle.REPACK_RULES and oracle.type_rules(ggml_type, version=new.pin.version)
+            drift.append(f"{ggml_type} newly repacked" + ("" if known else
+                         " but oracle.py has no rule for it: add its branches to REPACK_RULES"))
+    try:
+        arm_base = oracle.declared_arm_variants(base.ggml or "")
+        arm_new = oracle.declared_arm_variants(new.ggml or "")
+    except oracle.OracleError:
+        return drift  # variant_lines says why
+    added, gone = sorted(set(arm_new) - set(arm_base)), sorted(set(arm_base) - set(arm_new))
+    if added or gone:
+        drift.append(f"Linux ARM variants added: {', '.join(added) or 'none'}, gone: {', '.join(gone) or 'none'}")
+    return drift
+
+
 def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], sources: _Sources,
             scratch: Path, *, compare: TreeFacts | None = None,
             variant_detail: bool = True) -> tuple[PinReport, TreeFacts, TreeFacts]:
@@ -443,6 +489,7 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
     touched = _touched(patches)
     new_tree = sources.copy(sources.tree(pin, touched))
     base_tree = sources.copy(sources.tree(patch_base, touched))
+    strays = stray_paths(patches, new_tree)
     vendored = vendored_commit(new_tree, pin.version)
     if not commit_matches(pin.llama_cpp_commit, vendored.commit):
         raise ConfigError(f"pins.{pin.name}.llama_cpp_commit is {pin.llama_cpp_commit}, but the sdist vendors "
@@ -458,6 +505,8 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
         variants=tuple(variant_lines(other.ggml, facts.ggml, other.pin.version, pin.version,
                                      detail=variant_detail)),
         repack=tuple(repack_lines(other, facts)),
+        drift=tuple(expectation_drift(other, facts)) if compare is None else (),  # pin add's verdict
+        strays=tuple(strays),
     )
     return report, facts, base_facts
 
@@ -544,7 +593,7 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
     """
     overrides = dict(overrides or {})
     base = config.pin(from_pin)
-    name = name or version
+    explicit_name, name = name, name or version
     if not _PIN_NAME.match(name):
         raise UserError(f"pin name {name!r}: use letters, digits, '.', '_' and '-' (--name)")
     if name in config.pins:
@@ -553,6 +602,10 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
     if series is None and worktree.exists():
         raise UserError(f"pin add {version} stopped at a patch conflict earlier; its worktree is {worktree}: "
                         f"resolve, then `llama-wheels pin add {version} --continue`, or `--abort` to start over")
+    pinned = [p.name for p in config.pins.values() if p.version == version]
+    if pinned and explicit_name is None:
+        raise UserError(f"llama-cpp-python {version} is pinned already: pins.{pinned[0]} in build_config/pins.toml; "
+                        f"`llama-wheels pin check {pinned[0]}` checks it (a second pin of it on purpose: --name)")
     if not re.match(r"^\d+\.\d+\.\d+$", version):
         raise UserError(f"version {version!r} is not a release version like 0.3.36")
     pins_toml = config.root / "build_config" / "pins.toml"

@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.parser import HeaderParser
@@ -46,8 +45,8 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import canonicalize_name
 
 from llama_wheels.binaries.record import require_record
-from llama_wheels.binaries.wheel import wheel_name
-from llama_wheels.core.cache import remove, sha256_file
+from llama_wheels.binaries.wheel import open_wheel, wheel_name
+from llama_wheels.core.cache import raise_about_final, remove, sha256_file
 from llama_wheels.core.errors import LlamaWheelsError, UserError
 
 MARKER = ".llama-wheels-index"
@@ -81,7 +80,7 @@ def read_wheel(path: Path) -> IndexedWheel:
     if not _FAMILY.match(family):
         raise UserError(f"{path.name}: variant family {family!r} is not a lowercase directory name; "
                         "fix the target's index in build_config/targets.toml")
-    with zipfile.ZipFile(path) as archive:
+    with open_wheel(path) as archive:
         metas = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
         if len(metas) != 1:
             raise UserError(f"{path.name}: expected one .dist-info/METADATA, found {len(metas)}")
@@ -324,15 +323,18 @@ def build_index(dist: Path, out: Path) -> dict[str, list[IndexedWheel]]:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
         raise UserError(f"{out}: exists and is not an index written by llama-wheels; choose a new directory")
     wheels = merge([read_wheel(p) for p in published_wheels(out)], [read_wheel(p) for p in paths])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         families = write_tree(tmp, wheels)
         check_tree(tmp)
         tmp.chmod(0o755)
         _replace_dir(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            remove(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                remove(tmp)
+        raise_about_final(exc, tmp, out)
         raise
     return families

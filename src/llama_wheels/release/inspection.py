@@ -18,14 +18,17 @@ from typing import Any
 from llama_wheels.binaries.elf import elf_facts
 from llama_wheels.binaries.macho import UNKNOWN_MINOS, is_macho, macho_facts
 from llama_wheels.binaries.record import FILENAME, Record, read_record
-from llama_wheels.binaries.wheel import CPU_ISA, cpu_variants, fixed_isa, libc_of_tag
+from llama_wheels.binaries.wheel import CPU_ISA, cpu_variants, fixed_isa, libc_of_tag, open_wheel
 from llama_wheels.core.cache import sha256_file
 from llama_wheels.core.errors import RepairError, UserError
 
 _LIBRARY = re.compile(r"\.(so(\.\d+)*|dylib)$")
 
 
-def _wheel_tags(archive: zipfile.ZipFile, dist_info: str) -> list[str]:
+def _wheel_tags(archive: zipfile.ZipFile, dist_info: str, wheel: Path) -> list[str]:
+    if f"{dist_info}/WHEEL" not in archive.namelist():
+        raise UserError(f"{wheel}: has no {dist_info}/WHEEL file (its tags), so it is no wheel pip installs; "
+                        "build it again")
     wheel_file = HeaderParser().parsestr(archive.read(f"{dist_info}/WHEEL").decode())
     return wheel_file.get_all("Tag") or []
 
@@ -46,29 +49,24 @@ def _macho_slices(name: str, data: bytes) -> list[dict[str, Any]]:
 
 def inspect(wheel: Path) -> dict[str, Any]:
     """Everything ``llama-wheels inspect`` reports, as plain data."""
-    if not wheel.is_file() or wheel.suffix != ".whl":
-        raise UserError(f"{wheel}: not a wheel file; pass a .whl that `llama-wheels build` wrote")
     record = read_record(wheel)
     libraries: list[dict[str, Any]] = []
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            names = archive.namelist()
-            dist_infos = sorted({n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})
-            if len(dist_infos) != 1:
-                raise UserError(f"{wheel.name}: expected one .dist-info directory, found {len(dist_infos)}")
-            tags = _wheel_tags(archive, dist_infos[0])
-            isa = fixed_isa(archive)
-            for name in sorted(n for n in names if _LIBRARY.search(n)):
-                data = archive.read(name)
-                if data.startswith(b"\x7fELF"):
-                    facts = elf_facts(name, data)
-                    glibc = ".".join(map(str, facts.glibc_max)) if facts.glibc_max > (0, 0) else None
-                    libraries.append({"path": name, "format": "ELF", "machine": facts.machine, "glibc": glibc,
-                                      "needed": list(facts.needed), "runpath": list(facts.runpath)})
-                else:
-                    libraries += _macho_slices(name, data)
-    except zipfile.BadZipFile as exc:
-        raise UserError(f"{wheel}: unreadable as a zip archive ({exc})") from None
+    with open_wheel(wheel) as archive:
+        names = archive.namelist()
+        dist_infos = sorted({n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})
+        if len(dist_infos) != 1:
+            raise UserError(f"{wheel}: expected one .dist-info directory, found {len(dist_infos)}; build it again")
+        tags = _wheel_tags(archive, dist_infos[0], wheel)
+        isa = fixed_isa(archive)
+        for name in sorted(n for n in names if _LIBRARY.search(n)):
+            data = archive.read(name)
+            if data.startswith(b"\x7fELF"):
+                facts = elf_facts(name, data)
+                glibc = ".".join(map(str, facts.glibc_max)) if facts.glibc_max > (0, 0) else None
+                libraries.append({"path": name, "format": "ELF", "machine": facts.machine, "glibc": glibc,
+                                  "needed": list(facts.needed), "runpath": list(facts.runpath)})
+            else:
+                libraries += _macho_slices(name, data)
     floors = [tuple(int(x) for x in lib["glibc"].split(".")) for lib in libraries if lib.get("glibc")]
     minos = sorted({lib["minos"] for lib in libraries if lib.get("minos")},
                    key=lambda v: tuple(int(x) for x in v.split(".")))

@@ -30,13 +30,14 @@ from auditwheel.libc import Libc
 from auditwheel.policy import WheelPolicies
 
 from llama_wheels.binaries.elf import ElfFacts, WheelFacts, elf_facts, inspect_wheel
-from llama_wheels.binaries.wheel import parse_wheel_name
+from llama_wheels.binaries.wheel import open_wheel, parse_wheel_name
 from llama_wheels.config.platforms import Platform, auditwheel_policy
 from llama_wheels.core import runner
-from llama_wheels.core.errors import RepairError
+from llama_wheels.core.errors import RepairError, UserError
 from llama_wheels.stages.finalize import read_files, write_wheel
 
 _PACKAGE_DIRS = ("llama_cpp/",)
+_LIBRARY = re.compile(r"\.(so(\.\d+)*|dylib)$")
 _SHARED_LIBRARY = re.compile(r"\.so(\.\d+)*$")
 ZIG_MUSL_LIBC = "libc.so"  # what a library zig links for *-linux-musl needs for libc
 
@@ -145,6 +146,16 @@ def rename_musl_libc(wheel: Path, target: Platform, out: Path) -> Path:
 
 
 _ZIP_EPOCH = 315532800  # 1980-01-01, zip's earliest date: finalize stamps the build's own afterwards
+
+
+def check_input(wheel: Path) -> None:
+    """``repair``'s input, refused before auditwheel sees it (whose messages are its internals, exit 1): a wheel
+    that opens whole (``open_wheel``) and holds a shared library of the llama_cpp package to repair."""
+    fix = "pass the wheel a build compiled, before repair"
+    with open_wheel(wheel, fix=fix) as archive:
+        libraries = [n for n in archive.namelist() if n.startswith(_PACKAGE_DIRS) and _LIBRARY.search(n)]
+    if not libraries:
+        raise UserError(f"{wheel}: holds no shared library under llama_cpp/, so there is nothing to repair; {fix}")
 
 
 def _auditwheel_offers(target: Platform) -> bool:

@@ -79,6 +79,7 @@ def test_the_pins_generations_and_ggml_types(sources: dict[str, PinnedSource]) -
         enum = ggml_h[ggml_h.index("enum ggml_type {"):]
         enums[name] = [t for t in ENUM_TYPE.findall(enum[:enum.index("};")]) if t != "COUNT"]
     assert enums[config.default_pin] == list(oracle.GGML_TYPES)
+    assert config.pin(None).version == oracle.TYPES_RELEASE  # the release whose wheels must bind all of them
     assert all(set(types) <= set(oracle.GGML_TYPES) for types in enums.values()), enums
 
 
