@@ -134,11 +134,14 @@ def test_a_default_pin_that_names_nothing_names_the_default_key(config_root: Pat
     assert "'current'" in result.line  # the suggestion
 
 
-def test_debug_keeps_the_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    missing = tmp_path / NAME
-    result = run(capsys, REPO, ["--debug", "inspect", str(missing)], log=tmp_path / "log")
-    assert result.code == 2
-    assert "Traceback" in result.stderr and str(missing) in result.line
+def test_debug_keeps_the_exit_code(wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a wheel the command itself refuses (a missing path is refused by the parser, before any code of ours runs)
+    broken = truncated(wheel, tmp_path)
+    plain = run(capsys, REPO, ["inspect", str(broken)], log=tmp_path / "log")
+    result = run(capsys, REPO, ["--debug", "inspect", str(broken)], log=tmp_path / "log")
+    assert result.code == plain.code == 2
+    assert "Traceback" in result.stderr and "Traceback" not in plain.stderr
+    assert str(broken) in result.line and result.line == plain.line
 
 
 def test_convert_model_into_a_directory_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
