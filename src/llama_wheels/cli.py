@@ -275,6 +275,12 @@ def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
     return 1 if bad else 0
 
 
+def cmd_release(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.release import commands
+
+    return commands.run(args, _config(args))
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     everything = ["sdists", "ccache", "zig", "sysroot", "wheels"]
     parts = ["build", "src", "toolchains"] + (everything if args.all else [])
@@ -352,6 +358,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lock", help="hash-locked requirements/*.txt from pyproject.toml (uv); --check: offline")
     p.add_argument("--check", action="store_true", help="fail if the locks do not match pyproject.toml")
     p.set_defaults(func=cmd_lock)
+    from llama_wheels.release import commands as release_commands
+
+    release_commands.add_parser(sub)
+    sub.choices["release"].set_defaults(func=cmd_release)
     p = sub.add_parser("pin", help="take a new llama-cpp-python release into build_config/, or check the pins")
     pin_sub = p.add_subparsers(dest="pin_command", required=True)
     q = pin_sub.add_parser("add", help="add [pins.NAME] for a PyPI release: sdist, commit, patches carried over, "

@@ -45,8 +45,10 @@ CPYTHON = "cp" + PYTHON.replace(".", "")
 # (build_config/sysroot.toml), fetched by the same apt as on a developer's machine.
 MATRIX_IMAGE = "debian:12.12"
 MATRIX_REPORT = "reports/matrix"
-# Where the release's index job puts every earlier release's wheels (below dist/, so `index dist` reads them).
-PREVIOUS = "dist/published"
+# The release jobs find the releases through the gh CLI (release/store.py); a rehearsal points this elsewhere.
+RELEASE_STORE = "github"
+SITE = "site"  # the index the release's index job writes, deployed to Pages
+NOTES = "release-notes.md"
 
 
 def build_dir(project: Path) -> Path:
@@ -257,7 +259,7 @@ def _matrix_entry(job: BuildJob) -> list[str]:
     ]
 
 
-def _wheel_job(config: Config, *, caches: bool) -> str:
+def _wheel_job(config: Config, *, caches: bool, needs: str | None = None) -> str:
     """The matrix job that builds, repairs and tests one wheel per target."""
     jobs = ci_jobs(config)
     a = ACTIONS
@@ -284,6 +286,7 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
     return f"""\
   wheel:
     name: wheel ${{{{ matrix.target }}}}@${{{{ matrix.pin }}}}
+{f"    needs: {needs}{chr(10)}" if needs else ""}\
     runs-on: ${{{{ matrix.runner }}}}
     permissions:
       contents: read
@@ -326,11 +329,11 @@ def _wheel_job(config: Config, *, caches: bool) -> str:
 
 
 def emulated_jobs(config: Config) -> list[BuildJob]:
-    """The CI jobs whose wheels the emulated matrix runs: every glibc Linux aarch64 wheel (the emulated bed is
-    Debian's glibc Python; a musl wheel is proven natively in cibuildwheel's musllinux container until the
-    emulated musl bed exists, issue #17)."""
+    """The CI jobs whose wheels the emulated matrix runs: every Linux aarch64 wheel, glibc and musl
+    (``llama-wheels test`` runs a musllinux wheel in the emulated musl bed, a manylinux one in Debian's)."""
     return [job for job in ci_jobs(config)
-            if platform(job.platform).libc == "glibc" and platform(job.platform).elf_machine == "EM_AARCH64"]
+            if platform(job.platform).libc in ("glibc", "musl")
+            and platform(job.platform).elf_machine == "EM_AARCH64"]
 
 
 def _matrix_job(config: Config) -> str:
@@ -340,7 +343,7 @@ def _matrix_job(config: Config) -> str:
     wheels = " ".join(f"dist/{artifact(job)}/*.whl" for job in emulated_jobs(config))
     return f"""\
   matrix:
-    name: emulated CPU matrix of the Linux wheels
+    name: emulated CPU matrix of the Linux wheels (glibc and musl)
     needs: wheel
     runs-on: ubuntu-24.04
     container: {MATRIX_IMAGE}
@@ -445,12 +448,14 @@ jobs:
 
 
 def release_yaml(config: Config) -> str:
-    """``.github/workflows/release.yml``: on a v* tag, every wheel built cold, indexed, attested, proven on
-    every emulated CPU class, released (with the matrix report).
+    """``.github/workflows/release.yml``: on a v* tag, every wheel built cold, proven on every emulated CPU
+    class and attested; then draft -> assets -> index -> pages -> publish, each a ``llama-wheels release``
+    command (release/publishing.py decides everything; this file only moves bytes and calls them).
 
-    One job per power: the index is built with a read-only token, only the attest job can mint an OIDC
-    token (and runs no code of ours or of PyPI's), only the release job can write the repository, only the
-    pages job can deploy. The release is created only when every wheel built, indexed and was attested.
+    One job per power: only draft, assets and publish can write the repository, only attest can mint an
+    OIDC token for Sigstore (and runs no code of ours or of PyPI's), only pages can deploy. The draft is
+    published last: a failed step is re-run (every command resumes: nothing uploaded twice), never
+    half published.
     """
     a = ACTIONS
     download = f"""\
@@ -460,8 +465,29 @@ def release_yaml(config: Config) -> str:
           pattern: wheel-*
           path: dist
 """
-    what = ("Tag v*: every wheel built cold (no cache reaches a release), indexed, attested, proven on every "
-            "emulated CPU class, released.")
+    install = f"""\
+      - uses: {a["checkout"]}
+        with:
+          persist-credentials: false
+      - uses: {a["setup-python"]}
+        with:
+          python-version: "{PYTHON}"
+      - name: Install llama-wheels (its dependencies from the hash-locked requirements/ci.txt)
+        run: {INSTALL}
+"""
+    gh_env = """\
+    env:
+      GH_TOKEN: ${{ github.token }}
+      GH_REPO: ${{ github.repository }}
+"""
+    report = f"""\
+      - uses: {a["download-artifact"]}
+        with:
+          name: matrix-report
+          path: {MATRIX_REPORT}
+"""
+    what = ("Tag v*: every wheel built cold (no cache reaches a release), proven on every emulated CPU class, "
+            "attested; draft -> assets -> index -> pages -> publish.")
     return f"""\
 {_header(config, what)}\
 name: release
@@ -470,57 +496,27 @@ on:
   push:
     tags: ["v*"]
 
-{_COMMON}
+{_COMMON}\
+  LLAMA_WHEELS_RELEASES: {RELEASE_STORE}
+
 concurrency:
   group: release-${{{{ github.ref }}}}
   cancel-in-progress: false
 
 jobs:
-{_wheel_job(config, caches=False)}
-{_matrix_job(config)}
-  index:
-    name: PEP 503 index of every wheel
-    needs: wheel
+  plan:
+    name: what this tag builds new, and what is published already
     runs-on: ubuntu-24.04
     permissions:
       contents: read
+{gh_env}\
     steps:
-      - uses: {a["checkout"]}
-        with:
-          persist-credentials: false
-      - uses: {a["setup-python"]}
-        with:
-          python-version: "{PYTHON}"
-{download}\
-      - name: Every earlier release's wheels (the index is append-only, rebuilt from every release's assets)
-        env:
-          GH_TOKEN: ${{{{ github.token }}}}
-          GH_REPO: ${{{{ github.repository }}}}
-          TAG: ${{{{ github.ref_name }}}}
-        run: |
-          gh release list --limit 1000 --json tagName --jq '.[].tagName' > releases.txt
-          while read -r tag; do
-            [ "$tag" = "$TAG" ] && continue
-            mkdir -p "{PREVIOUS}/$tag"
-            # every release of this repository has wheel assets: one without fails here, loudly
-            gh release download "$tag" --pattern '*--*.whl' --dir "{PREVIOUS}/$tag"
-            # asset <target>--<wheel> -> <target>/<wheel>: targets of one platform share a wheel file name
-            for asset in "{PREVIOUS}/$tag"/*--*.whl; do
-              name=$(basename "$asset")
-              mkdir -p "{PREVIOUS}/$tag/${{name%%--*}}"
-              mv "$asset" "{PREVIOUS}/$tag/${{name%%--*}}/${{name#*--}}"
-            done
-          done < releases.txt
-      - name: Install llama-wheels (its dependencies from the hash-locked requirements/ci.txt)
-        run: {INSTALL}
-      # One sub-index per variant family (from each wheel's provenance); refused if a file name that is
-      # already published would change its bytes.
-      - name: Build the PEP 503 index of this release's and every earlier release's wheels
-        run: llama-wheels index dist site
-      - uses: {a["upload-pages-artifact"]}
-        with:
-          path: site
+{install}\
+      - name: Every published pin x target, new or already published
+        run: llama-wheels release plan
 
+{_wheel_job(config, caches=False, needs="plan")}
+{_matrix_job(config)}
   attest:
     name: build provenance attestations
     needs: wheel
@@ -534,47 +530,77 @@ jobs:
         with:
           subject-path: dist/*/*.whl
 
-  release:
-    name: GitHub release
-    needs: [index, attest, matrix]
+  draft:
+    name: draft release (invisible until published)
+    needs: [matrix, attest]
     runs-on: ubuntu-24.04
     permissions:
-      contents: write  # create the release and upload its wheels
+      contents: write  # create the draft release
+{gh_env}\
     steps:
+{install}\
+      - name: The tag's draft release (found again on a re-run)
+        run: llama-wheels release draft
+
+  assets:
+    name: upload the wheels and the matrix report to the draft
+    needs: draft
+    runs-on: ubuntu-24.04
+    permissions:
+      contents: write  # upload release assets
+{gh_env}\
+    steps:
+{install}\
 {download}\
-      - uses: {a["download-artifact"]}
+{report}\
+      - name: Upload what is not published yet (a rebuild of a published file is reported and not uploaded)
+        run: llama-wheels release assets dist --report {MATRIX_REPORT}/matrix.json --report {MATRIX_REPORT}/matrix.txt
+
+  index:
+    name: PEP 503 index of every release's wheels
+    needs: assets
+    runs-on: ubuntu-24.04
+    permissions:
+      contents: read
+      pages: read  # where the deployed index is, to verify every published file against it
+{gh_env}\
+    steps:
+{install}\
+      - name: The index of every release's assets, each earlier one verified against the deployed index
+        run: llama-wheels release index {SITE}
+      - uses: {a["upload-pages-artifact"]}
         with:
-          name: matrix-report
-          path: {MATRIX_REPORT}
-      - name: GitHub release with every wheel (asset name = target + wheel name) and the matrix report
-        env:
-          GH_TOKEN: ${{{{ github.token }}}}
-          GH_REPO: ${{{{ github.repository }}}}
-          TAG: ${{{{ github.ref_name }}}}
-        run: |
-          mkdir assets
-          for dir in dist/wheel-*/; do
-            job=$(basename "$dir")
-            for wheel in "$dir"*.whl; do
-              cp "$wheel" "assets/${{job#*--}}--$(basename "$wheel")"
-            done
-          done
-          cp {MATRIX_REPORT}/matrix.json {MATRIX_REPORT}/matrix.txt assets/
-          gh release create "$TAG" --verify-tag --title "$TAG" --generate-notes assets/*
+          path: {SITE}
 
   pages:
     name: index to GitHub Pages
-    needs: release
+    needs: index
     runs-on: ubuntu-24.04
     permissions:
       pages: write  # publish the index
       id-token: write  # prove the deployment's origin to Pages
+    # Deploying from a tag needs a Tag rule v* on this environment (`llama-wheels release doctor`).
     environment:
       name: github-pages
       url: ${{{{ steps.deploy.outputs.page_url }}}}
     steps:
       - id: deploy
         uses: {a["deploy-pages"]}
+
+  publish:
+    name: publish the draft release (last)
+    needs: pages
+    runs-on: ubuntu-24.04
+    permissions:
+      contents: write  # publish the release
+{gh_env}\
+    steps:
+{install}\
+{report}\
+      - name: Release notes (pins, targets, matrix summary, sha256 of every asset)
+        run: llama-wheels release notes --matrix {MATRIX_REPORT}/matrix.json --out {NOTES}
+      - name: Publish the draft
+        run: llama-wheels release publish {NOTES}
 """
 
 
