@@ -20,6 +20,7 @@ local directories and a release store (``store.py``: GitHub, or a directory stan
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -180,7 +181,10 @@ def place_assets(store: Releases, tag: str, dist: Path, reports: Sequence[Path] 
                 if not mine.draft:
                     raise UserError(f"{tag}: already published, and {name} is not in it; a published release "
                                     "never changes: cut a new tag")
-                store.upload(tag, wheel)
+                named = Path(tmp) / "upload" / name  # an asset is named as the file uploaded
+                named.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(wheel, named)
+                store.upload(tag, named)
                 lines.append(f"uploaded  {name} sha256 {ours}")
                 continue
             theirs = holder.assets[name] or sha256_file(store.download(holder.tag, name, Path(tmp) / holder.tag))
@@ -256,17 +260,21 @@ def verify_published(assets: Sequence[tuple[str, Path]], previous: dict[tuple[st
     chosen: dict[tuple[str, str], tuple[str, IndexedWheel]] = {}
     for label, path in assets:
         digest = sha256_file(path)
-        if path.name in by_name and digest not in by_name[path.name]:
-            published = ", ".join(f"{d} ({f} index)" for d, f in by_name[path.name].items())
-            raise UserError(f"{path.name}: release asset {label} has sha256 {digest}, but the index published "
-                            f"sha256 {published}; a published file never changes: restore the asset from the "
-                            "published index, then run again")
-        wheel = read_wheel(path)
+
+        def tampered(published: str, path: Path = path, label: str = label, digest: str = digest) -> UserError:
+            return UserError(f"{path.name}: release asset {label} has sha256 {digest}, but the index published "
+                             f"sha256 {published}; a published file never changes: restore the asset from the "
+                             "published index, then run again")
+
+        try:
+            wheel = read_wheel(path)
+        except UserError:  # unreadable: tampered if the index published that name with other bytes
+            if path.name in by_name and digest not in by_name[path.name]:
+                raise tampered(", ".join(f"{d} ({f} index)" for d, f in by_name[path.name].items())) from None
+            raise
         key = (wheel.family, wheel.filename)
-        if key in previous and wheel.sha256 != previous[key]:
-            raise UserError(f"{wheel.filename}: release asset {label} has sha256 {wheel.sha256}, but the "
-                            f"{wheel.family} index published sha256 {previous[key]}; restore the asset from "
-                            "the published index, then run again")
+        if key in previous and digest != previous[key]:
+            raise tampered(f"{previous[key]} ({wheel.family} index)")
         first = chosen.setdefault(key, (label, wheel))
         if first[1].sha256 != wheel.sha256:
             raise UserError(f"{wheel.filename}: release assets {first[0]} (sha256 {first[1].sha256}) and {label} "
@@ -301,7 +309,7 @@ def release_notes(config: Config, store: Releases, tag: str, matrix: Path | None
     if release is None:
         raise UserError(f"{tag}: no such release in {store.where}; the draft job creates it")
     jobs = published_jobs(config)
-    pins = dict.fromkeys(job.pin for job in jobs)
+    pins = list({job.pin.name: job.pin for job in jobs}.values())
     lines = [f"# {tag}", "", "## Pins (llama-cpp-python versions published side by side)", ""]
     lines += [f"- `{p.name}`: llama-cpp-python {p.version} (llama.cpp {p.llama_cpp_commit})"
               + (f", build {p.build_tag}" if p.build_tag else "") for p in pins]
