@@ -114,8 +114,6 @@ def publish(store: Releases, tag: str, notes: str) -> str:
                         f"(llama-wheels release draft {tag})")
     if not release.draft:
         return f"{tag}: already published"
-    if not any(split_asset(name) for name in release.assets):
-        raise UserError(f"{tag}: the draft has no wheel asset; run `llama-wheels release assets` first")
     store.publish(tag, notes)
     return f"{tag}: published with {len(release.assets)} asset(s)"
 
@@ -134,7 +132,10 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def record_difference(old: Path, new: Path) -> str:
     """Which fields of the two wheels' provenance records differ (what changed between the builds)."""
-    a, b = _flatten(read_provenance(old) or {}), _flatten(read_provenance(new) or {})
+    try:
+        a, b = _flatten(read_provenance(old) or {}), _flatten(read_provenance(new) or {})
+    except UserError as exc:
+        return f"a record is unreadable: {exc}"
     keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     if not keys:
         return "records identical (a non-reproducible build step)"

@@ -227,7 +227,8 @@ class Rehearsal:
         if done.returncode != 0:
             errors = [line for line in done.stderr.splitlines() if line.startswith("llama-wheels: error:")]
             why = (errors or done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            raise LlamaWheelsError(f"{self.tag}: job {label} failed: {why.removeprefix('llama-wheels: error: ')}")
+            failed = UserError if done.returncode == UserError.exit_code else LlamaWheelsError  # keep its exit code
+            raise failed(f"{self.tag}: job {label} failed: {why.removeprefix('llama-wheels: error: ')}")
 
     def upload(self, where: Path, name: str, pattern: str) -> None:
         files = [Path(p) for p in glob.glob(str(where / pattern), recursive=True) if Path(p).is_file()]
