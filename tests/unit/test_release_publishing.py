@@ -16,7 +16,7 @@ import pytest
 
 from llama_wheels.config import load
 from llama_wheels.core.cache import sha256_file
-from llama_wheels.core.errors import UserError
+from llama_wheels.core.errors import LlamaWheelsError, UserError
 from llama_wheels.release import doctor, publishing
 from llama_wheels.release.index import DIGESTS
 from llama_wheels.release.rehearsal import job_order, read_workflow
@@ -210,3 +210,29 @@ def test_the_rehearsal_reads_the_job_order_from_release_yml() -> None:
     assert order.index("wheel") < order.index("matrix") < order.index("draft")
     with pytest.raises(UserError, match="cycle"):
         job_order({"a": {"needs": "b"}, "b": {"needs": "a"}})
+
+
+def test_the_rehearsal_refuses_what_it_cannot_stand_in_for(tmp_path: Path) -> None:
+    """An expression or an action release.yml gains that the rehearsal does not know stops it, by name:
+    the rehearsal never silently skips a part of the workflow."""
+    from llama_wheels.release.rehearsal import Rehearsal
+
+    rehearsal = Rehearsal(load(REPO), tag="v1", releases=tmp_path / "r", pages=tmp_path / "p", work=tmp_path / "w",
+                          wheels=tmp_path, cpus=[], url="http://127.0.0.1:1/p")
+    assert rehearsal.expand("${{ matrix.target }}@${{ github.ref_name }}", {"target": "t"}) == "t@v1"
+    with pytest.raises(UserError, match=r"cannot evaluate \$\{\{ secrets.TOKEN \}\}"):
+        rehearsal.expand("${{ secrets.TOKEN }}", {})
+    with pytest.raises(UserError, match="uses actions/cache@v9, which the rehearsal does not know"):
+        rehearsal.run_steps("job", {"steps": [{"uses": "actions/cache@v9"}]}, {})
+
+
+def test_a_directory_store_answers_already_exists_like_github(store: DirectoryReleases, tmp_path: Path) -> None:
+    store.create_draft("v1")
+    report = tmp_path / "matrix.json"
+    report.write_text("{}")
+    store.upload("v1", report)
+    with pytest.raises(LlamaWheelsError, match=r"v1: asset matrix\.json already exists"):
+        store.upload("v1", report)
+    report.write_text('{"ok": true}')
+    store.upload("v1", report, replace=True)  # a draft's own report, replaced on a re-run
+    assert store.releases()[0].assets == {"matrix.json": sha256_file(report)}
