@@ -249,6 +249,22 @@ TEST_REQUIRES = ("pytest==9.0.3", "gguf==0.19.0", "numpy")
 WHEEL_TESTS_LOCK = "requirements/wheel-tests.txt"
 
 
+def _setup_steps(restore: str = "") -> str:
+    """A job's first steps: the checkout, the Python, ``restore`` (cache steps), the locked install."""
+    a = ACTIONS
+    return f"""\
+      - uses: {a["checkout"]}
+        with:
+          persist-credentials: false
+      - uses: {a["setup-python"]}
+        with:
+          python-version: "{PYTHON}"
+{restore}\
+      - name: Install llama-wheels (its dependencies from the hash-locked requirements/ci.txt)
+        run: {INSTALL_RUN}
+"""
+
+
 def _matrix_entry(job: BuildJob) -> list[str]:
     run = runner_for(job)
     return [
@@ -303,15 +319,7 @@ def _wheel_job(config: Config, *, caches: bool, needs: str | None = None) -> str
       LLAMA_WHEELS_TARGET: ${{{{ matrix.target }}}}
       LLAMA_WHEELS_PIN: ${{{{ matrix.pin }}}}
     steps:
-      - uses: {a["checkout"]}
-        with:
-          persist-credentials: false
-      - uses: {a["setup-python"]}
-        with:
-          python-version: "{PYTHON}"
-{cache_steps}\
-      - name: Install llama-wheels (its dependencies from the hash-locked requirements/ci.txt)
-        run: {INSTALL_RUN}
+{_setup_steps(cache_steps)}\
       - name: Fetch and patch the pinned source
         run: llama-wheels ci prepare "$LLAMA_WHEELS_TARGET" --pin "$LLAMA_WHEELS_PIN" --out {PACKAGE_DIR}
       - name: Build, repair and test the wheel
@@ -379,6 +387,13 @@ def _pins_job(config: Config) -> str:
     applies, each switch's CMake name is declared, each pin's targets plan. No compiler; the sdists cached."""
     a = ACTIONS
     sdists = hash_key(sorted({pin.sdist_sha256 for pin in config.pins.values()}))
+    restore = f"""\
+      - name: Restore the pinned sdists (keyed by every pin's sha256)
+        uses: {a["cache"]}
+        with:
+          path: {RUNNER_CACHE}/sdists
+          key: sdists-{sdists}
+"""
     return f"""\
   pins:
     name: pin check (every pin's patch series, switches and targets against its source)
@@ -387,19 +402,7 @@ def _pins_job(config: Config) -> str:
       contents: read
     timeout-minutes: 30
     steps:
-      - uses: {a["checkout"]}
-        with:
-          persist-credentials: false
-      - uses: {a["setup-python"]}
-        with:
-          python-version: "{PYTHON}"
-      - name: Restore the pinned sdists (keyed by every pin's sha256)
-        uses: {a["cache"]}
-        with:
-          path: {RUNNER_CACHE}/sdists
-          key: sdists-{sdists}
-      - name: Install llama-wheels
-        run: {INSTALL_RUN}
+{_setup_steps(restore)}\
       - name: Check every pin against its source
         run: llama-wheels pin check --all
 """
@@ -468,16 +471,7 @@ def release_yaml(config: Config) -> str:
           pattern: wheel-*
           path: dist
 """
-    install = f"""\
-      - uses: {a["checkout"]}
-        with:
-          persist-credentials: false
-      - uses: {a["setup-python"]}
-        with:
-          python-version: "{PYTHON}"
-      - name: Install llama-wheels (its dependencies from the hash-locked requirements/ci.txt)
-        run: {INSTALL_RUN}
-"""
+    install = _setup_steps()
     gh_env = """\
     env:
       GH_TOKEN: ${{ github.token }}
