@@ -253,8 +253,13 @@ def test_release_job_graph_drafts_uploads_indexes_deploys_then_publishes() -> No
         f"llama-wheels release notes --matrix {workflows.MATRIX_REPORT}/matrix.json --out release-notes.md",
         "llama-wheels release publish release-notes.md"]
     [pages_upload] = [s for s in jobs["index"]["steps"] if "upload-pages-artifact@" in s.get("uses", "")]
-    assert pages_upload["with"]["path"] == "site"
+    [deploy] = [s for s in jobs["pages"]["steps"] if "deploy-pages@" in s.get("uses", "")]
+    assert pages_upload["with"] == {"path": "site", "name": "github-pages-${{ github.run_attempt }}"}
+    assert deploy["with"] == {"artifact_name": pages_upload["with"]["name"]}  # a re-run deploys its own
     assert jobs["pages"]["environment"]["name"] == "github-pages"
+    for job in ("wheel", "matrix"):  # a re-run job replaces its artifact instead of failing on the name
+        [upload] = [s for s in jobs[job]["steps"] if "upload-artifact@" in s.get("uses", "")]
+        assert upload["with"]["overwrite"] is True
     # The jobs that hold an OIDC token run no command at all: only the pinned actions.
     assert not steps("attest", "run") and not steps("pages", "run")
     [attest] = [s for s in jobs["attest"]["steps"] if "attest-build-provenance@" in s.get("uses", "")]

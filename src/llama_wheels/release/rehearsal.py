@@ -124,7 +124,8 @@ class Rehearsal:
         def value(match: re.Match[str]) -> str:
             expression = match.group(1)
             known = {"github.ref_name": self.tag, "github.ref": f"refs/tags/{self.tag}",
-                     "github.repository": "rehearsal/llama-wheels", "github.token": "", "github.run_id": "1"}
+                     "github.repository": "rehearsal/llama-wheels", "github.token": "", "github.run_id": "1",
+                     "github.run_attempt": "1"}
             if expression.startswith("matrix.") and expression[7:] in matrix:
                 return matrix[expression[7:]]
             if expression in known:
@@ -196,9 +197,9 @@ class Rehearsal:
             elif uses.startswith("actions/download-artifact@"):
                 self.download(where, with_)
             elif uses.startswith("actions/upload-pages-artifact@"):
-                self.upload(where, "github-pages", with_["path"] + "/**")
+                self.upload(where, with_["name"], with_["path"] + "/**")
             elif uses.startswith("actions/deploy-pages@"):
-                self.deploy()
+                self.deploy(with_["artifact_name"])
             elif run is not None:
                 self.run_step(label, job, step, matrix, where)
             else:
@@ -251,8 +252,8 @@ class Rehearsal:
             if pattern.fullmatch(artifact.name):
                 shutil.copytree(artifact, dest / artifact.name, dirs_exist_ok=True)
 
-    def deploy(self) -> None:
-        site = self.artifacts / "github-pages"
+    def deploy(self, artifact: str) -> None:
+        site = self.artifacts / artifact
         with atomic_path(self.pages.with_name(self.pages.name + ".new"), directory=True) as tmp:
             shutil.copytree(site, tmp, dirs_exist_ok=True)
         old = self.pages.with_name(self.pages.name + ".old")

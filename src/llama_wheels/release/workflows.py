@@ -52,6 +52,9 @@ MATRIX_REPORT = "reports/matrix"
 RELEASE_STORE = "github"
 SITE = "site"  # the index the release's index job writes, deployed to Pages
 NOTES = "release-notes.md"
+# One Pages artifact per run attempt: a re-run index job would add a second "github-pages" artifact to the run,
+# and deploy-pages refuses to choose between two.
+PAGES_ARTIFACT = "github-pages-${{ github.run_attempt }}"
 
 
 def build_dir(project: Path) -> Path:
@@ -336,6 +339,7 @@ def _wheel_job(config: Config, *, caches: bool, needs: str | None = None) -> str
           name: ${{{{ matrix.artifact }}}}
           path: wheelhouse/*.whl
           if-no-files-found: error
+          overwrite: true  # a re-run of the job replaces its artifact (else: 409, the name exists in the run)
 """
 
 
@@ -379,6 +383,7 @@ def _matrix_job(config: Config) -> str:
           name: matrix-report
           path: {MATRIX_REPORT}
           if-no-files-found: error
+          overwrite: true  # a re-run of the job replaces its artifact (else: 409, the name exists in the run)
 """
 
 
@@ -568,6 +573,7 @@ jobs:
       - uses: {a["upload-pages-artifact"]}
         with:
           path: {SITE}
+          name: {PAGES_ARTIFACT}
 
   pages:
     name: index to GitHub Pages
@@ -583,6 +589,8 @@ jobs:
     steps:
       - id: deploy
         uses: {a["deploy-pages"]}
+        with:
+          artifact_name: {PAGES_ARTIFACT}
 
   publish:
     name: publish the draft release (last)
