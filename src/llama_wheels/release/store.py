@@ -5,7 +5,7 @@ The release commands (``publishing.py``) decide; a store only lists, downloads, 
 one asset and publishes. Both stores keep the rules GitHub keeps: a tag has one release, an asset name is
 unique within a release, and a draft is invisible to users until it is published.
 
-A directory store is ``ROOT/<tag>/release.json`` (``{"draft": bool, "notes": str}``) and
+A directory store is ``ROOT/<tag>/release.json`` (``{"draft": bool, "notes": str, "created": ns}``) and
 ``ROOT/<tag>/assets/<name>``; every write is atomic, so a run killed between two steps leaves each
 release either with or without an asset, never with half of one.
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -94,8 +96,9 @@ class DirectoryReleases:
             if not (release / RELEASE_FILE).is_file():
                 continue
             assets = release / "assets"
-            found.append((release.stat().st_mtime_ns, release.name, Release(
-                tag=release.name, draft=bool(self._meta(release.name).get("draft")),
+            meta = self._meta(release.name)
+            found.append((int(str(meta.get("created", 0))), release.name, Release(
+                tag=release.name, draft=bool(meta.get("draft")),
                 assets={a.name: sha256_file(a) for a in sorted(assets.iterdir())} if assets.is_dir() else {})))
         return [r for _, _, r in sorted(found)]
 
@@ -107,7 +110,7 @@ class DirectoryReleases:
     def create_draft(self, tag: str) -> None:
         if not (self.root / tag / RELEASE_FILE).is_file():
             (self.root / tag).mkdir(parents=True, exist_ok=True)
-            self._write_meta(tag, {"draft": True, "notes": ""})
+            self._write_meta(tag, {"draft": True, "notes": "", "created": time.time_ns()})
 
     def upload(self, tag: str, path: Path, *, replace: bool = False) -> None:
         final = self.root / tag / "assets" / path.name
@@ -166,9 +169,10 @@ class GitHubReleases:
         self._gh("release", "upload", tag, str(path), *(["--clobber"] if replace else []))
 
     def publish(self, tag: str, notes: str) -> None:
-        notes_file = Path(f".release-notes-{tag}.md")
-        notes_file.write_text(notes)
-        self._gh("release", "edit", tag, "--draft=false", "--notes-file", str(notes_file))
+        with tempfile.TemporaryDirectory(prefix="llama-wheels-notes-") as tmp:
+            notes_file = Path(tmp) / "notes.md"
+            notes_file.write_text(notes)
+            self._gh("release", "edit", tag, "--draft=false", "--notes-file", str(notes_file))
 
     def pages_url(self) -> str | None:
         outcome = runner.probe([self.gh, "api", f"repos/{self.repo}/pages", "--jq", ".html_url"], capture=True,
