@@ -164,8 +164,8 @@ def place_assets(store: Releases, tag: str, dist: Path, reports: Sequence[Path] 
     """Upload this tag's assets to its draft: each wheel not yet published anywhere, and the reports.
 
     One line per asset saying what happened. A wheel whose name an earlier release (or this draft, on a
-    re-run) already has is not uploaded again: same bytes, nothing to say; other bytes, the published
-    file stays and the line names both sha256 and what differs in the records.
+    re-run) already has is not uploaded again: with the same bytes the line says where it is; with other
+    bytes the published file stays and the line names both sha256 and what differs in the records.
     """
     wheels = wheel_assets(dist)
     releases = store.releases()
