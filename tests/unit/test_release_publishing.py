@@ -2,7 +2,7 @@
 which assets it uploads (a re-run uploads nothing twice, a rebuild that differs keeps the published file),
 the index from every release verified against the previous index, the notes, the draft published last.
 
-The wheels are small real wheels with provenance records (tests/wheelfactory.py), finalized by the real
+The wheels are small real wheels with provenance records (tests/support/wheelfactory.py), finalized by the real
 finalize stage where a rebuild must differ the way a change to stages/ makes it differ.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from llama_wheels.ci.workflows import RELEASE
 from llama_wheels.config import load
 from llama_wheels.core.cache import sha256_file
 from llama_wheels.core.errors import LlamaWheelsError, UserError
@@ -23,9 +24,8 @@ from llama_wheels.release.rehearsal import job_order, read_workflow
 from llama_wheels.release.store import DirectoryReleases
 from llama_wheels.stages.finalize import finalize_wheel
 from llama_wheels.stages.provenance import Provenance, read_provenance
-
-from ..conftest import REPO, cli, pinned
-from ..wheelfactory import NAME, built_wheel
+from tests.support.checkout import REPO, cli, pinned
+from tests.support.wheelfactory import NAME, built_wheel
 
 ASSET = f"linux-aarch64--{NAME}"
 
@@ -203,7 +203,7 @@ def test_doctor_names_each_missing_setting() -> None:
 
 
 def test_the_rehearsal_reads_the_job_order_from_release_yml() -> None:
-    jobs = read_workflow(REPO)["jobs"]
+    jobs = read_workflow(REPO / RELEASE)["jobs"]
     order = job_order(jobs)
     assert order.index("draft") < order.index("assets") < order.index("index") < order.index("pages") \
         < order.index("publish") == len(order) - 1
@@ -217,8 +217,8 @@ def test_the_rehearsal_refuses_what_it_cannot_stand_in_for(tmp_path: Path) -> No
     the rehearsal never silently skips a part of the workflow."""
     from llama_wheels.release.rehearsal import Rehearsal
 
-    rehearsal = Rehearsal(load(REPO), tag="v1", releases=tmp_path / "r", pages=tmp_path / "p", work=tmp_path / "w",
-                          wheels=tmp_path, cpus=[], url="http://127.0.0.1:1/p")
+    rehearsal = Rehearsal(load(REPO), workflow=RELEASE, tag="v1", releases=tmp_path / "r", pages=tmp_path / "p",
+                          work=tmp_path / "w", wheels=tmp_path, cpus=[], url="http://127.0.0.1:1/p")
     assert rehearsal.expand("${{ matrix.target }}@${{ github.ref_name }}", {"target": "t"}) == "t@v1"
     with pytest.raises(UserError, match=r"cannot evaluate \$\{\{ secrets.TOKEN \}\}"):
         rehearsal.expand("${{ secrets.TOKEN }}", {})

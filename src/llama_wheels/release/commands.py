@@ -71,7 +71,9 @@ def _tag(args: argparse.Namespace) -> str:
     return tag
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
+def run(args: argparse.Namespace, config: Config, *, workflow: Path) -> int:
+    """Run ``args``' release command; ``workflow`` is release.yml (relative to the checkout), which the
+    rehearsal runs (named by the CLI: the generator is a sibling package)."""
     command = args.release_command
     if command == "doctor":
         from llama_wheels.release import doctor
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     if command == "rehearse":
         from llama_wheels.release import rehearsal
 
-        print(rehearsal.rehearse(config, tag=args.tag, releases=args.releases.resolve(),
+        print(rehearsal.rehearse(config, workflow=workflow, tag=args.tag, releases=args.releases.resolve(),
                                  pages=args.pages.resolve(), work=args.work.resolve(), wheels=args.wheels.resolve(),
                                  cpus=args.cpu, fail_after=args.fail_after))
         return 0

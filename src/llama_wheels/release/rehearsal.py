@@ -42,7 +42,6 @@ from llama_wheels.core import runner
 from llama_wheels.core.cache import atomic_path, remove
 from llama_wheels.core.errors import LlamaWheelsError, UserError
 from llama_wheels.release.store import ENV
-from llama_wheels.release.workflows import RELEASE
 from llama_wheels.stages.provenance import read_provenance
 
 PAGES_ENV = "LLAMA_WHEELS_PAGES_URL"
@@ -78,15 +77,15 @@ def serve(directory: Path, *, lifetime: float = SERVER_LIFETIME) -> Iterator[str
         thread.join(timeout=10)
 
 
-def read_workflow(root: Path) -> dict[str, Any]:
-    """The generated release.yml, parsed (PyYAML: the rehearsal is a development command, and the test
-    environment has it)."""
+def read_workflow(path: Path) -> dict[str, Any]:
+    """The generated release.yml at ``path``, parsed (PyYAML: the rehearsal is a development command, and the
+    test environment has it)."""
     try:
         import yaml  # type: ignore[import-untyped]
     except ImportError:
         raise UserError("the rehearsal reads release.yml with PyYAML: install the test extra "
                         "(pip install -e '.[test]')") from None
-    workflow: dict[str, Any] = yaml.safe_load((root / RELEASE).read_text())
+    workflow: dict[str, Any] = yaml.safe_load(path.read_text())
     return workflow
 
 
@@ -97,7 +96,7 @@ def job_order(jobs: Mapping[str, Any]) -> list[str]:
         ready = [name for name, job in jobs.items() if name not in order
                  and all(n in order for n in _needs(job))]
         if not ready:
-            raise UserError(f"{RELEASE}: the jobs' needs form a cycle or name a missing job")
+            raise UserError("release.yml: the jobs' needs form a cycle or name a missing job")
         order.append(ready[0])
     return order
 
@@ -108,13 +107,14 @@ def _needs(job: Mapping[str, Any]) -> list[str]:
 
 
 class Rehearsal:
-    def __init__(self, config: Config, *, tag: str, releases: Path, pages: Path, work: Path, wheels: Path,
-                 cpus: list[str], url: str) -> None:
+    def __init__(self, config: Config, *, workflow: Path, tag: str, releases: Path, pages: Path, work: Path,
+                 wheels: Path, cpus: list[str], url: str) -> None:
         self.config, self.tag, self.releases, self.pages = config, tag, releases, pages
         self.work, self.wheels, self.cpus, self.url = work, wheels, cpus, url
         self.artifacts = work / "artifacts"
         self.lines: list[str] = []
-        self.workflow = read_workflow(config.root)
+        self.path = workflow
+        self.workflow = read_workflow(config.root / workflow)
 
     def say(self, line: str) -> None:
         self.lines.append(line)
@@ -130,7 +130,7 @@ class Rehearsal:
                 return matrix[expression[7:]]
             if expression in known:
                 return known[expression]
-            raise UserError(f"{RELEASE}: the rehearsal cannot evaluate ${{{{ {expression} }}}}; teach "
+            raise UserError(f"{self.path}: the rehearsal cannot evaluate ${{{{ {expression} }}}}; teach "
                             "release/rehearsal.py what it means here")
         return _EXPRESSION.sub(value, text)
 
@@ -203,7 +203,7 @@ class Rehearsal:
             elif run is not None:
                 self.run_step(label, job, step, matrix, where)
             else:
-                raise UserError(f"{RELEASE}: job {label} uses {uses}, which the rehearsal does not know; teach "
+                raise UserError(f"{self.path}: job {label} uses {uses}, which the rehearsal does not know; teach "
                                 "release/rehearsal.py what stands in for it")
 
     def run_step(self, label: str, job: Mapping[str, Any], step: Mapping[str, Any], matrix: Mapping[str, str],
@@ -265,25 +265,26 @@ class Rehearsal:
         self.say(f"pages: deployed to {self.url}")
 
 
-def rehearse(config: Config, *, tag: str, releases: Path, pages: Path, work: Path, wheels: Path,
+def rehearse(config: Config, *, workflow: Path, tag: str, releases: Path, pages: Path, work: Path, wheels: Path,
              cpus: list[str], fail_after: str | None = None) -> str:
-    """Run release.yml's jobs for ``tag``; return what each did. Raises on the first failing job."""
+    """Run the jobs of ``workflow`` (release.yml, relative to the checkout) for ``tag``; return what each did.
+    Raises on the first failing job."""
     if not wheels.is_dir():
         raise UserError(f"{wheels}: no such directory; `llama-wheels build --dist {wheels}` makes the wheels")
-    workflow_jobs = read_workflow(config.root)["jobs"]
+    workflow_jobs = read_workflow(config.root / workflow)["jobs"]
     if fail_after is not None and fail_after not in workflow_jobs:
         raise UserError(f"--fail-after {fail_after}: release.yml has no such job ({', '.join(workflow_jobs)})")
     remove(work / "artifacts")
     with _served_pages(pages) as url:
-        rehearsal = Rehearsal(config, tag=tag, releases=releases, pages=pages, work=work, wheels=wheels, cpus=cpus,
-                              url=url)
+        rehearsal = Rehearsal(config, workflow=workflow, tag=tag, releases=releases, pages=pages, work=work,
+                              wheels=wheels, cpus=cpus, url=url)
         for name in job_order(workflow_jobs):
             rehearsal.say(f"job {name}")
             rehearsal.run_job(name, workflow_jobs[name])
             if name == fail_after:
                 raise LlamaWheelsError(f"{tag}: failure injected after job {name} (--fail-after); run the same "
                                        "tag again to resume")
-    return "\n".join([*rehearsal.lines, f"{tag}: every job of {RELEASE} done"])
+    return "\n".join([*rehearsal.lines, f"{tag}: every job of {workflow} done"])
 
 
 @contextlib.contextmanager

@@ -26,11 +26,8 @@ import pytest
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from llama_wheels.release import workflows
-
-from ...conftest import REPO
-
-pytestmark = pytest.mark.network
+from llama_wheels.ci import workflows
+from tests.support.checkout import REPO
 
 MANYLINUX_X86_64 = "manylinux_2_39_x86_64"  # ubuntu-24.04 (glibc 2.39)
 MANYLINUX_AARCH64 = "manylinux_2_17_aarch64"  # cibuildwheel's manylinux2014 container (glibc 2.17)
