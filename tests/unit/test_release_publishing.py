@@ -9,6 +9,7 @@ finalize stage where a rebuild must differ the way a change to stages/ makes it 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,19 @@ def test_a_directory_store_answers_already_exists_like_github(store: DirectoryRe
     report.write_text('{"ok": true}')
     store.upload("v1", report, replace=True)  # a draft's own report, replaced on a re-run
     assert store.releases()[0].assets == {"matrix.json": sha256_file(report)}
+
+
+def test_the_release_commands_from_the_command_line(store: DirectoryReleases, tmp_path: Path) -> None:
+    """The parser wiring, as a user types it: plan against a directory store, doctor's list, a missing store."""
+    planned = cli("release", "plan", "--releases", str(store.root))
+    assert planned.returncode == 0, planned.stderr
+    assert f"build     linux-aarch64@{pinned().name} (llama-cpp-python {pinned().version})" in planned.stdout
+    assert "of" in planned.stdout.splitlines()[-1] and "new in this tag" in planned.stdout.splitlines()[-1]
+    listing = cli("release", "doctor")
+    assert listing.returncode == 0 and "github-pages environment, deployment tags" in listing.stdout
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_WHEELS_RELEASES"}
+    missing = cli("--log", str(tmp_path / "log"), "release", "draft", "--tag", "v1", env=env)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == (
+        "llama-wheels: error: no release store: pass --releases DIR (a directory standing in for the repository's "
+        "releases) or --releases github, or set LLAMA_WHEELS_RELEASES")
