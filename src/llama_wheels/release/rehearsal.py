@@ -140,7 +140,10 @@ class Rehearsal:
             env.update({k: self.expand(str(v), matrix) for k, v in scope.items()})
         env.update({ENV: str(self.releases), PAGES_ENV: self.url, "GITHUB_REF_NAME": self.tag,
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
-        env.pop("LLAMA_WHEELS_CACHE", None)  # the runner's cache path; here the shared local cache
+        # the runner's cache path: here this machine's cache instead
+        env.pop("LLAMA_WHEELS_CACHE", None)
+        if "LLAMA_WHEELS_CACHE" in os.environ:
+            env["LLAMA_WHEELS_CACHE"] = os.environ["LLAMA_WHEELS_CACHE"]
         return env
 
     def checkout(self, name: str) -> Path:
@@ -156,7 +159,7 @@ class Rehearsal:
         return where
 
     def wheel_for(self, target: str, pin: str) -> Path | None:
-        for wheel in sorted(self.wheels.glob("*.whl")):
+        for wheel in sorted(self.wheels.rglob("*.whl")):
             record = read_provenance(wheel)
             if record and record["target"]["name"] == target and record["pin"]["name"] == pin:
                 return wheel
@@ -197,7 +200,7 @@ class Rehearsal:
             elif uses.startswith("actions/download-artifact@"):
                 self.download(where, with_)
             elif uses.startswith("actions/upload-pages-artifact@"):
-                self.upload(where, with_["name"], with_["path"] + "/**")
+                self.upload(where, with_["name"], with_["path"])
             elif uses.startswith("actions/deploy-pages@"):
                 self.deploy(with_["artifact_name"])
             elif run is not None:
@@ -232,11 +235,15 @@ class Rehearsal:
             raise failed(f"{self.tag}: job {label} failed: {why.removeprefix('llama-wheels: error: ')}")
 
     def upload(self, where: Path, name: str, pattern: str) -> None:
-        files = [Path(p) for p in glob.glob(str(where / pattern), recursive=True) if Path(p).is_file()]
+        """upload-artifact: a directory's files relative to it, a glob's relative to the part before the ``*``."""
+        if (where / pattern).is_dir():
+            base, files = where / pattern, [p for p in (where / pattern).rglob("*") if p.is_file()]
+        else:
+            base = (where / pattern.split("*")[0]) if "*" in pattern else (where / pattern).parent
+            base = base if base.is_dir() else base.parent
+            files = [Path(p) for p in glob.glob(str(where / pattern)) if Path(p).is_file()]
         if not files:
             raise LlamaWheelsError(f"{self.tag}: artifact {name}: nothing matches {pattern}")
-        base = where / pattern.split("*")[0] if "*" in pattern else where / pattern
-        base = base if base.is_dir() else base.parent
         with atomic_path(self.artifacts / name, directory=True) as tmp:
             for f in files:
                 (tmp / f.relative_to(base)).parent.mkdir(parents=True, exist_ok=True)

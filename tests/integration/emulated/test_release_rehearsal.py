@@ -103,8 +103,7 @@ def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: 
     current, legacy = pinned(), pinned("legacy")
     built = root / "built-a"
     built.mkdir()
-    a_default, a_legacy = (Path(shutil.copy2(w, built / f"{i}-{w.name}")) for i, w in
-                           enumerate((default_wheel, legacy_wheel)))
+    a_default, a_legacy = (Path(shutil.copy2(w, built / w.name)) for w in (default_wheel, legacy_wheel))
     a_sha = {"default": sha256_file(a_default), "legacy": sha256_file(a_legacy)}
     default_asset = f"linux-aarch64--{default_wheel.name}"
     legacy_asset = f"{LEGACY_TARGET}--{legacy_wheel.name}"
@@ -128,8 +127,8 @@ def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: 
     code = edited_stage_code_hash(tmp_path, monkeypatch)
     assert code != (read_provenance(default_wheel) or {})["llama_wheels"]["stage_code_sha256"]
     built_b = root / "built-b"
-    for i, wheel in enumerate((default_wheel, legacy_wheel)):
-        refinalized(wheel, built_b / str(i), {"llama_wheels": {"stage_code_sha256": code}})
+    for wheel in (default_wheel, legacy_wheel):  # two versions: two file names, one directory
+        refinalized(wheel, built_b, {"llama_wheels": {"stage_code_sha256": code}})
     rebuilt = sorted(built_b.rglob("*.whl"))
     assert {sha256_file(w) for w in rebuilt}.isdisjoint(a_sha.values())  # every file's bytes differ
     result = rehearse(root, "vB", built_b)
