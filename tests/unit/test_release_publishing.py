@@ -253,3 +253,13 @@ def test_the_release_commands_from_the_command_line(store: DirectoryReleases, tm
     assert missing.stderr.strip().splitlines()[-1] == (
         "llama-wheels: error: no release store: pass --releases DIR (a directory standing in for the repository's "
         "releases) or --releases github, or set LLAMA_WHEELS_RELEASES")
+
+
+def test_a_broken_release_yml_stops_the_rehearsal_in_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "release.yml"
+    broken.write_text("jobs:\n  a:\n    run: echo 'x': y\n")
+    with pytest.raises(UserError, match=r"release.yml:3: not valid YAML .*run `llama-wheels ci generate`"):
+        read_workflow(broken)
+    broken.write_text("name: release\n")
+    with pytest.raises(UserError, match="not a workflow"):
+        read_workflow(broken)

@@ -83,9 +83,10 @@ def run(args: argparse.Namespace, config: Config, *, workflow: Path) -> int:
     if command == "rehearse":
         from llama_wheels.release import rehearsal
 
-        print(rehearsal.rehearse(config, workflow=workflow, tag=args.tag, releases=args.releases.resolve(),
-                                 pages=args.pages.resolve(), work=args.work.resolve(), wheels=args.wheels.resolve(),
-                                 cpus=args.cpu, fail_after=args.fail_after))
+        lines = rehearsal.rehearse(config, workflow=workflow, tag=args.tag, releases=args.releases.resolve(),
+                                   pages=args.pages.resolve(), work=args.work.resolve(),
+                                   wheels=args.wheels.resolve(), cpus=args.cpu, fail_after=args.fail_after)
+        print(lines.splitlines()[-1])  # each job's lines were shown as progress (and are in the log)
         return 0
     from llama_wheels.core.cache import atomic_path
     from llama_wheels.release import publishing

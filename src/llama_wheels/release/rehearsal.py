@@ -85,7 +85,16 @@ def read_workflow(path: Path) -> dict[str, Any]:
     except ImportError:
         raise UserError("the rehearsal reads release.yml with PyYAML: install the test extra "
                         "(pip install -e '.[test]')") from None
-    workflow: dict[str, Any] = yaml.safe_load(path.read_text())
+    try:
+        workflow = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        raise UserError(f"{path}{f':{where.line + 1}' if where else ''}: not valid YAML "
+                        f"({getattr(exc, 'problem', None) or exc}); run `llama-wheels ci generate`") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; run `llama-wheels ci generate`") from None
+    if not isinstance(workflow, dict) or not isinstance(workflow.get("jobs"), dict):
+        raise UserError(f"{path}: not a workflow (no jobs); run `llama-wheels ci generate`")
     return workflow
 
 
