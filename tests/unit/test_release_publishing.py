@@ -199,7 +199,7 @@ def test_doctor_names_each_missing_setting() -> None:
     assert doctor.judge_environment({"deployment_branch_policy": None}, []).ok
     assert not doctor.judge_runners({"private": True}).ok and doctor.judge_runners({"private": False}).ok
     listing = doctor.checklist()
-    assert "GitHub Actions" in listing and 'Tag \\"v1.2.3\\" is not allowed to deploy to github-pages' in listing
+    assert "GitHub Actions" in listing and 'Tag "v1.2.3" is not allowed to deploy to github-pages' in listing
     assert "ubuntu-24.04-arm" in listing
 
 

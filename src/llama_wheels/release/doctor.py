@@ -46,8 +46,8 @@ SETTINGS = (
             where="Settings -> Environments -> github-pages -> Deployment branches and tags",
             value=f"\"No restriction\", or \"Selected branches and tags\" with a rule of type Tag, name {TAG_PATTERN}",
             failure="GitHub creates the environment allowing the default branch only; the `pages` job is rejected "
-                    f"before it starts: \"Tag \\\"{SAMPLE_TAG}\\\" is not allowed to deploy to github-pages due to "
-                    "environment protection rules.\" The draft release is not published; add the rule and "
+                    f"before it starts: 'Tag \"{SAMPLE_TAG}\" is not allowed to deploy to github-pages due to "
+                    "environment protection rules.' The draft release is not published; add the rule and "
                     "re-run the failed jobs (nothing is uploaded twice)."),
     Setting(name="arm64 Linux runners", where="Settings -> Actions -> Runners (public repository: nothing to do)",
             value="the `ubuntu-24.04-arm` label is served (free for public repositories; a private one needs a "
