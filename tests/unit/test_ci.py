@@ -518,3 +518,17 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     assert "build-dir=<build>" in record["cmake"]["config_settings"]
     assert not [s for s in record["cmake"]["config_settings"] if str(project) in s]
 
+
+
+def test_compiler_caches_are_saved_by_pushes_to_main_only() -> None:
+    """A pull request restores main's compiler caches and saves none: one new entry per run and target would
+    churn the repository's 10 GB of caches. The save step writes the key the restore step looks for."""
+    steps = workflow(REPO / workflows.WORKFLOW)["jobs"]["wheel"]["steps"]
+    [restore] = [s for s in steps if s.get("uses", "").startswith("actions/cache/restore@")]
+    [save] = [s for s in steps if s.get("uses", "").startswith("actions/cache/save@")]
+    assert save["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert save["with"] == {"path": restore["with"]["path"], "key": restore["with"]["key"]}
+    assert steps.index(save) == len(steps) - 1  # after the wheel passed its tests and audit
+    compile_caches = [s for s in steps if s.get("uses", "").startswith("actions/cache@")
+                      and "ccache" in s["with"]["path"]]
+    assert not compile_caches  # actions/cache would save one entry per run

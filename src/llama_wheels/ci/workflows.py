@@ -83,6 +83,10 @@ ACTIONS = {
     "setup-python": Action(repo="actions/setup-python", sha="5fda3b95a4ea91299a34e894583c3862153e4b97",
                            tag="v7.0.0"),
     "cache": Action(repo="actions/cache", sha="27d5ce7f107fe9357f9df03efb73ab90386fccae", tag="v5.0.5"),
+    # the same repository and commit: its restore-only and save-only actions
+    "cache-restore": Action(repo="actions/cache/restore", sha="27d5ce7f107fe9357f9df03efb73ab90386fccae",
+                            tag="v5.0.5"),
+    "cache-save": Action(repo="actions/cache/save", sha="27d5ce7f107fe9357f9df03efb73ab90386fccae", tag="v5.0.5"),
     "upload-artifact": Action(repo="actions/upload-artifact", sha="bbbca2ddaa5d8feaa63e36b76fdaad77386f024f",
                               tag="v7.0.0"),
     "download-artifact": Action(repo="actions/download-artifact",
@@ -286,6 +290,8 @@ def _wheel_job(config: Config, *, caches: bool, needs: str | None = None) -> str
     jobs = ci_jobs(config)
     a = ACTIONS
     matrix = "\n".join(line for job in jobs for line in _matrix_entry(job))
+    compile_paths = f"            {RUNNER_CACHE}/zig\n            {RUNNER_CACHE}/ccache"
+    compile_key = ("compile-${{ matrix.target }}@${{ matrix.pin }}-${{ matrix.key }}-${{ github.run_id }}")
     cache_steps = f"""\
       - name: Restore the pinned sdist (keyed by its sha256)
         uses: {a["cache"]}
@@ -293,17 +299,27 @@ def _wheel_job(config: Config, *, caches: bool, needs: str | None = None) -> str
           path: {RUNNER_CACHE}/sdists
           key: sdist-${{{{ matrix.sdist-sha256 }}}}
       - name: Restore the compiler caches (the newest of this pin + flags, else of this target)
-        uses: {a["cache"]}
+        uses: {a["cache-restore"]}
         with:
           path: |
-            {RUNNER_CACHE}/zig
-            {RUNNER_CACHE}/ccache
-          # A cache entry is never overwritten: a key per run saves what this run compiled, and the
-          # restore keys bring back the newest earlier one (after a patch edit: the target's last).
-          key: compile-${{{{ matrix.target }}}}@${{{{ matrix.pin }}}}-${{{{ matrix.key }}}}-${{{{ github.run_id }}}}
+{compile_paths}
+          # A cache entry is never overwritten: each push to main saves one under its run's key (the last
+          # step), and the restore keys bring back the newest (after a patch edit: the target's last).
+          key: {compile_key}
           restore-keys: |
             compile-${{{{ matrix.target }}}}@${{{{ matrix.pin }}}}-${{{{ matrix.key }}}}-
             compile-${{{{ matrix.target }}}}@${{{{ matrix.pin }}}}-
+""" if caches else ""
+    # Saved by pushes to main only: a pull request restores main's entries and saves none, so the
+    # repository's 10 GB of caches is not churned by one new entry per run and target.
+    save_step = f"""\
+      - name: Save the compiler caches (pushes to main only)
+        if: github.event_name == 'push' && github.ref == 'refs/heads/main'
+        uses: {a["cache-save"]}
+        with:
+          path: |
+{compile_paths}
+          key: {compile_key}
 """ if caches else ""
     return f"""\
   wheel:
@@ -340,7 +356,7 @@ def _wheel_job(config: Config, *, caches: bool, needs: str | None = None) -> str
           path: wheelhouse/*.whl
           if-no-files-found: error
           overwrite: true  # a re-run of the job replaces its artifact (else: 409, the name exists in the run)
-"""
+{save_step}"""
 
 
 def emulated_jobs(config: Config) -> list[BuildJob]:
