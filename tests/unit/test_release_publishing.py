@@ -25,7 +25,7 @@ from llama_wheels.release.rehearsal import job_order, read_workflow
 from llama_wheels.release.store import DirectoryReleases
 from llama_wheels.stages.finalize import finalize_wheel
 from llama_wheels.stages.provenance import Provenance, read_provenance
-from tests.support.checkout import REPO, cli, pinned
+from tests.support.checkout import REPO, cli, error_line, pinned
 from tests.support.wheelfactory import NAME, built_wheel
 
 ASSET = f"linux-aarch64--{NAME}"
@@ -149,10 +149,10 @@ def test_a_tampered_asset_is_refused_naming_the_file_and_both_sha256(store: Dire
     result = cli("--log", str(tmp_path / "log"), "release", "index", str(tmp_path / "next"), "--releases",
                  str(store.root), "--previous", str(site), timeout=120)
     assert result.returncode == 2, result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    assert line == (f"llama-wheels: error: {NAME}: release asset v1/{ASSET} has sha256 {sha256_file(asset)}, but "
-                    f"the index published sha256 {published} (cpu index); a published file never changes: "
-                    "restore the asset from the published index, then run again")
+    assert error_line(result) == (
+        f"llama-wheels: error: {NAME}: release asset v1/{ASSET} has sha256 {sha256_file(asset)}, but "
+        f"the index published sha256 {published} (cpu index); a published file never changes: "
+        "restore the asset from the published index, then run again")
     assert not (tmp_path / "next").exists()
 
 
@@ -250,7 +250,7 @@ def test_the_release_commands_from_the_command_line(store: DirectoryReleases, tm
     env = {k: v for k, v in os.environ.items() if k != "LLAMA_WHEELS_RELEASES"}
     missing = cli("--log", str(tmp_path / "log"), "release", "draft", "--tag", "v1", env=env)
     assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1] == (
+    assert error_line(missing) == (
         "llama-wheels: error: no release store: pass --releases DIR (a directory standing in for the repository's "
         "releases) or --releases github, or set LLAMA_WHEELS_RELEASES")
 

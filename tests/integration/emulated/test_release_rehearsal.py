@@ -35,7 +35,7 @@ from llama_wheels.release.rehearsal import serve
 from llama_wheels.stages import provenance
 from llama_wheels.stages.finalize import finalize_wheel
 from llama_wheels.stages.provenance import Provenance, read_provenance
-from tests.support.checkout import build_target, cli, pinned
+from tests.support.checkout import build_target, cli, error_line, pinned
 
 LEGACY_TARGET = "linux-aarch64-armv8.2-dotprod"  # the legacy pin's wheel the suite builds (test_legacy.py)
 CPU = "neoverse-n1"  # the matrix job's CPU class here (GitHub's runs every class)
@@ -90,10 +90,6 @@ def pip_download(url: str, requirement: str, dest: Path) -> Path:
 
 def assets(root: Path, tag: str) -> list[str]:
     return sorted(p.name for p in (root / "releases" / tag / "assets").iterdir())
-
-
-def last_line(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stderr.strip().splitlines()[-1]
 
 
 def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: Path,
@@ -156,7 +152,7 @@ def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: 
     assert tagged.name == default_wheel.name.replace(f"{current.version}-py3", f"{current.version}-2-py3")
     result = rehearse(root, "vC", built_c, "--fail-after", "assets")
     assert result.returncode == 1
-    assert last_line(result) == ("llama-wheels: error: vC: failure injected after job assets (--fail-after); "
+    assert error_line(result) == ("llama-wheels: error: vC: failure injected after job assets (--fail-after); "
                                  "run the same tag again to resume")
     assert json.loads((root / "releases/vC/release.json").read_text())["draft"] is True
     uploaded = assets(root, "vC")
@@ -178,7 +174,7 @@ def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: 
     before = sorted((root / "pages").rglob("*"))
     result = rehearse(root, "vD", built)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert last_line(result) == (
+    assert error_line(result) == (
         f"llama-wheels: error: vD: job index failed: {default_wheel.name}: release asset vA/{default_asset} has "
         f"sha256 {altered}, but the index published sha256 {a_sha['default']} (cpu index); a published file never "
         "changes: restore the asset from the published index, then run again")
