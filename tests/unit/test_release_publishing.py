@@ -121,14 +121,14 @@ def test_the_index_serves_every_release_and_verifies_the_previous_one(store: Dir
     first = built_wheel(tmp_path / "a")
     release(store, "v1", first.parent)
     site = tmp_path / "site"
-    publishing.release_index(store, None, site)  # the first release: no previous index
+    publishing.release_index(store, "v1", None, site)  # the first release: no previous index
     store.publish("v1", "notes")
     served = json.loads((site / DIGESTS).read_text())
     assert served == {"cpu": {NAME: sha256_file(first)}}
     second = built_wheel(tmp_path / "b", target="linux-aarch64-armv8.0", index="armv8.0")
     release(store, "v2", rebuilt(first, tmp_path / "c").parent)  # kept: v1's
     release(store, "v2", second.parent)
-    publishing.release_index(store, str(site), site)
+    publishing.release_index(store, "v2", str(site), site)
     assert json.loads((site / DIGESTS).read_text()) == {"cpu": {NAME: sha256_file(first)},
                                                         "armv8.0": {NAME: sha256_file(second)}}
     assert sha256_file(site / "cpu/simple/llama-cpp-python" / NAME) == sha256_file(first)
@@ -140,14 +140,14 @@ def test_a_tampered_asset_is_refused_naming_the_file_and_both_sha256(store: Dire
     """Appended bytes leave a readable zip, truncated ones do not: both are refused as tampered."""
     release(store, "v1", built_wheel(tmp_path / "a").parent)
     site = tmp_path / "site"
-    publishing.release_index(store, None, site)
+    publishing.release_index(store, "v1", None, site)
     store.publish("v1", "notes")
     asset = store.root / "v1/assets" / ASSET
     published = sha256_file(asset)
     data = asset.read_bytes()
     asset.write_bytes(data + b"tampered" if how == "appended" else data[:-100])
     result = cli("--log", str(tmp_path / "log"), "release", "index", str(tmp_path / "next"), "--releases",
-                 str(store.root), "--previous", str(site), timeout=120)
+                 str(store.root), "--previous", str(site), "--tag", "v2", timeout=120)
     assert result.returncode == 2, result.stderr
     assert error_line(result) == (
         f"llama-wheels: error: {NAME}: release asset v1/{ASSET} has sha256 {sha256_file(asset)}, but "
@@ -160,14 +160,14 @@ def test_a_withdrawn_asset_or_a_missing_previous_index_is_refused(store: Directo
                                                                  tmp_path: Path) -> None:
     release(store, "v1", built_wheel(tmp_path / "a").parent)
     site = tmp_path / "site"
-    publishing.release_index(store, None, site)
+    publishing.release_index(store, "v1", None, site)
     store.publish("v1", "notes")
     with pytest.raises(UserError, match=r"no digests.json there, but v1 published wheels"):
-        publishing.release_index(store, str(tmp_path / "nowhere"), tmp_path / "next")
+        publishing.release_index(store, "v2", str(tmp_path / "nowhere"), tmp_path / "next")
     (store.root / "v1/assets" / ASSET).unlink()
     release(store, "v2", built_wheel(tmp_path / "b", target="linux-aarch64-armv8.0", index="armv8.0").parent)
     with pytest.raises(UserError, match=f"{NAME}: the cpu index published it .* no release asset has it"):
-        publishing.release_index(store, str(site), tmp_path / "next")
+        publishing.release_index(store, "v2", str(site), tmp_path / "next")
 
 
 def test_notes_list_pins_targets_matrix_and_every_assets_sha256(store: DirectoryReleases, tmp_path: Path) -> None:
@@ -263,3 +263,18 @@ def test_a_broken_release_yml_stops_the_rehearsal_in_one_line(tmp_path: Path) ->
     broken.write_text("name: release\n")
     with pytest.raises(UserError, match="not a workflow"):
         read_workflow(broken)
+
+
+def test_an_abandoned_draft_is_not_indexed_and_a_deployed_one_must_be_published(store: DirectoryReleases,
+                                                                                tmp_path: Path) -> None:
+    """A draft of another tag is not public: its wheels stay out of the index. If its release had already
+    deployed Pages, the next tag says to publish it first instead of calling its file withdrawn."""
+    release(store, "v1", built_wheel(tmp_path / "a").parent)
+    site = tmp_path / "site"
+    publishing.release_index(store, "v1", None, site)  # v1 deployed Pages, then failed before publishing
+    release(store, "v2", built_wheel(tmp_path / "b", target="linux-aarch64-armv8.0", index="armv8.0").parent)
+    with pytest.raises(UserError, match=f"{NAME}: the cpu index serves it since the release of v1 deployed Pages, "
+                                        "but v1 is still a draft; run v1's release again"):
+        publishing.release_index(store, "v2", str(site), tmp_path / "next")
+    families = publishing.release_index(store, "v2", None, tmp_path / "fresh")  # no index deployed yet
+    assert list(families) == ["armv8.0"]  # v1's draft is not served

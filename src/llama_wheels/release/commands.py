@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
     q.add_argument("out", type=Path, help="the site directory to write (replaced atomically)")
     q.add_argument("--previous", help=f"URL or directory of the deployed index (default ${PAGES_ENV}); "
                                       "omitted only before the first release")
-    store(q, tag=False)
+    store(q)
     q = rel.add_parser("notes", help="the release notes: pins, targets, matrix summary, sha256 of every asset")
     q.add_argument("--matrix", type=Path, help="the matrix job's matrix.json")
     q.add_argument("--out", type=Path, required=True, help="the notes file to write")
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace, config: Config, *, workflow: Path) -> int:
     elif command == "index":
         out = args.out.resolve()
         previous = args.previous or os.environ.get(PAGES_ENV) or store.pages_url()
-        families = publishing.release_index(store, previous, out)
+        families = publishing.release_index(store, _tag(args), previous, out)
         for family, wheels in families.items():
             print(f"{family}: {len(wheels)} wheel(s) -> "
                   f"{install_command(f'<pages>/{family}/simple', sorted({w.project for w in wheels}))}")

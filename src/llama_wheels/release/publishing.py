@@ -225,11 +225,17 @@ def fetch_digests(previous: str) -> dict[tuple[str, str], str] | None:
         raise UserError(f"{url}: unreachable ({exc}); the previous index must be readable to verify it") from None
 
 
-def collect_published(store: Releases, work: Path) -> list[tuple[str, Path]]:
-    """Every wheel asset of every release (drafts included), downloaded under ``work`` as
-    ``<tag>/<target>/<wheel>``, with its label ``<tag>/<asset name>``."""
+def indexed_releases(releases: Sequence[Release], tag: str) -> list[Release]:
+    """What the index serves: every published release and this tag's draft; another tag's draft (a release
+    abandoned before it was published) is not public, so neither are its wheels."""
+    return [r for r in releases if not r.draft or r.tag == tag]
+
+
+def collect_published(store: Releases, releases: Sequence[Release], work: Path) -> list[tuple[str, Path]]:
+    """Every wheel asset of ``releases``, downloaded under ``work`` as ``<tag>/<target>/<wheel>``, with its
+    label ``<tag>/<asset name>``."""
     found = []
-    for release in store.releases():
+    for release in releases:
         for name in release.assets:
             if (split := split_asset(name)) is None:
                 continue
@@ -243,11 +249,14 @@ def collect_published(store: Releases, work: Path) -> list[tuple[str, Path]]:
 
 
 def verify_published(assets: Sequence[tuple[str, Path]], previous: dict[tuple[str, str], str] | None,
-                     where: str, releases: Sequence[Release]) -> list[IndexedWheel]:
+                     where: str, releases: Sequence[Release], *, left_out: Sequence[Release] = ()
+                     ) -> list[IndexedWheel]:
     """The wheels the index serves, each (family, file name) once, every file of the previous index
     present with the sha256 it published. Raises UserError naming the file and both sha256 otherwise.
 
     The bytes are compared before the wheel is read: a tampered file is refused as such, however broken.
+    ``left_out``: the drafts of other tags, not indexed; a file the index serves only from one of them (its
+    release deployed Pages and then failed) is named with that draft, to be published first.
     """
     if previous is None:
         earlier = [r.tag for r in releases if not r.draft and any(split_asset(n) for n in r.assets)]
@@ -283,21 +292,29 @@ def verify_published(assets: Sequence[tuple[str, Path]], previous: dict[tuple[st
     missing = sorted(set(previous) - set(chosen))
     if missing:
         family, name = missing[0]
+        drafts = [r.tag for r in left_out if any((split_asset(asset) or ("", ""))[1] == name for asset in r.assets)]
+        if drafts:
+            raise UserError(f"{name}: the {family} index serves it since the release of {drafts[0]} deployed "
+                            f"Pages, but {drafts[0]} is still a draft; run {drafts[0]}'s release again to publish "
+                            "it, then this one")
         raise UserError(f"{name}: the {family} index published it (sha256 {previous[missing[0]]}) but no release "
                         "asset has it any more; restore the asset, a published file is never withdrawn")
     return [wheel for _, wheel in chosen.values()]
 
 
-def release_index(store: Releases, previous: str | None, out: Path) -> dict[str, list[IndexedWheel]]:
-    """The index of every release's wheels into ``out``, verified against the index at ``previous``."""
+def release_index(store: Releases, tag: str, previous: str | None, out: Path) -> dict[str, list[IndexedWheel]]:
+    """The index of every published release's wheels and ``tag``'s into ``out``, verified against the index
+    at ``previous``."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    releases = store.releases()
     with tempfile.TemporaryDirectory(prefix="llama-wheels-release-index-", dir=out.parent) as tmp:
-        assets = collect_published(store, Path(tmp))
+        indexed = indexed_releases(releases, tag)
+        assets = collect_published(store, indexed, Path(tmp))
         if not assets:
             raise UserError(f"{store.where}: no release has a wheel asset; run `llama-wheels release assets` first")
         digests = fetch_digests(previous) if previous else None
-        wheels = verify_published(assets, digests, previous or "no previous index given (--previous)",
-                                  store.releases())
+        wheels = verify_published(assets, digests, previous or "no previous index given (--previous)", releases,
+                                  left_out=[r for r in releases if r not in indexed])
         return write_index(wheels, out)
 
 
