@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from llama_wheels.binaries.record import require_record
 from llama_wheels.ci.workflows import RELEASE
 from llama_wheels.config import load
 from llama_wheels.core.cache import sha256_file
@@ -24,7 +25,6 @@ from llama_wheels.release.index import DIGESTS
 from llama_wheels.release.rehearsal import job_order, read_workflow
 from llama_wheels.release.store import DirectoryReleases
 from llama_wheels.stages.finalize import finalize_wheel
-from llama_wheels.stages.provenance import Provenance, read_provenance
 from tests.support.checkout import REPO, cli, error_line, pinned
 from tests.support.wheelfactory import NAME, built_wheel
 
@@ -34,10 +34,10 @@ ASSET = f"linux-aarch64--{NAME}"
 def rebuilt(wheel: Path, dest: Path) -> Path:
     """``wheel`` as a build after a change to stages/ makes it: the same file name, another code hash in
     its record, so other bytes."""
-    data: dict[str, Any] = read_provenance(wheel) or {}
-    data["llama_wheels"]["stage_code_sha256"] = "cd" * 32
+    record = require_record(wheel, "the build")
+    edited = replace(record, llama_wheels=replace(record.llama_wheels, stage_code_sha256="cd" * 32))
     dest.mkdir(parents=True, exist_ok=True)
-    return finalize_wheel(wheel, Provenance(data), dest)
+    return finalize_wheel(wheel, edited, dest)
 
 
 def release(store: DirectoryReleases, tag: str, dist: Path) -> list[str]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.binaries.record import read_record, require_record
 from llama_wheels.binaries.wheel import parse_wheel_name
 from llama_wheels.config import Config
 from llama_wheels.core.cache import sha256_file
@@ -36,7 +37,6 @@ from llama_wheels.core.errors import UserError
 from llama_wheels.plan import BuildJob, published_jobs
 from llama_wheels.release.index import DIGESTS, IndexedWheel, parse_digests, read_wheel, write_index
 from llama_wheels.release.store import Release, Releases
-from llama_wheels.stages.provenance import read_provenance
 
 SEP = "--"  # asset name = <target>--<wheel>: targets of one platform share a wheel file name
 REPORTS = ("matrix.json", "matrix.txt")  # the emulated matrix's report, attached to each release
@@ -133,7 +133,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def record_difference(old: Path, new: Path) -> str:
     """Which fields of the two wheels' provenance records differ (what changed between the builds)."""
     try:
-        a, b = _flatten(read_provenance(old) or {}), _flatten(read_provenance(new) or {})
+        a, b = ({} if r is None else _flatten(r.to_data()) for r in (read_record(old), read_record(new)))
     except UserError as exc:
         return f"a record is unreadable: {exc}"
     keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
@@ -148,10 +148,8 @@ def wheel_assets(dist: Path) -> dict[str, Path]:
         raise UserError(f"{dist}: no such directory; pass the directory the wheel artifacts were downloaded to")
     found: dict[str, Path] = {}
     for wheel in sorted(dist.rglob("*.whl")):
-        record = read_provenance(wheel)
-        if record is None:
-            raise UserError(f"{wheel}: has no llama_wheels.json provenance; release only wheels llama-wheels built")
-        name = asset_name(str(record["target"]["name"]), wheel.name)
+        record = require_record(wheel, "which target it was built for (its asset name)")
+        name = asset_name(record.target.name, wheel.name)
         if name in found and sha256_file(found[name]) != sha256_file(wheel):
             raise UserError(f"{name}: two different files ({found[name]} and {wheel}); keep one")
         found.setdefault(name, wheel)

@@ -37,12 +37,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.binaries.record import read_record
 from llama_wheels.config import Config
 from llama_wheels.core import runner
 from llama_wheels.core.cache import atomic_path, remove
 from llama_wheels.core.errors import LlamaWheelsError, UserError
 from llama_wheels.release.store import ENV
-from llama_wheels.stages.provenance import read_provenance
 
 PAGES_ENV = "LLAMA_WHEELS_PAGES_URL"
 SERVER_LIFETIME = 3600.0  # seconds: the loopback server stops itself after this, whatever happens
@@ -169,8 +169,8 @@ class Rehearsal:
 
     def wheel_for(self, target: str, pin: str) -> Path | None:
         for wheel in sorted(self.wheels.rglob("*.whl")):
-            record = read_provenance(wheel)
-            if record and record["target"]["name"] == target and record["pin"]["name"] == pin:
+            record = read_record(wheel)
+            if record and record.target.name == target and record.pin.name == pin:
                 return wheel
         return None
 

@@ -25,16 +25,17 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llama_wheels.binaries.record import require_record
 from llama_wheels.core.cache import sha256_file
 from llama_wheels.release.rehearsal import serve
 from llama_wheels.stages import provenance
 from llama_wheels.stages.finalize import finalize_wheel
-from llama_wheels.stages.provenance import Provenance, read_provenance
 from tests.support.checkout import build_target, cli, error_line, pinned
 
 LEGACY_TARGET = "linux-aarch64-armv8.2-dotprod"  # the legacy pin's wheel the suite builds (test_legacy.py)
@@ -48,11 +49,11 @@ def legacy_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def refinalized(wheel: Path, dest: Path, change: dict[str, Any]) -> Path:
     """``wheel`` finalized again with its record updated by ``change`` ({section: {key: value}})."""
-    data: dict[str, Any] = read_provenance(wheel) or {}
+    record = require_record(wheel, "the build")
     for section, values in change.items():
-        data[section].update(values)
+        record = replace(record, **{section: replace(getattr(record, section), **values)})
     dest.mkdir(parents=True, exist_ok=True)
-    return finalize_wheel(wheel, Provenance(data), dest)
+    return finalize_wheel(wheel, record, dest)
 
 
 def edited_stage_code_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -121,7 +122,7 @@ def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: 
 
     # ------------------------------------------------------------------ tag B, after a change to stages/
     code = edited_stage_code_hash(tmp_path, monkeypatch)
-    assert code != (read_provenance(default_wheel) or {})["llama_wheels"]["stage_code_sha256"]
+    assert code != require_record(default_wheel, "the build").llama_wheels.stage_code_sha256
     built_b = root / "built-b"
     for wheel in (default_wheel, legacy_wheel):  # two versions: two file names, one directory
         refinalized(wheel, built_b, {"llama_wheels": {"stage_code_sha256": code}})
