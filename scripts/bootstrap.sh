@@ -51,7 +51,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirement
   python3 -m venv .venv
   # pip itself, the dependencies and the test tools, every file by hash (llama-wheels lock); then this
   # project, editable, without resolving anything
-  .venv/bin/python -m pip install -q --require-hashes -r requirements/test.txt
+  .venv/bin/python -m pip install -q --require-hashes --only-binary :all: -r requirements/test.txt
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi

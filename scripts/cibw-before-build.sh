@@ -6,8 +6,9 @@
 set -eu
 project=$1
 package=$2
-# the dependencies by hash from the lock (llama-wheels lock), then the project without resolving anything
-python -m pip install --require-hashes -r "$project/requirements/ci.txt"
+# the dependencies by hash from the lock (llama-wheels lock), binary wheels only (a source build of a locked tool
+# in the container would compile with whatever it finds), then the project without resolving anything
+python -m pip install --require-hashes --only-binary :all: -r "$project/requirements/ci.txt"
 python -m pip install --no-deps --no-build-isolation "$project"
 exec python -m llama_wheels --config "$project" --log "$project/.cibw/logs/before-build.log" \
   ci before-build --project "$project" --package "$package"

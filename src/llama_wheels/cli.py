@@ -308,6 +308,13 @@ def _size(path: Path) -> int:
     return sum(f.lstat().st_size for f in path.rglob("*") if not f.is_dir() or f.is_symlink())
 
 
+def cmd_release(args: argparse.Namespace, cache: Cache) -> int:
+    from llama_wheels.ci.workflows import RELEASE
+    from llama_wheels.release import commands
+
+    return commands.run(args, _config(args), workflow=RELEASE)
+
+
 def cmd_clean(args: argparse.Namespace, cache: Cache) -> int:
     everything = ["sdists", "ccache", "zig", "sysroot", "wheels"]
     parts = ["build", "src", "toolchains"] + (everything if args.all else [])
@@ -557,6 +564,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dist", type=_existing_dir, metavar="DIST", help="directory of built wheels (e.g. dist/)")
     p.add_argument("out", type=Path, metavar="OUT", help="index root: OUT/<family>/simple is an --index-url")
     p.set_defaults(func=cmd_index)
+    from llama_wheels.release import commands as release_commands
+
+    release_commands.add_parser(sub, _command).set_defaults(func=cmd_release)
 
     p = _command(sub, "pin", "add a llama-cpp-python release, or check the pins",
                  "Take a new llama-cpp-python release into build_config/ (pin add) or re-run the same checks on "

@@ -211,43 +211,87 @@ def test_least_privilege_and_no_expressions_in_run(path: Path) -> None:
     assert "pull_request_target" not in text and "secrets." not in text
 
 
-def test_release_attests_every_wheel_and_publishes_the_index() -> None:
-    """tag -> wheels -> index (read-only) + attestations (nothing else can mint an OIDC token) + the emulated
-    matrix -> release (the only job that writes the repository, with the matrix report) -> Pages."""
+def test_release_job_graph_drafts_uploads_indexes_deploys_then_publishes() -> None:
+    """plan -> wheels -> matrix + attestations -> draft -> assets -> index -> pages -> publish (last): one power
+    per job, and every decision a `llama-wheels release` command (release/publishing.py)."""
     text = (REPO / workflows.RELEASE).read_text()
     data = workflow(REPO / workflows.RELEASE)
     assert data.get("on", data.get(True)) == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads `on` as true
+    assert data["env"]["LLAMA_WHEELS_RELEASES"] == "github"
     jobs = data["jobs"]
     assert {name: job.get("needs") for name, job in jobs.items()} == {
-        "wheel": None, "matrix": "wheel", "index": "wheel", "attest": "wheel",
-        "release": ["index", "attest", "matrix"], "pages": "release"}
+        "plan": None, "wheel": "plan", "matrix": "wheel", "attest": "wheel", "draft": ["matrix", "attest"],
+        "assets": "draft", "index": "assets", "pages": "index", "publish": "pages"}
     assert {name: job["permissions"] for name, job in jobs.items()} == {
+        "plan": {"contents": "read"},
         "wheel": {"contents": "read"},
         "matrix": {"contents": "read"},
-        "index": {"contents": "read"},
         "attest": {"id-token": "write", "attestations": "write"},
-        "release": {"contents": "write"},
+        "draft": {"contents": "write"},
+        "assets": {"contents": "write"},
+        "index": {"contents": "read", "pages": "read"},
         "pages": {"pages": "write", "id-token": "write"},
+        "publish": {"contents": "write"},
     }
 
     def steps(job: str, key: str) -> list[Any]:
         return [step[key] for step in jobs[job]["steps"] if key in step]
 
-    assert "llama-wheels index dist site" in steps("index", "run")
+    assert steps("plan", "run")[-1] == "llama-wheels release plan"
+    assert steps("draft", "run")[-1] == "llama-wheels release draft"
+    assert steps("assets", "run")[-1] == (f"llama-wheels release assets dist --report {workflows.MATRIX_REPORT}/"
+                                          f"matrix.json --report {workflows.MATRIX_REPORT}/matrix.txt")
+    assert steps("index", "run")[-1] == "llama-wheels release index site"
+    assert steps("publish", "run")[-2:] == [
+        f"llama-wheels release notes --matrix {workflows.MATRIX_REPORT}/matrix.json --out release-notes.md",
+        "llama-wheels release publish release-notes.md"]
     [pages_upload] = [s for s in jobs["index"]["steps"] if "upload-pages-artifact@" in s.get("uses", "")]
-    assert pages_upload["with"]["path"] == "site"
+    [deploy] = [s for s in jobs["pages"]["steps"] if "deploy-pages@" in s.get("uses", "")]
+    assert pages_upload["with"] == {"path": "site", "name": "github-pages-${{ github.run_attempt }}"}
+    assert deploy["with"] == {"artifact_name": pages_upload["with"]["name"]}  # a re-run deploys its own
+    assert jobs["pages"]["environment"]["name"] == "github-pages"
+    for job in ("wheel", "matrix"):  # a re-run job replaces its artifact instead of failing on the name
+        [upload] = [s for s in jobs[job]["steps"] if "upload-artifact@" in s.get("uses", "")]
+        assert upload["with"]["overwrite"] is True
     # The jobs that hold an OIDC token run no command at all: only the pinned actions.
     assert not steps("attest", "run") and not steps("pages", "run")
     [attest] = [s for s in jobs["attest"]["steps"] if "attest-build-provenance@" in s.get("uses", "")]
     assert attest["with"]["subject-path"] == "dist/*/*.whl"
     downloads = {job: [s["with"] for s in jobs[job]["steps"] if "download-artifact@" in s.get("uses", "")]
-                 for job in ("index", "attest", "release")}
+                 for job in ("attest", "assets", "publish")}
     wheels = {"pattern": "wheel-*", "path": "dist"}
     report = {"name": "matrix-report", "path": workflows.MATRIX_REPORT}
-    assert downloads == {"index": [wheels], "attest": [wheels], "release": [wheels, report]}
-    [publish] = [run for run in steps("release", "run") if "gh release create" in run]
-    assert f"{workflows.MATRIX_REPORT}/matrix.json {workflows.MATRIX_REPORT}/matrix.txt assets/" in publish
+    assert downloads == {"attest": [wheels], "assets": [wheels, report], "publish": [report]}
+    for name in ("plan", "draft", "assets", "index", "publish"):  # the gh CLI the release store calls
+        assert jobs[name]["env"] == {"GH_TOKEN": "${{ github.token }}", "GH_REPO": "${{ github.repository }}"}
     assert "actions/cache@" not in text  # a release never restores a cache another ref wrote
+
+
+# Shell that would be release logic: loops, conditions, renames, copies, pipes, substitutions, redirections.
+_SHELL_LOGIC = re.compile(r"\b(for|while|if|case|mv|cp|ln|rm|mkdir|gh)\b|[|;<>`]|\$\(|\n")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflows_hold_no_release_logic_only_commands(path: Path) -> None:
+    """Every `run:` step is one command: the locked install, the test bed's bootstrap, or llama-wheels; no
+    loops, renames, pipes or `gh` calls in YAML (what a release decides is tested Python)."""
+    for name, job in workflow(path)["jobs"].items():
+        for step in job["steps"]:
+            if "run" not in step:
+                continue
+            run = step["run"].strip()
+            if run == workflows.INSTALL or run == "scripts/bootstrap.sh":
+                continue
+            assert run.startswith(("llama-wheels ", ".venv/bin/llama-wheels ")), (name, run)
+            assert not _SHELL_LOGIC.search(run), (name, run)
+
+
+def test_the_no_logic_check_catches_a_bash_loop() -> None:
+    """The check above on the old release.yml's shape: a loop renaming assets is found."""
+    loop = 'for asset in dist/*--*.whl; do mv "$asset" "$(basename "$asset")"; done'
+    assert _SHELL_LOGIC.search(loop)
+    assert _SHELL_LOGIC.search("gh release create \"$TAG\" assets/*")
+    assert not _SHELL_LOGIC.search("llama-wheels release assets dist --report reports/matrix/matrix.json")
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -259,7 +303,8 @@ def test_every_linux_wheel_runs_the_emulated_matrix(path: Path) -> None:
     assert job["needs"] == "wheel" and job["container"] == workflows.MATRIX_IMAGE
     [test] = [s["run"] for s in job["steps"] if "llama-wheels test" in s.get("run", "")]
     linux = sorted(f"{job.pin.name}--{job.target.name}" for job in published_jobs(config)
-                   if job.platform == "linux-aarch64")
+                   if job.platform in ("linux-aarch64", "linux-aarch64-musl"))  # musl: the emulated musl bed
+    assert any(name.endswith("--linux-aarch64-musl") for name in linux)
     assert linux and sorted(re.findall(r"dist/wheel-([\w.-]+)/\*\.whl", test)) == linux
     [upload] = [s for s in job["steps"] if "upload-artifact@" in s.get("uses", "")]
     assert upload["if"] == "always()" and upload["with"]["name"] == "matrix-report"
@@ -474,3 +519,17 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     assert "build-dir=<build>" in record["cmake"]["config_settings"]
     assert not [s for s in record["cmake"]["config_settings"] if str(project) in s]
 
+
+
+def test_compiler_caches_are_saved_by_pushes_to_main_only() -> None:
+    """A pull request restores main's compiler caches and saves none: one new entry per run and target would
+    churn the repository's 10 GB of caches. The save step writes the key the restore step looks for."""
+    steps = workflow(REPO / workflows.WORKFLOW)["jobs"]["wheel"]["steps"]
+    [restore] = [s for s in steps if s.get("uses", "").startswith("actions/cache/restore@")]
+    [save] = [s for s in steps if s.get("uses", "").startswith("actions/cache/save@")]
+    assert save["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert save["with"] == {"path": restore["with"]["path"], "key": restore["with"]["key"]}
+    assert steps.index(save) == len(steps) - 1  # after the wheel passed its tests and audit
+    compile_caches = [s for s in steps if s.get("uses", "").startswith("actions/cache@")
+                      and "ccache" in s["with"]["path"]]
+    assert not compile_caches  # actions/cache would save one entry per run

@@ -74,7 +74,8 @@ def test_an_entry_without_its_hash_fails_the_check(checkout: Path) -> None:
 
 def test_every_install_goes_through_a_lock() -> None:
     """No `pip install` in a generated workflow, the cibuildwheel hook or bootstrap.sh resolves anything:
-    each installs a lock by hash, or the project itself with --no-deps."""
+    each installs a lock by hash and binary-only (tests/integration/network/test_lock_binaries.py proves the
+    wheels exist), or the project itself with --no-deps."""
     texts = {str(rel): (REPO / rel).read_text()
              for rel in (workflows.WORKFLOW, workflows.RELEASE, workflows.CIBW_CONFIG)}
     assert "test-requires" not in texts[str(workflows.CIBW_CONFIG)]  # cibuildwheel would resolve it
@@ -85,6 +86,6 @@ def test_every_install_goes_through_a_lock() -> None:
         installs = re.findall(r"pip install ([^\n&]*)", text)
         assert installs, where
         for args in installs:
-            hashed = re.search(r"--require-hashes -r \S*?(requirements/[\w-]+\.txt)", args)
+            hashed = re.search(r"--require-hashes --only-binary :all: -r \S*?(requirements/[\w-]+\.txt)", args)
             assert (hashed and hashed[1] in locks) or "--no-deps" in args.split(), f"{where}: pip install {args}"
 

@@ -50,6 +50,9 @@ from llama_wheels.core.cache import raise_about_final, remove, sha256_file
 from llama_wheels.core.errors import LlamaWheelsError, UserError
 
 MARKER = ".llama-wheels-index"
+# What the index serves, {family: {file name: sha256}}: the next release verifies every earlier asset
+# against it (release/publishing.py), fetched from the deployed site.
+DIGESTS = "digests.json"
 API_VERSION = "1.1"
 _FAMILY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -170,7 +173,21 @@ def write_tree(root: Path, wheels: list[IndexedWheel]) -> dict[str, list[Indexed
     (root / "index.html").write_text(_page("llama-wheels package indexes, one per variant family", landing))
     (root / MARKER).write_text(json.dumps({f: [w.filename for w in m] for f, m in families.items()},
                                           indent=2, sort_keys=True) + "\n")
+    (root / DIGESTS).write_text(json.dumps({f: {w.filename: w.sha256 for w in m} for f, m in families.items()},
+                                           indent=2, sort_keys=True) + "\n")
     return families
+
+
+def parse_digests(text: str, where: str) -> dict[tuple[str, str], str]:
+    """An index's ``digests.json``: (family, file name) -> sha256."""
+    try:
+        data = json.loads(text)
+        digests = {(family, name): digest for family, files in data.items() for name, digest in files.items()}
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"{where}: not an index's {DIGESTS} ({exc})") from None
+    if not all(isinstance(d, str) and re.fullmatch(r"[0-9a-f]{64}", d) for d in digests.values()):
+        raise UserError(f"{where}: not an index's {DIGESTS} (a value is not a sha256)")
+    return digests
 
 
 class _Links(HTMLParser):
@@ -323,6 +340,11 @@ def build_index(dist: Path, out: Path) -> dict[str, list[IndexedWheel]]:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
         raise UserError(f"{out}: exists and is not an index written by llama-wheels; choose a new directory")
     wheels = merge([read_wheel(p) for p in published_wheels(out)], [read_wheel(p) for p in paths])
+    return write_index(wheels, out)
+
+
+def write_index(wheels: list[IndexedWheel], out: Path) -> dict[str, list[IndexedWheel]]:
+    """The index of ``wheels`` (each (family, file name) once: ``merge``) as ``out``, replaced atomically."""
     tmp: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
