@@ -79,7 +79,7 @@ def add_parser(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> arg
                 "List the repository settings a release needs (Pages source, the github-pages environment's tag "
                 "rule, arm64 runners, workflow permissions) and the message each missing one fails with; --check "
                 "reads them through the GitHub API (gh, GH_REPO).",
-                "llama-wheels release doctor", "GH_REPO=owner/repo llama-wheels release doctor --check")
+                "llama-wheels release doctor", "llama-wheels release doctor --check  # GH_REPO=owner/repo")
     q.add_argument("--check", action="store_true", help="check them on GitHub (gh; GH_REPO) instead of listing")
     q = command(rel, "rehearse", "run release.yml's job graph here",
                 "Run release.yml's jobs in its order with the same commands: a directory stands in for the "
