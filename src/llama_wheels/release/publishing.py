@@ -190,7 +190,8 @@ def place_assets(store: Releases, tag: str, dist: Path, reports: Sequence[Path] 
             if theirs == ours:
                 lines.append(f"present   {name} in {holder.tag} with the same bytes")
                 continue
-            published = store.download(holder.tag, name, Path(tmp) / holder.tag)
+            asset = store.download(holder.tag, name, Path(tmp) / holder.tag)
+            published = asset.rename(asset.with_name(wheel.name))  # read under its wheel's own file name
             lines.append(f"kept      {name} as {holder.tag} has it (sha256 {theirs}); this build's sha256 {ours} "
                          f"differs ({record_difference(published, wheel)}); not uploaded. For a deliberate "
                          "rebuild raise the pin's build = N in build_config/pins.toml")
