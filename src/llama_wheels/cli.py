@@ -410,6 +410,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    runner.adopt_orphans()  # an interrupt ends every process a command started, however deep
     log_path = args.log or Path("logs") / f"llama-wheels-{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"
     quiet = args.command in ("plan", "inspect", "convert-model", "audit", "lock") or (
         args.command == "ci" and args.ci_command in ("generate", "check"))

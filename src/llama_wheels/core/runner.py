@@ -3,12 +3,18 @@
 Every command is logged (quoted, with the environment variables it changes and its duration) to the
 current log file; its output streams to that file, not to the terminal. A non-zero exit becomes a
 ``CommandFailed`` carrying the last lines of output. Progress lines (stage, target, elapsed) go to
-stderr so a person sees where a long run is, and the log file is named at the start.
+stderr so a person sees where a long run is, and the log file is named at the start; they are written by a
+thread of their own and dropped when stderr cannot take them, so a console nobody reads never stalls the work.
+
+A stopped command (a timeout, Ctrl-C, SIGTERM) ends with every process it started, not only its process group:
+ninja puts each compile into a group of its own. This process is a child subreaper, so what a killed parent
+leaves behind is reparented here, and the stop freezes the whole tree, kills it and reaps it before returning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import queue
 import re
@@ -34,14 +40,85 @@ _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
 PROGRESS_EVERY = 5.0  # seconds between two console lines of a long command's progress
 
 
+class Console:
+    """Progress lines for stderr, written by a thread of their own from a bounded queue.
+
+    ``say`` never blocks: a stderr nobody reads (a full pipe) or nobody has any more (a closed pipe) holds up
+    this thread only, and the lines that do not fit in the queue meanwhile are dropped and counted. Writes go
+    to stderr's file descriptor, not through ``sys.stderr``'s lock, which a blocked write would otherwise hold
+    against the final error line and the interpreter's exit; without a descriptor (a test's capture) they go
+    to ``sys.stderr`` as it is when the line is written.
+    """
+
+    def __init__(self, depth: int = 256) -> None:
+        self._lines: queue.Queue[str] = queue.Queue(maxsize=depth)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._drain, name="llama-wheels console", daemon=True)
+        self._thread.start()
+
+    def say(self, line: str) -> None:
+        try:
+            self._lines.put_nowait(line + "\n")
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 5) -> bool:
+        """Wait up to ``timeout`` seconds for the queued lines to be written; False if stderr did not take them."""
+        deadline = time.monotonic() + timeout
+        with self._lines.all_tasks_done:
+            while self._lines.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lines.all_tasks_done.wait(left)
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            text = self._lines.get()
+            try:
+                self._write(text)
+            except (OSError, ValueError):  # closed (EPIPE), gone, or a test's capture torn down: drop the line
+                self.dropped += 1
+            finally:
+                self._lines.task_done()
+
+    @staticmethod
+    def _write(text: str) -> None:
+        stream = sys.stderr
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            stream.write(text)
+            stream.flush()
+            return
+        data = text.encode(errors="replace")
+        while data:
+            data = data[os.write(fd, data):]
+
+
+_console_lock = threading.Lock()
+_the_console: Console | None = None
+
+
+def console() -> Console:
+    """This process's one Console (its thread starts with the first Log that shows progress)."""
+    global _the_console
+    with _console_lock:
+        if _the_console is None:
+            _the_console = Console()
+        return _the_console
+
+
 class Log:
-    """An append-only build log plus progress reporting on stderr."""
+    """An append-only build log plus progress reporting on stderr (through a Console, never blocking)."""
 
     def __init__(self, path: Path | None, *, quiet: bool = False) -> None:
         self.path = path
         self.quiet = quiet
         self._start = time.monotonic()
         self._fh: TextIO | None = None
+        self._console = None if quiet else console()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = path.open("a", encoding="utf-8", errors="replace")
@@ -58,13 +135,13 @@ class Log:
     def progress(self, message: str) -> None:
         line = f"[{self.elapsed:7.1f}s] {message}"
         self.write(f"\n==== {line}\n")
-        if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+        if self._console is not None:
+            self._console.say(line)
 
     def status(self, message: str) -> None:
         """A progress line for the console only: the log file already holds the output it sums up."""
-        if not self.quiet:
-            print(f"[{self.elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
+        if self._console is not None:
+            self._console.say(f"[{self.elapsed:7.1f}s] {message}")
 
     @contextlib.contextmanager
     def stage(self, stage: str, subject: str) -> Iterator[None]:
@@ -74,6 +151,10 @@ class Log:
         self.progress(f"{stage:<8} {subject} done in {time.monotonic() - started:.1f}s")
 
     def close(self) -> None:
+        """Close the log file and give the console a few seconds to show its last lines (what follows on
+        stderr, such as the final error line, comes after them)."""
+        if self._console is not None:
+            self._console.flush()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -201,10 +282,25 @@ def run(
 _running: set[subprocess.Popen[str]] = set()
 _running_lock = threading.Lock()
 _stopping = threading.Event()
+STOP_GRACE = 5.0  # seconds a stopped command's head has for SIGTERM before everything left is killed
+_PR_SET_CHILD_SUBREAPER = 36
+_adopting = False
+
+
+def adopt_orphans() -> None:
+    """Make this process a child subreaper (Linux): a process whose parent dies while a command runs (a
+    compiler whose ninja was killed) is reparented here instead of to init, so an interrupt can find it, end
+    it and reap it. For the command line's process; a library caller keeps the system's behaviour."""
+    global _adopting
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _adopting = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: orphans go to init, the trees are still ended
+        _adopting = False
 
 
 @contextlib.contextmanager
-def commands_stopped(grace: float = 20) -> Iterator[None]:
+def commands_stopped(grace: float = STOP_GRACE) -> Iterator[None]:
     """Stop every running command, whichever thread started it, and refuse new ones inside the block.
 
     For an interrupted run with worker threads: their commands end, each of them raises Interrupted
@@ -216,17 +312,120 @@ def commands_stopped(grace: float = 20) -> Iterator[None]:
     try:
         for proc in procs:
             _stop_group(proc, grace=grace)
+        _end_strays()
         yield
     finally:
         _stopping.clear()
 
 
+@dataclass(frozen=True)
+class _Process:
+    parent: int
+    started: int  # clock ticks after boot: with the pid, names one process even if the pid is reused
+    zombie: bool
+
+
+def _processes() -> dict[int, _Process]:
+    """Every process on the system now, from /proc."""
+    table: dict[int, _Process] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on; the name may hold anything
+        table[int(entry.name)] = _Process(parent=int(fields[1]), started=int(fields[19]), zombie=fields[0] == "Z")
+    return table
+
+
+def _trees(roots: Mapping[int, int]) -> dict[int, int]:
+    """The processes of ``roots`` (pid -> start time) that still exist and all their descendants, as
+    pid -> start time."""
+    table = _processes()
+    found = {pid: started for pid, started in roots.items() if pid in table and table[pid].started == started}
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.parent, []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found[child] = table[child].started
+                todo.append(child)
+    return found
+
+
+def _end_trees(roots: Mapping[int, int], *, reaped_elsewhere: frozenset[int] = frozenset()) -> None:
+    """Kill every process of the trees at ``roots`` and return once none of them exists any more.
+
+    The trees are frozen first (SIGSTOP, repeated until no new process appears: a stopped process forks no
+    more), then killed, so no child escapes by being orphaned halfway. Processes that end up as this
+    process's children are reaped here, except ``reaped_elsewhere`` (the Popen objects that wait for them).
+    """
+    frozen: dict[int, int] = {}
+    while True:
+        fresh = {pid: started for pid, started in _trees({**roots, **frozen}).items() if pid not in frozen}
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        frozen.update(fresh)
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    left = {pid: started for pid, started in frozen.items() if pid not in reaped_elsewhere}
+    deadline = time.monotonic() + 60
+    while left:
+        table = _processes()
+        for pid, started in list(left.items()):
+            info = table.get(pid)
+            if info is None or info.started != started:
+                del left[pid]
+            elif info.zombie and info.parent == os.getpid():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                del left[pid]
+            elif info.zombie and not _adopting:
+                del left[pid]  # its parent is dead or dying: init reaps it
+        if left:
+            if time.monotonic() > deadline:  # stuck in the kernel (a hung mount): nothing more can be done
+                _log.write(f"  processes {sorted(left)} did not end within 60s of SIGKILL\n")
+                return
+            time.sleep(0.02)
+
+
+def _end_strays() -> None:
+    """End the orphans this process adopted (see adopt_orphans) that no running command owns: what the
+    commands of an interrupted run left behind when their parents died."""
+    if not _adopting:
+        return
+    with _running_lock:
+        owned = {proc.pid for proc in _running}
+    me = os.getpid()
+    table = _processes()
+    _end_trees({pid: info.started for pid, info in table.items()
+                if info.parent == me and pid not in owned and not info.zombie})
+    for pid, info in table.items():  # adopted orphans that had already ended
+        if info.parent == me and pid not in owned and info.zombie:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
 def _stop_group(proc: subprocess.Popen[str], *, grace: float) -> None:
-    """SIGTERM to ``proc``'s process group and ``grace`` seconds to end, then SIGKILL to what is left."""
+    """SIGTERM to ``proc``'s process group and ``grace`` seconds for it to end, then the end of everything
+    left of the tree it started (each of ninja's compiles is a process group of its own)."""
+    table = _processes()
+    head = table.get(proc.pid)
+    tree = _trees({proc.pid: head.started}) if head is not None else {}  # before the head can orphan them
     if grace > 0:
         _signal_group(proc, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
+    _end_trees(tree, reaped_elsewhere=frozenset({proc.pid}))
     _signal_group(proc, signal.SIGKILL)
     proc.wait()
 
@@ -301,15 +500,24 @@ def probe(
     proc = _spawn(argv, env=env, cwd=cwd, inherit_env=inherit_env, stdin=subprocess.DEVNULL)
     steps = StepProgress(progress) if progress else None
 
+    failures: list[Exception] = []
+
     def pump() -> None:
+        """Drain the command's output to its end whatever happens to the log: a command blocked on a full
+        pipe would never end."""
         assert proc.stdout is not None
         for line in proc.stdout:
-            _log.write(line)
-            if steps is not None:
-                steps.line(line)
             tail.append(line.rstrip("\n"))
             if capture:
                 captured.append(line)
+            if failures:
+                continue
+            try:
+                _log.write(line)
+                if steps is not None:
+                    steps.line(line)
+            except Exception as exc:  # a full disk under the log: reported once the command has ended
+                failures.append(exc)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -321,7 +529,8 @@ def probe(
             raise CommandTimedOut(
                 f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})") from None
     except KeyboardInterrupt:
-        _stop_group(proc, grace=20)
+        _stop_group(proc, grace=STOP_GRACE)
+        _end_strays()
         _log.write(f"  interrupted after {time.monotonic() - started:.1f}s\n")
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
     finally:
@@ -332,6 +541,8 @@ def probe(
         if proc.stdout is not None:
             proc.stdout.close()
     duration = time.monotonic() - started
+    if failures:
+        raise failures[0]
     _log.write(f"  exit {returncode} after {duration:.1f}s\n")
     if _stopping.is_set():  # stopped from another thread: what the kill did is not the command's result
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published")
@@ -357,7 +568,8 @@ class Session:
     def _pump(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            _log.write(line)
+            with contextlib.suppress(OSError):  # a log on a full disk must not stop the draining
+                _log.write(line)
             self._lines.put(line.rstrip("\n"))
         self._lines.put(None)  # end of output: the process is gone
 
@@ -418,7 +630,8 @@ def session(
     try:
         yield live
     except KeyboardInterrupt:
-        _stop_group(proc, grace=20)
+        _stop_group(proc, grace=STOP_GRACE)
+        _end_strays()
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
     except BaseException:
         _stop_group(proc, grace=2)  # the block failed (a dead or silent partner): no waiting on the child
