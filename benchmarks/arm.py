@@ -15,7 +15,7 @@ choices read only those features (and the SVE vector length). The forced-variant
 made once per feature set, on its first class, and stand for its other classes; the repack runs are made
 on every class, and a class's counts that differ from its feature set's first class are reported.
 
-Counts are deterministic (one thread, OpenBLAS too, ASLR off, fixed guest seed: ``testbed/insn_count.py``;
+Counts are deterministic (one thread, OpenBLAS too, ASLR off, fixed guest seed: ``benchmarks/counting/insn_count.py``;
 the worker keeps no log text whose length varies): ``--repeat 2`` runs every guest process twice and reports
 any difference (the full run repeats two classes' repack processes; the smoke run every process). The
 guest sees only paths that do not change between runs: everything it reads is staged in the cache dir
@@ -43,18 +43,19 @@ from typing import Any
 
 from benchmarks import machine, perf, wheels
 from benchmarks.arm_worker import PHASES, region_of
+from benchmarks.counting import insn_count
+from benchmarks.counting.insn_count import Counts
+from benchmarks.counting.qemu_plugin import CountingQemu, ensure_counting_qemu
 from llama_wheels.config import Config, load
 from llama_wheels.config.cpus import Cpu, load_cpus
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, sha256_file
 from llama_wheels.core.errors import CommandFailed, UserError
-from llama_wheels.testbed import insn_count, models
-from llama_wheels.testbed.insn_count import Counts
-from llama_wheels.testbed.matrix import standalone_env
-from llama_wheels.testbed.models import ModelSpec
-from llama_wheels.testbed.qemu import Sysroot, install_wheel, run_python
-from llama_wheels.testbed.qemu_plugin import CountingQemu, ensure_counting_qemu
-from llama_wheels.testbed.sysroot import ensure_sysroot
+from llama_wheels.emulation.qemu import Sysroot, install_wheel, run_python
+from llama_wheels.emulation.sysroot import ensure_sysroot
+from llama_wheels.judges.matrix import standalone_env
+from llama_wheels.standalone import models
+from llama_wheels.standalone.models import ModelSpec
 
 REPO = Path(__file__).resolve().parent.parent
 DISPATCH_TARGET = "linux-aarch64"

@@ -14,8 +14,8 @@ import importlib.metadata
 from pathlib import Path
 
 from llama_wheels.core.cache import Cache, hash_key
-from llama_wheels.testbed import models
-from llama_wheels.testbed.models import ModelSpec, write_model
+from llama_wheels.standalone import models
+from llama_wheels.standalone.models import ModelSpec, write_model
 
 FULL = ModelSpec(
     "bench-q4_0-165mb",

@@ -1,11 +1,11 @@
-#!/usr/bin/env python3
 """llama-wheels benchmarks (issue #8): what repacking, CPU dispatch and the build caches buy, in one run.
 
-    .venv/bin/python benchmarks/run.py            # repack on/off, dispatch vs exact ISA, every CPU variant
-    .venv/bin/python benchmarks/run.py --builds   # + cold/warm/no-op builds, emulated matrix (~15 min)
-    .venv/bin/python benchmarks/run.py --smoke    # tiny sizes: proves the scripts work (CI), measures nothing
-    .venv/bin/python benchmarks/run.py --arm      # guest instructions per token on every emulated ARM CPU
+    .venv/bin/python -m benchmarks.run            # repack on/off, dispatch vs exact ISA, every CPU variant
+    .venv/bin/python -m benchmarks.run --builds   # + cold/warm/no-op builds, emulated matrix (~15 min)
+    .venv/bin/python -m benchmarks.run --smoke    # tiny sizes: proves the scripts work (CI), measures nothing
+    .venv/bin/python -m benchmarks.run --arm      # guest instructions per token on every emulated ARM CPU
                                                   # class (benchmarks/arm.py; --smoke: two classes, tiny)
+(from the checkout root: ``benchmarks`` is a package beside ``src/``.)
 
 The wheels come from the project's pipeline (built, or reused from the finished-wheel cache), are installed
 natively into throwaway directories, and run a random Q4_0 llama model generated into the cache. Writes
@@ -23,9 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from benchmarks import builds, machine, model, perf, wheels
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
@@ -42,7 +39,7 @@ SMOKE = perf.Settings(threads=2, n_prompt=16, n_gen=4, passes=3)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny model and one repetition (CI: the scripts run)")
     p.add_argument("--builds", action="store_true", help="also time cold/warm/no-op builds and the matrix")
     p.add_argument("--build-reps", type=int, default=2, help="warm and no-op builds each (default 2)")

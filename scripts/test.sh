@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test suite, by tier (markers in pyproject.toml; extra arguments go to pytest):
+# The test suite, by tier (a test's folder under tests/ gives its markers: tests/conftest.py; extra arguments go
+# to pytest):
 #   scripts/test.sh          the full suite (what .ci/run runs): unit tests, real builds of the shipped
 #                            targets from the pinned sdists, the emulated ARM runs
 #   scripts/test.sh --fast   the offline tier: no build, no qemu, no download (run without a network

@@ -1,39 +1,51 @@
-"""Shared fixtures: a scratch copy of build_config/ to break on purpose, and the real cache."""
+"""The tier of a test is its folder, and the shared fixtures: a scratch copy of build_config/ to break on purpose,
+the real cache, and the wheels of the shipped targets, built once per session.
+
+    unit/                     offline, no build, no emulator: the fast tier
+    integration/builds/        builds real wheels from the pinned sdists            (build, network)
+    integration/emulated/     runs aarch64 code under the pinned qemu-user          (emulated, network)
+    integration/network/      downloads (sdists, Debian packages), builds nothing   (network)
+    extended/                 a release no pin has, compiled from nothing           (extended)
+    bench/                    the benchmark-only x86_64 wheels, natively             (bench)
+
+A test module anywhere else, or one that names a tier marker of its own, is a collection error: the folder
+says where a test runs, nothing else does.
+"""
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from llama_wheels.config import Config, Pin, load
 from llama_wheels.core.cache import Cache
+from tests.support.checkout import REPO, build_target
+from tests.support.tiers import TIER_MARKERS, TIERS
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-@functools.cache
-def repo_config() -> Config:
-    """This checkout's build_config/, loaded once. Tests take versions, commits and sdist names from it, never
-    from literals: adding a pin or moving the default one needs no test edit."""
-    return load(REPO)
+TESTS = Path(__file__).resolve().parent
 
 
-def pinned(name: str | None = None) -> Pin:
-    """A pin of build_config/pins.toml (default: the default pin)."""
-    return repo_config().pin(name)
+def tier_of(path: Path) -> str:
+    """The tier folder ``path`` (a test module) lies in; a usage error for a module outside every tier."""
+    relative = path.resolve().relative_to(TESTS).as_posix()
+    for folder in TIERS:
+        if relative.startswith(folder + "/"):
+            return folder
+    raise pytest.UsageError(f"tests/{relative}: a test module outside the tier folders; move it into one of "
+                            f"{', '.join('tests/' + f + '/' for f in TIERS)}")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A build downloads its sdist and an emulated run the Debian sysroot: both are network cases."""
     for item in items:
-        if item.get_closest_marker("build") or item.get_closest_marker("emulated"):
-            item.add_marker(pytest.mark.network)
+        tier = tier_of(item.path)
+        own = sorted({mark.name for mark in item.iter_markers()} & TIER_MARKERS)
+        if own:
+            raise pytest.UsageError(f"{item.nodeid}: marked {', '.join(own)} inside the file; the folder "
+                                    f"({tier}/) sets the tier: move the test instead")
+        for marker in TIERS[tier]:
+            item.add_marker(marker)
 
 
 @pytest.fixture
@@ -49,33 +61,6 @@ def config_root(tmp_path: Path) -> Path:
 def cache() -> Cache:
     """The real cache outside the clone (downloads and builds are reused across runs)."""
     return Cache.from_env()
-
-
-def cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-        timeout: float = 3600) -> subprocess.CompletedProcess[str]:
-    """Run the llama-wheels command line as a user would (this checkout's code, whatever is installed)."""
-    env = {**(os.environ if env is None else env), "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run([sys.executable, "-m", "llama_wheels", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def cache_root_sharing(root: Path, shared: Cache, parts: tuple[str, ...]) -> Path:
-    """A cache root of its own (its build trees and finished-wheel cache start empty) that shares only
-    ``parts`` of the real cache (downloads, compiler caches) through symlinks, to keep a test affordable."""
-    root.mkdir(parents=True)
-    for part in parts:
-        (root / part).symlink_to(shared.dir(part))
-    return root
-
-
-def build_target(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Path:
-    """Build one target through the CLI into a fresh dist/ (cached trees make repeats cheap)."""
-    dist = tmp_path_factory.mktemp("dist")
-    log = dist.parent / f"{dist.name}.log"
-    result = cli("--log", str(log), "build", "--dist", str(dist), *args)
-    assert result.returncode == 0, f"build {args} failed (log {log}):\n{result.stderr[-3000:]}"
-    [wheel] = dist.glob("*.whl")
-    return wheel
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,9 @@ variant and repack rules), each found in this order (``wheel_probe.standalone``)
 
 1. the file named by ``LLAMA_WHEELS_MODELS_PY`` / ``LLAMA_WHEELS_ORACLE_PY`` (the emulated matrix points
    them at the checkout's copies);
-2. ``llama_wheels.testbed.models`` / ``llama_wheels.oracle`` if ``llama_wheels`` is importable;
+2. ``llama_wheels.standalone.models`` / ``llama_wheels.oracle`` if ``llama_wheels`` is importable;
 3. ``models.py`` / ``oracle.py`` copied next to these tests;
-4. ``../src/llama_wheels/testbed/models.py`` / ``../src/llama_wheels/oracle.py`` from a checkout of this repository
+4. ``../src/llama_wheels/standalone/models.py`` / ``../src/llama_wheels/oracle.py`` from a checkout of this repository
    (how cibuildwheel runs it).
 
 Environment:

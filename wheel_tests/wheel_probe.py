@@ -49,7 +49,7 @@ KV_TYPE_F32 = 0
 HERE = Path(__file__).resolve().parent
 
 # Each standalone module and the llama_wheels package it lives in.
-STANDALONE = {"models": "llama_wheels.testbed", "oracle": "llama_wheels", "hostcpu": "llama_wheels.testbed"}
+STANDALONE = {"models": "llama_wheels.standalone", "oracle": "llama_wheels", "hostcpu": "llama_wheels.standalone"}
 
 
 @functools.cache
@@ -58,7 +58,7 @@ def standalone(name: str) -> tuple[ModuleType, str]:
     variant and repack rules) and where it came from, found in this order:
 
     1. the file named by ``LLAMA_WHEELS_<NAME>_PY`` (e.g. the checkout's copy, for an emulated Python);
-    2. ``llama_wheels.testbed.models`` / ``llama_wheels.oracle`` if ``llama_wheels`` is importable;
+    2. ``llama_wheels.standalone.models`` / ``llama_wheels.oracle`` if ``llama_wheels`` is importable;
     3. ``<name>.py`` copied next to these tests;
     4. the file in ``../src/`` when run from a checkout of this repository (cibuildwheel).
     """

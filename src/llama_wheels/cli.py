@@ -54,9 +54,9 @@ def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
 def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
     from llama_wheels.config.platforms import platform
+    from llama_wheels.judges.isa_audit import IsaAuditor
+    from llama_wheels.judges.verify import SMOKE_CPU, SmokeVerifier
     from llama_wheels.pipeline import build_targets
-    from llama_wheels.testbed.audit import IsaAuditor
-    from llama_wheels.testbed.verify import SMOKE_CPU, SmokeVerifier
 
     config = _config(args)
     verifier = None if args.no_verify else SmokeVerifier(load_cpus(config.root)[SMOKE_CPU], cache)
@@ -83,8 +83,8 @@ def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
-    from llama_wheels.testbed.audit import pinned_variants
-    from llama_wheels.testbed.matrix import run_matrix
+    from llama_wheels.judges.isa_audit import pinned_variants
+    from llama_wheels.judges.matrix import run_matrix
 
     config = _config(args)
     cpus = load_cpus(config.root)
@@ -102,8 +102,8 @@ def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
 def cmd_bed(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.musl_bed_spec import load_musl_bed_spec
     from llama_wheels.config.sysroot_spec import load_sysroot_spec
-    from llama_wheels.testbed.musl_bed import describe, ensure_musl_sysroot
-    from llama_wheels.testbed.sysroot import ensure_sysroot
+    from llama_wheels.emulation.musl_bed import describe, ensure_musl_sysroot
+    from llama_wheels.emulation.sysroot import ensure_sysroot
 
     root = find_root(args.config)
     if args.libc == "musl":
@@ -118,7 +118,7 @@ def cmd_bed(args: argparse.Namespace, cache: Cache) -> int:
 def cmd_audit(args: argparse.Namespace, cache: Cache) -> int:
     import json
 
-    from llama_wheels.testbed.audit import audit
+    from llama_wheels.judges.isa_audit import audit
 
     config = _config(args)
     reports = [audit(wheel.resolve(), config, cache) for wheel in args.wheels]
@@ -162,7 +162,7 @@ def cmd_index(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.release import workflows
+    from llama_wheels.ci import workflows
 
     config = _config(args)
     if args.ci_command == "generate":
@@ -179,7 +179,7 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
                               "run `llama-wheels ci generate` and commit the result")
         print("generated CI files match build_config/")
         return 0
-    from llama_wheels.release import hooks  # the generator above needs none of the build stages
+    from llama_wheels.ci import hooks  # the generator above needs none of the build stages
 
     job = hooks.job_from_env(config, getattr(args, "target", None), getattr(args, "pin", None))
     if args.ci_command == "prepare":
@@ -192,7 +192,7 @@ def cmd_ci(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.release import lock
+    from llama_wheels.ci import lock
 
     root = find_root(args.config)
     if args.check:
@@ -206,15 +206,15 @@ def cmd_lock(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.release import pinning
+    from llama_wheels.pins import intake
 
     config = _config(args)
     if args.pin_command == "add":
-        added = pinning.add_pin(config, args.version, from_pin=args.from_pin, name=args.name, cache=cache,
-                                overrides=pinning.parse_overrides(args.switch))
+        added = intake.add_pin(config, args.version, from_pin=args.from_pin, name=args.name, cache=cache,
+                               overrides=intake.parse_overrides(args.switch))
         print(added.report.render())
         if not added.written:
-            raise pinning.summary_error(added.report, f"pin add {args.version}: nothing written")
+            raise intake.summary_error(added.report, f"pin add {args.version}: nothing written")
         for path in added.written:
             print(f"wrote {path}")
         print(f"next: review the entry, `llama-wheels pin check {added.report.pin.name}`, then commit")
@@ -222,12 +222,12 @@ def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
     names = sorted(config.pins) if args.all else (args.pins or [config.default_pin])
     for name in names:
         config.pin(name)  # every name checked before any work
-    reports = pinning.check_pins(config, names, cache)
+    reports = intake.check_pins(config, names, cache)
     print("\n\n".join(report.render() for report in reports))
     failed = [report for report in reports if report.problems]
     if failed:
         also = f" (pins failing: {', '.join(r.pin.name for r in failed)})" if len(failed) > 1 else ""
-        raise pinning.summary_error(failed[0], f"pin check {failed[0].pin.name}{also}")
+        raise intake.summary_error(failed[0], f"pin check {failed[0].pin.name}{also}")
     return 0
 
 
@@ -242,7 +242,7 @@ def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_repack_report(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
-    from llama_wheels.testbed.repack_report import build_wheels, run, write
+    from llama_wheels.reports.repack_report import build_wheels, run, write
 
     config = _config(args)
     cpus = load_cpus(config.root)
@@ -259,7 +259,7 @@ def cmd_repack_report(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.config.cpus import load_cpus
-    from llama_wheels.testbed.legacy import build_wheels, run, write
+    from llama_wheels.reports.legacy import build_wheels, run, write
 
     config = _config(args)
     cpus = load_cpus(config.root)

@@ -1,7 +1,7 @@
 """The oracle: which CPU variant ggml loads on a CPU, and which repack layout each weight then gets.
 
-One module for every judge: the emulated matrix (``testbed.matrix``), the smoke test of ``llama-wheels
-build`` (``testbed.verify``) and the wheel test suite (``wheel_tests/``). Standard library only, and it
+One module for every judge: the emulated matrix (``judges.matrix``), the smoke test of ``llama-wheels
+build`` (``judges.verify``) and the wheel test suite (``wheel_tests/``). Standard library only, and it
 imports nothing of ``llama_wheels``: the wheel suite ships it and imports it by file path, exactly like
 ``models.py`` (see ``wheel_tests/wheel_probe.py: standalone``).
 
@@ -15,7 +15,7 @@ The rules are ggml's, read from the pinned source (llama-cpp-python 0.3.36, vend
   layouts, each needing compiled features (ARM's are compile-time: ``__ARM_FEATURE_*``), for SVE a vector
   length, and a row count ``ne1`` divisible by the rows it interleaves; the first that fits wins.
   0.3.4's ``ggml-cpu-aarch64.cpp`` (generation ``"aarch64"``) has the same Q4_0 rules, IQ4_NL's ARM rule and
-  no other. ``REPACK_RULES`` is the table; tests/test_repack_rules.py parses each pin's function and compares.
+  no other. ``REPACK_RULES`` is the table; tests/unit/test_repack_rules.py parses each pin's function and compares.
 
 Errors are ``OracleError`` with a one-line message naming what could not be judged and what to do.
 """
@@ -327,7 +327,7 @@ _I8MM, _DOTPROD, _AVX2 = frozenset({"i8mm"}), frozenset({"dotprod"}), frozenset(
 # ARM: ``ggml_cpu_has_neon()`` is every AArch64 build's, so only dotprod / i8mm / SVE are needs; x86's are
 # AVX2 / AVX-512F (``__AVX2__``, ``__AVX512F__``). Layouts as ggml logs them: ``<type>_<NB_COLS>x<INTER_SIZE>``
 # (``tensor_traits<block_q4_K, 4, 8, ...>`` is q4_K_8x4: 8 rows, interleave 4). The RISC-V and s390x branches
-# are left out (no wheel for them). tests/test_repack_rules.py checks this table against each pin's source.
+# are left out (no wheel for them). tests/unit/test_repack_rules.py checks this table against each pin's source.
 REPACK_RULES: Mapping[str, tuple[RepackRule, ...]] = {
     "Q4_0": (
         RepackRule(layout="q4_0_8x8", arch="x86", needs=_AVX2),

@@ -226,7 +226,7 @@ def enclosing_symbol(code: CodeObject, address: int) -> str | None:
 # Code of the toolchain's runtime that uses a feature beyond the baseline only behind a run-time check, and so
 # is legitimately in every library. Recognized by what the function *is*, not by the feature: the instruction
 # sits at the recorded position of a window whose instruction sequence (mnemonics) is exactly the recorded
-# function of the pinned zig's runtime, as many instructions long (tests/test_isa.py links that runtime and checks
+# function of the pinned zig's runtime, as many instructions long (tests/unit/test_isa.py links that runtime and checks
 # this table against its symbols). The wheels are stripped, so the name cannot be read from the library itself.
 @dataclass(frozen=True, kw_only=True)
 class GuardedFunction:

@@ -1,5 +1,5 @@
 """build_config/cpus.toml: the emulated ARM CPUs, each a qemu ``-cpu`` model plus the ISA features ggml's
-ARM kernels care about (checked against what the guest really sees by ``testbed.qemu.measure_features``)."""
+ARM kernels care about (checked against what the guest really sees by ``emulation.qemu.measure_features``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from llama_wheels.config.toml import Table, read_toml
 from llama_wheels.core.errors import ConfigError
 
 _QEMU_CPU = re.compile(r"^[a-z0-9][a-z0-9-]*(,[a-z0-9-]+=[a-z0-9]+)*$")
-# The features each CPU declares (as testbed/hostcpu.py names them), and its SVE vector length.
+# The features each CPU declares (as standalone/hostcpu.py names them), and its SVE vector length.
 FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
 _FEATURE_KEYS = (*FEATURE_NAMES, "sve_bits")
 

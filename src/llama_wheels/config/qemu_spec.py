@@ -20,7 +20,7 @@ _SOURCE_FILE = re.compile(r"^[a-z0-9][a-z0-9+.~_-]*\.(tar\.(xz|gz|bz2)|diff\.gz)
 _WHEEL = re.compile(r"^[A-Za-z0-9_.]+-[0-9][A-Za-z0-9_.]*-py3-none-any\.whl$")
 _CONFIGURE_ARG = re.compile(r"^--[a-z0-9-]+(=[A-Za-z0-9_,.-]+)?$")
 _NINJA_TARGET = re.compile(r"^qemu-[a-z0-9_]+$")
-_PLUGIN_SOURCE = re.compile(r"^src/[A-Za-z0-9_/.-]+\.c$")
+_PLUGIN_SOURCE = re.compile(r"^(src|benchmarks)/[A-Za-z0-9_/.-]+\.c$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +131,8 @@ def load_qemu_build_spec(root: Path) -> QemuBuildSpec:
             raise ConfigError(f"{build.where}.configure: lacks {needed}; the instruction counter needs it")
     if "--static" in configure:
         raise ConfigError(f"{build.where}.configure: --static, but TCG plugins need a dynamic qemu; remove it")
-    plugin = build.match("plugin", _PLUGIN_SOURCE, "a C file of this checkout like src/.../insn_count.c")
+    plugin = build.match("plugin", _PLUGIN_SOURCE,
+                         "a C file of this checkout like benchmarks/counting/plugins/insn_count.c")
     return QemuBuildSpec(
         source=path,
         debian=debian,

@@ -36,7 +36,7 @@ from llama_wheels.stages.toolchain import Toolchain, find_zig, zig_toolchain
 class Verifier(Protocol):
     """The verify stage: proves a finished wheel on some machine before it reaches dist/.
 
-    The pipeline does not know how (the emulated test bed is a layer above it: ``testbed.verify``); it
+    The pipeline does not know how (the emulated test bed is a layer above it: ``judges.verify``); it
     asks before compiling whether the verifier can run (``preflight``), and skips wheels of platforms the
     verifier has no machine for.
     """
@@ -61,7 +61,7 @@ class Verifier(Protocol):
 
 
 class Auditor(Protocol):
-    """The audit stage: a static check of a finished wheel's code (``testbed.audit.IsaAuditor``: every
+    """The audit stage: a static check of a finished wheel's code (``judges.isa_audit.IsaAuditor``: every
     instruction within its library's ISA), run on every wheel before it reaches dist/, cached or not."""
 
     def audit(self, wheel: Path, source_tree: Path, platform_name: str) -> str:
@@ -162,7 +162,7 @@ def finish_wheel(wheel: Path, record: Provenance, target_platform: Platform) -> 
     """Repair the built ``wheel``, finalize it with its provenance ``record`` and check it; yields the
     finished wheel in a temp directory that is removed afterwards.
 
-    The end of every build: a local one (``finished_wheel``) and CI's repair hook (``release.hooks``).
+    The end of every build: a local one (``finished_wheel``) and CI's repair hook (``ci.hooks``).
     """
     log = current_log()
     with log.stage("repair", record.job_name), repair_wheel(wheel, target_platform) as repaired, \

@@ -1,0 +1,1 @@
+"""Releases: the append-only package index, inspection of built wheels, and publishing."""

@@ -1,0 +1,1 @@
+"""Instruction counting under the plugin-capable qemu, used by the ARM benchmark (``benchmarks.arm``)."""

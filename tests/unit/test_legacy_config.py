@@ -1,0 +1,58 @@
+"""The legacy (0.3.4) pins and their patch series, checked without building anything."""
+
+from __future__ import annotations
+
+import re
+
+from llama_wheels.config import load
+from llama_wheels.plan import plan
+from tests.support.checkout import REPO, pinned
+
+PATCH_DIR = REPO / "patches" / pinned("legacy").version
+
+
+def test_unpatched_pin_is_the_legacy_pin_minus_the_fixes() -> None:
+    config = load(REPO)
+    legacy, unpatched = config.pin("legacy"), config.pin("legacy-unpatched")
+    assert (unpatched.version, unpatched.sdist_sha256, unpatched.llama_cpp_commit) == (
+        legacy.version, legacy.sdist_sha256, legacy.llama_cpp_commit)
+    # the comparison must not differ in what it compiles with, only in the source it compiles
+    common = set(unpatched.switches)
+    assert {k: legacy.switches[k] for k in common} == dict(unpatched.switches)
+    assert unpatched.patches == legacy.patches[:1] == ("0001-install-only-the-package.patch",)
+    for target in ("linux-aarch64-armv8.2-dotprod", "linux-aarch64-armv8.0"):
+        [a], [b] = plan(config, [target], "legacy"), plan(config, [target], "legacy-unpatched")
+        assert a.cmake_args() == b.cmake_args()
+
+
+def test_every_legacy_patch_is_listed_and_documented() -> None:
+    config = load(REPO)
+    listed = config.pin("legacy").patches
+    assert sorted(p.name for p in PATCH_DIR.glob("*.patch")) == sorted(listed)
+    text = (REPO / "build_config" / "pins.toml").read_text()
+    for name in listed:
+        # one comment above each entry in pins.toml, and the header parts the project asks for
+        assert re.search(rf"#[^\n]*\n\s*\"{re.escape(name)}\"", text), f"{name} has no comment in pins.toml"
+        header = (PATCH_DIR / name).read_text().split("\n---\n", 1)[0]
+        for part in ("Problem:", "Fix:", "Upstream:", "Proved by:"):
+            assert part in header, f"{name}: header lacks {part!r}"
+
+
+def test_proving_tests_named_in_patch_headers_exist() -> None:
+    tests = {p.relative_to(REPO).as_posix(): p.read_text() for p in
+             [*REPO.glob("tests/**/*.py"), *REPO.glob("wheel_tests/*.py")]}
+    for patch in PATCH_DIR.glob("*.patch"):
+        header = patch.read_text().split("\n---\n", 1)[0]
+        proved = header.split("Proved by:", 1)[1]
+        for path, name in re.findall(r"((?:tests|wheel_tests)/\w+\.py)::(\w+)", " ".join(proved.split())):
+            assert path in tests, f"{patch.name} names {path}, which does not exist"
+            assert f"def {name}(" in tests[path], f"{patch.name} names {path}::{name}, which does not exist"
+
+
+def test_upstream_references_are_stated_as_facts() -> None:
+    headers = {p.name: p.read_text().split("\n---\n", 1)[0] for p in PATCH_DIR.glob("*.patch")}
+    assert "PR #10961" in headers["0002-ggml-cpu-dotprod-hwcap-bit.patch"]
+    assert "3327bb0f8" in headers["0002-ggml-cpu-dotprod-hwcap-bit.patch"]
+    assert "PR #12004" in headers["0003-unused-tensors-stay-out-of-cpu-aarch64.patch"]
+    assert "PR #14990" in headers["0004-use-extra-bufts.patch"]
+
