@@ -18,9 +18,8 @@ import pytest
 
 from llama_wheels.core import runner
 from llama_wheels.core.errors import CommandTimedOut
+from tests.support.checkout import REPO
 from tests.support.processes import interruptible, running, wait_for
-
-REPO = Path(__file__).resolve().parents[2]
 
 # argv: PIDFILE COMPILES [DAEMON]. Starts COMPILES sleepers, each in its own process group, and with DAEMON
 # also a double-forked sleeper (its parent exits at once: an orphan before any interrupt); writes their pids.

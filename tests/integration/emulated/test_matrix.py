@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from llama_wheels.emulation.qemu import install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
 from llama_wheels.judges.matrix import standalone_env
 from tests.support.checkout import REPO, build_target, cli, processes_mentioning
+from tests.support.processes import interruptible, wait_for
 from tests.support.wheelfactory import rewritten
 
 
@@ -218,17 +218,16 @@ def test_interrupted_matrix_stops_every_emulated_run_and_writes_no_report(defaul
     scratch, out, log = tmp_path / "tmp", tmp_path / "report", tmp_path / "test.log"
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TMPDIR": str(scratch)}
-    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "test", str(default_wheel),
-                             "--jobs", "2", "--out", str(out)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 300
-    while len(processes_mentioning(str(scratch))) < 2:  # both workers are inside an emulated run
-        assert proc.poll() is None, f"the matrix ended before it could be interrupted (log {log})"
-        assert time.monotonic() < deadline, f"no emulated run started within 300 s (log {log})"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
+    # A deliverable SIGINT even in a suite started with it ignored; everything killed if the test fails first.
+    with interruptible([sys.executable, "-m", "llama_wheels", "--log", log, "test", default_wheel, "--jobs", "2",
+                        "--out", out], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        # both workers are inside an emulated run
+        wait_for(lambda: len(processes_mentioning(str(scratch))) >= 2, f"two emulated runs (log {log})",
+                 timeout=300, proc=proc)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr[-2000:]
+        assert not processes_mentioning(str(scratch)), "an emulated run outlived the interrupted matrix"
     assert stderr.strip().splitlines()[-1].startswith("llama-wheels: error: interrupted")
     assert not processes_mentioning(str(scratch)), "an emulated run outlived the interrupted matrix"
     assert not out.exists()
