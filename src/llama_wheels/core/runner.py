@@ -3,8 +3,8 @@
 Every command is logged (quoted, with the environment variables it changes and its duration) to the
 current log file; its output streams to that file, not to the terminal. A non-zero exit becomes a
 ``CommandFailed`` carrying the last lines of output. Progress lines (stage, target, elapsed) go to
-stderr so a person sees where a long run is, and the log file is named at the start; they are written by a
-thread of their own and dropped when stderr cannot take them, so a console nobody reads never stalls the work.
+stderr so a person sees where a long run is, and the log file is named at the start; they are written without
+waiting and dropped when stderr cannot take them, so a console nobody reads never stalls the work.
 
 A stopped command (a timeout, Ctrl-C, SIGTERM) ends with every process it started, not only its process group:
 ninja puts each compile into a group of its own. This process is a child subreaper, so what a killed parent
@@ -18,9 +18,11 @@ import ctypes
 import os
 import queue
 import re
+import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -41,60 +43,60 @@ PROGRESS_EVERY = 5.0  # seconds between two console lines of a long command's pr
 
 
 class Console:
-    """Progress lines for stderr, written by a thread of their own from a bounded queue.
+    """Progress lines for stderr, written at once (in order with everything else on stderr) but never waited
+    for: a stderr nobody reads (a full pipe) or nobody has any more (a closed pipe) must not stall the work,
+    whose output a thread of this process drains while it writes progress.
 
-    ``say`` never blocks: a stderr nobody reads (a full pipe) or nobody has any more (a closed pipe) holds up
-    this thread only, and the lines that do not fit in the queue meanwhile are dropped and counted. Writes go
-    to stderr's file descriptor, not through ``sys.stderr``'s lock, which a blocked write would otherwise hold
-    against the final error line and the interpreter's exit; without a descriptor (a test's capture) they go
-    to ``sys.stderr`` as it is when the line is written.
+    A pipe, FIFO or terminal is written through a description of its own opened non-blocking
+    (``/proc/self/fd/2``; O_NONBLOCK on fd 2 itself would change it for every process sharing it): a line
+    that does not fit now is dropped and counted. A regular file is written directly (it does not block);
+    anything else (a socket) only when poll() says a line fits. Without a descriptor (a test's capture) the
+    line goes to ``sys.stderr`` as it is.
     """
 
-    def __init__(self, depth: int = 256) -> None:
-        self._lines: queue.Queue[str] = queue.Queue(maxsize=depth)
+    _MAX = 4000  # below PIPE_BUF: a pipe takes a line whole or not at all
+
+    def __init__(self) -> None:
         self.dropped = 0
-        self._thread = threading.Thread(target=self._drain, name="llama-wheels console", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None  # (fd, device, inode) of the stderr _fd writes to
+        self._fd: int | None = None
+        self._own = False  # whether _fd is the description opened here (closed when stderr changes)
+        self._poll = False
 
     def say(self, line: str) -> None:
-        try:
-            self._lines.put_nowait(line + "\n")
-        except queue.Full:
-            self.dropped += 1
-
-    def flush(self, timeout: float = 5) -> bool:
-        """Wait up to ``timeout`` seconds for the queued lines to be written; False if stderr did not take them."""
-        deadline = time.monotonic() + timeout
-        with self._lines.all_tasks_done:
-            while self._lines.unfinished_tasks:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._lines.all_tasks_done.wait(left)
-        return True
-
-    def _drain(self) -> None:
-        while True:
-            text = self._lines.get()
+        with self._lock:
             try:
-                self._write(text)
-            except (OSError, ValueError):  # closed (EPIPE), gone, or a test's capture torn down: drop the line
+                fd = self._target()
+                if fd is None:
+                    sys.stderr.write(line + "\n")
+                    sys.stderr.flush()
+                    return
+                if self._poll and not select.select([], [fd], [], 0)[1]:
+                    self.dropped += 1
+                    return
+                os.write(fd, (line[: self._MAX] + "\n").encode(errors="replace"))
+            except (OSError, ValueError):  # full (EAGAIN), closed (EPIPE), a full disk, a torn-down capture
                 self.dropped += 1
-            finally:
-                self._lines.task_done()
 
-    @staticmethod
-    def _write(text: str) -> None:
-        stream = sys.stderr
+    def _target(self) -> int | None:
         try:
-            fd = stream.fileno()
+            fd = sys.stderr.fileno()
         except (AttributeError, OSError, ValueError):
-            stream.write(text)
-            stream.flush()
-            return
-        data = text.encode(errors="replace")
-        while data:
-            data = data[os.write(fd, data):]
+            return None
+        info = os.fstat(fd)
+        if self._seen == (fd, info.st_dev, info.st_ino):
+            return self._fd
+        if self._own and self._fd is not None:
+            os.close(self._fd)
+        self._seen, self._fd, self._own, self._poll = (fd, info.st_dev, info.st_ino), fd, False, False
+        if not stat.S_ISREG(info.st_mode):
+            try:
+                self._fd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self._own = True
+            except OSError:  # a socket, or no /proc: write when a line fits
+                self._poll = True
+        return self._fd
 
 
 _console_lock = threading.Lock()
@@ -102,7 +104,7 @@ _the_console: Console | None = None
 
 
 def console() -> Console:
-    """This process's one Console (its thread starts with the first Log that shows progress)."""
+    """This process's one Console."""
     global _the_console
     with _console_lock:
         if _the_console is None:
@@ -151,10 +153,6 @@ class Log:
         self.progress(f"{stage:<8} {subject} done in {time.monotonic() - started:.1f}s")
 
     def close(self) -> None:
-        """Close the log file and give the console a few seconds to show its last lines (what follows on
-        stderr, such as the final error line, comes after them)."""
-        if self._console is not None:
-            self._console.flush()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
