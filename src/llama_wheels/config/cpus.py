@@ -13,7 +13,7 @@ from llama_wheels.core.errors import ConfigError
 
 _QEMU_CPU = re.compile(r"^[a-z0-9][a-z0-9-]*(,[a-z0-9-]+=[a-z0-9]+)*$")
 # The features each CPU declares (as standalone/hostcpu.py names them), and its SVE vector length.
-FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
+FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme", "bf16")
 _FEATURE_KEYS = (*FEATURE_NAMES, "sve_bits")
 
 
@@ -27,6 +27,7 @@ class Features:
     sve: bool
     sve2: bool
     sme: bool
+    bf16: bool  # BFloat16 arithmetic: not one of ggml's variant features, but armv8.6-a and later imply it
     sve_bits: int  # the SVE vector length the guest runs with; 0 without SVE
 
     def summary(self) -> str:
