@@ -144,7 +144,7 @@ def test_the_interrupt_tests_hold_when_the_suite_starts_with_sigint_ignored(tmp_
     here = Path(__file__).resolve().relative_to(REPO)
     result = subprocess.run(
         ["sh", "-c", 'trap "" INT; exec "$@"', "sh", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         f"{here}::test_an_interrupt_ends_every_process_of_the_work_before_returning"],
+         "--noconftest", f"{here}::test_an_interrupt_ends_every_process_of_the_work_before_returning"],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 passed" in result.stdout
