@@ -172,6 +172,18 @@ def test_an_architecture_level_is_refused_by_the_features_it_implies(dotprod_whe
     assert "lib/cpu-isa.txt says armv8.6-a but its provenance record says arm_arch armv8.2-a+dotprod" in refused.stderr
 
 
+def test_a_future_armv8_4_wheel_is_refused_on_a_cortex_a76(dotprod_wheel: Path, tmp_path: Path) -> None:
+    """The fixed-ISA gap under qemu: armv8.4-a implies dotprod, which the A76 (Raspberry Pi 5) has, and FCMA,
+    JSCVT, FlagM, LRCPC2 and PAuth, which it lacks. The wheel's own guard refuses it at import, naming them,
+    where a guard of ggml's features alone let it import (and its code could die of SIGILL)."""
+    claimed = claiming(dotprod_wheel, "armv8.4-a", tmp_path / "claimed")
+    code, cells, table = run_matrix(tmp_path, str(claimed), "--cpu", "cortex-a76")
+    detail = str(cells["cortex-a76"]["detail"])
+    assert "this CPU lacks complxnum, flagm, jsconv, pauth, rcpc-immo" in detail, table
+    # cpus.toml describes ggml's features only, so the oracle expected an import: the matrix fails the cell
+    assert code == 1 and cells["cortex-a76"]["verdict"] != "pass", table
+
+
 def test_the_shipped_import_check_reads_an_isa_as_the_oracle_does(dotprod_wheel: Path) -> None:
     """Patch 0002's llama_cpp/_backends.py must stay standalone in the wheel, so it has its own reading of an
     -march; this keeps the one the wheel ships the oracle's (all an -march implies that a hwcap shows;
