@@ -51,6 +51,7 @@ from llama_wheels.config.cpus import Cpu, load_cpus
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, sha256_file
 from llama_wheels.core.errors import CommandFailed, UserError
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
 from llama_wheels.judges.matrix import standalone_env
@@ -172,7 +173,7 @@ def stage(cache: Cache, sites: dict[str, Path], wheel_sha256: dict[str, str], mo
     modules (``py/``). Built once, atomically, under a lock."""
     modules = {"arm_worker.py": REPO / "benchmarks" / "arm_worker.py", "worker.py": REPO / "benchmarks" / "worker.py",
                "wheel_probe.py": REPO / "wheel_tests" / "wheel_probe.py",
-               **{Path(p).name: Path(p) for p in standalone_env(REPO).values()}}
+               **{Path(p).name: Path(p) for p in standalone_env().values()}}
     parts = [f"{t}={w}" for t, w in sorted(wheel_sha256.items())]
     parts += [f"{n}={sha256_file(p)}" for n, p in sorted(modules.items())]
     parts += [f"{t}={p.name}" for t, p in sorted(model_files.items())]  # the name holds the content key
@@ -207,7 +208,7 @@ def run_process(bench: Bench, proc: Process, attempt: int) -> dict[str, Any]:
     plan = json.dumps({
         "n_prompt": bench.settings.n_prompt, "n_gen": bench.settings.n_gen, "threads": proc.threads,
         "cases": [{"model": f"models/{t.lower()}.gguf", "repack": on} for t, on in proc.cases]})
-    env = {key: f"py/{Path(path).name}" for key, path in standalone_env(REPO).items()}
+    env = {key: f"py/{Path(path).name}" for key, path in standalone_env().items()}
     env["OPENBLAS_NUM_THREADS"] = "1"  # numpy's OpenBLAS starts a thread per core at import otherwise
     if proc.lib_path is not None:
         env["LLAMA_CPP_LIB_PATH"] = str(proc.lib_path)
@@ -218,11 +219,11 @@ def run_process(bench: Bench, proc: Process, attempt: int) -> dict[str, Any]:
         ["py/arm_worker.py", plan, "--probe-dir", "py", "--magic", str(insn_count.MARKER_MAGIC)],
         out=bench.workdir / f"{name}.counts.json", regions=regions, env=env, pythonpath=[proc.site],
         cwd=bench.stage)
-    lines = [line for line in outcome.output.splitlines() if line.startswith("ARM ")]
-    if not lines:
+    found = reported(outcome.output.splitlines(), "ARM")
+    if not found:
         raise CommandFailed(f"{name}: the guest printed no ARM line: {runner.telling_line(outcome.tail)}",
                             tail=outcome.tail)
-    info = json.loads(lines[-1].removeprefix("ARM "))
+    info = found[-1]
     if proc.expect_variant is not None and info["variant"] != proc.expect_variant:
         raise CommandFailed(f"{name}: ggml loaded {info['variant']}, not the forced {proc.expect_variant}")
     cases = {}

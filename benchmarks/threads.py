@@ -15,7 +15,6 @@ on the first line. Exit code 2 on bad input, 1 when a run fails.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
@@ -30,6 +29,7 @@ from llama_wheels.config import load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import UserError, VerifyError
+from llama_wheels.emulation.guest import reported
 
 REPO = Path(__file__).resolve().parent.parent
 FULL = perf.Settings(threads=1, n_prompt=64, n_gen=64, passes=12)
@@ -50,10 +50,10 @@ def defaults(site: Path) -> dict[str, list[int]] | None:
     None for a wheel without the patch."""
     out = runner.run([sys.executable, "-c", _DEFAULTS], env={"PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"},
                      capture=True)
-    lines = [line for line in out.splitlines() if line.startswith("DEFAULTS ")]
-    if not lines:
+    found = reported(out.splitlines(), "DEFAULTS")
+    if not found:
         raise VerifyError(f"{site}: the llama_cpp probe printed nothing (log {runner.current_log().path})")
-    result: dict[str, list[int]] | None = json.loads(lines[-1].removeprefix("DEFAULTS "))
+    result: dict[str, list[int]] | None = found[-1]
     return result
 
 

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from llama_wheels.config import Config, load
 from llama_wheels.core import runner
@@ -52,10 +51,10 @@ def cmd_fetch(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_build(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.config.cpus import SMOKE_CPU, load_cpus
     from llama_wheels.config.platforms import platform
     from llama_wheels.judges.isa_audit import IsaAuditor
-    from llama_wheels.judges.verify import SMOKE_CPU, SmokeVerifier
+    from llama_wheels.judges.verify import SmokeVerifier
     from llama_wheels.pipeline import build_targets
 
     config = _config(args)
@@ -82,16 +81,17 @@ def cmd_repair(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_test(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.config.cpus import load_cpus
-    from llama_wheels.judges.isa_audit import pinned_variants
+    from llama_wheels.binaries.record import require_record
+    from llama_wheels.config.cpus import choose_cpus, load_cpus
     from llama_wheels.judges.matrix import run_matrix
 
     config = _config(args)
-    cpus = load_cpus(config.root)
-    chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
+    chosen = choose_cpus(load_cpus(config.root), args.cpu)
     wheels = [w.resolve() for w in args.wheels]
-    report = run_matrix(wheels, chosen, root=config.root, cache=cache,
-                        variants_for={w: pinned_variants(w, config, cache) for w in wheels}, jobs=args.jobs,
+    for wheel in wheels:  # what each wheel must show comes from its record (no source tree is prepared)
+        if wheel.is_file():
+            require_record(wheel, "what it was built to be")
+    report = run_matrix(wheels, chosen, root=config.root, cache=cache, jobs=args.jobs,
                         **({"cell_timeout": args.cell_timeout} if args.cell_timeout else {}))
     json_path, table_path = report.write(args.out.resolve())
     print(report.table())
@@ -132,14 +132,6 @@ def cmd_audit(args: argparse.Namespace, cache: Cache) -> int:
     if failed:
         failed[0].check()
     return 0
-
-
-def _unknown_cpu(name: str, cpus: dict[str, Any]) -> Any:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(cpus), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(cpus)}"
-    raise ConfigError(f"unknown CPU {name!r} ({hint}); CPUs are defined in build_config/cpus.toml")
 
 
 def cmd_inspect(args: argparse.Namespace, cache: Cache) -> int:
@@ -241,12 +233,11 @@ def cmd_convert_model(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_repack_report(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.config.cpus import choose_cpus, load_cpus
     from llama_wheels.reports.repack_report import build_wheels, run, write
 
     config = _config(args)
-    cpus = load_cpus(config.root)
-    chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
+    chosen = choose_cpus(load_cpus(config.root), args.cpu)
     data = run(config, cache, chosen, build_wheels(config, cache, args.dist.resolve()), jobs=args.jobs)
     json_path, md_path = write(data, args.out.resolve(), config.root / "README.md")
     print(f"report: {md_path} and {json_path}; README.md's table updated")
@@ -258,12 +249,11 @@ def cmd_repack_report(args: argparse.Namespace, cache: Cache) -> int:
 
 
 def cmd_legacy_report(args: argparse.Namespace, cache: Cache) -> int:
-    from llama_wheels.config.cpus import load_cpus
+    from llama_wheels.config.cpus import choose_cpus, load_cpus
     from llama_wheels.reports.legacy import build_wheels, run, write
 
     config = _config(args)
-    cpus = load_cpus(config.root)
-    chosen = [cpus[c] if c in cpus else _unknown_cpu(c, cpus) for c in args.cpu] or list(cpus.values())
+    chosen = choose_cpus(load_cpus(config.root), args.cpu)
     data = run(config, cache, chosen, build_wheels(config, cache, args.dist.resolve()), jobs=args.jobs)
     json_path, md_path = write(data, config, args.out.resolve())
     print(f"report: {md_path} and {json_path}")

@@ -15,6 +15,7 @@ import pytest
 from benchmarks import perf, wheels
 from llama_wheels.config import load
 from llama_wheels.config.platforms import platform as platform_named
+from llama_wheels.judges.matrix import module_file
 from llama_wheels.stages.repair import check_wheel
 from tests.support.checkout import REPO, build_target
 
@@ -42,7 +43,7 @@ def test_wheel_suite_passes_natively(dispatch_site: Path, tmp_path: Path) -> Non
     # The oracle has no x86 variant rules: the variant is the one ggml's own scores pick (diagnostics).
     env = {**os.environ, "PYTHONPATH": str(dispatch_site), "LLAMA_WHEELS_EXPECT_LAYOUT": "q4_0_8x8",
            "LLAMA_WHEELS_EXPECT_VARIANT": str(perf.diagnostics(dispatch_site)["variant"]),
-           "LLAMA_WHEELS_MODELS_PY": str(REPO / "src" / "llama_wheels" / "standalone" / "models.py")}
+           "LLAMA_WHEELS_MODELS_PY": str(module_file("llama_wheels.standalone.models"))}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", str(REPO / "wheel_tests")], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

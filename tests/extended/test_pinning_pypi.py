@@ -1,7 +1,6 @@
-"""`llama-wheels pin add` on a real llama-cpp-python release from PyPI that no pin has yet (the newest one older
-than the default pin), into a copy of build_config/; and the same release with a patch made to conflict, and a
-version PyPI does not have. Network: the sdists (~70 MB each) are downloaded once into the cache, by sha256.
-Nothing compiles here."""
+"""`llama-wheels pin add` of the newest unpinned release from PyPI, then built, audited and run on every emulated
+CPU class at the new pin: 5-6 min of compiling from nothing (scripts/test.sh --extended). The intake alone, with
+nothing compiled, is tests/integration/network/test_pinning_pypi.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The oracle's repack table (``oracle.REPACK_RULES``) against each pin's ``ggml_*_get_optimal_repack_type``.
+"""A parser of each pin's ``ggml_*_get_optimal_repack_type``, to check the oracle's repack table
+(``oracle.REPACK_RULES``).
 
 The table stays the readable source of truth; this small parser is the cross-check that keeps it the pin's.
 It reads only the shape ggml writes that function in, and fails on anything else rather than guess:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llama_wheels.binaries import record as rec
+from llama_wheels.config.platforms import platform as platform_of
 from llama_wheels.stages.finalize import write_wheel
-from llama_wheels.stages.provenance import SCHEMA, Provenance
 from tests.support.checkout import pinned
 
 # The wheels are of the default pin's release (build_config/pins.toml), whichever it is.
@@ -27,23 +28,23 @@ EPOCH = 1764000000
 
 
 def record(*, target: str = "linux-aarch64", index: str = "cpu", epoch: int = EPOCH,
-           platform: str = "linux-aarch64") -> Provenance:
-    """A complete provenance record, as ``provenance.collect`` writes one."""
-    data: dict[str, Any] = {
-        "schema": SCHEMA,
-        "pin": {"name": PIN.name, "llama_cpp_python": VERSION, "llama_cpp_commit": PIN.llama_cpp_commit,
-                "sdist": {"filename": PIN.sdist_filename, "sha256": "83" * 32}},
-        "patches": [{"name": "0001-install-only-the-package.patch", "sha256": "8d" * 32}],
-        "target": {"name": target, "platform": platform, "index": index, "switches": {"repack": True}},
-        "cmake": {"config_settings": ["build-dir=<build>", "cmake.define.CMAKE_BUILD_TYPE=Release"],
-                  "placeholders": {}, "environment": {"SOURCE_DATE_EPOCH": str(epoch)}},
-        "toolchain": {"zig_target": "aarch64-linux-gnu.2.17", "identity": "zig-0.17.1-x",
-                      "versions": {"zig": "0.17.1", "compiler": "clang version 22.1.8", "cmake": "3.31.6"}},
-        "llama_wheels": {"version": "0.1.0", "stage_code_sha256": "ab" * 32},
-        "build": {"source_date_epoch": epoch, "source_date_epoch_from": "test",
-                  "date": "2025-11-24T16:00:00Z"},
-    }
-    return Provenance(data)
+           platform: str = "linux-aarch64") -> rec.Record:
+    """A complete record, as ``provenance.collect`` writes one."""
+    return rec.Record(
+        schema=rec.SCHEMA,
+        pin=rec.PinRecord(name=PIN.name, llama_cpp_python=VERSION, llama_cpp_commit=PIN.llama_cpp_commit,
+                          sdist=rec.Sdist(filename=PIN.sdist_filename, sha256="83" * 32)),
+        patches=(rec.PatchRecord(name="0001-install-only-the-package.patch", sha256="8d" * 32),),
+        target=rec.TargetRecord(name=target, platform=platform, index=index, switches={"repack": True},
+                                platform_spec=platform_of(platform), cpu_variants={}),
+        cmake=rec.CMakeRecord(config_settings=("build-dir=<build>", "cmake.define.CMAKE_BUILD_TYPE=Release"),
+                              placeholders={}, environment={"SOURCE_DATE_EPOCH": str(epoch)}),
+        toolchain=rec.ToolchainRecord(
+            zig_target="aarch64-linux-gnu.2.17", identity="zig-0.17.1-x",
+            versions={"zig": "0.17.1", "compiler": "clang version 22.1.8", "cmake": "3.31.6"}),
+        llama_wheels=rec.ProducerRecord(version="0.1.0", stage_code_sha256="ab" * 32),
+        build=rec.BuildDate(source_date_epoch=epoch, source_date_epoch_from="test", date="2025-11-24T16:00:00Z"),
+    )
 
 
 def package_files(libs: dict[str, bytes] | None = None, *, name: str = NAME) -> dict[str, tuple[bytes, bool]]:
@@ -115,3 +116,9 @@ def fake_wheel(where: Path, name: str, lib: bytes = ELF_AARCH64) -> Path:
         zf.writestr("demo_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: false\n")
         zf.writestr("demo_pkg-1.0.data/platlib/demo_extra.py", "EXTRA = 1\n")
     return wheel
+
+
+def record_data(wheel: Path) -> dict[str, Any] | None:
+    """The record inside ``wheel`` as JSON data (validated by its reader), or None when it has none."""
+    found = rec.read_record(wheel)
+    return None if found is None else found.to_data()

@@ -27,6 +27,7 @@ from llama_wheels.config import load
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError
+from llama_wheels.pipeline import ci_settings
 from llama_wheels.plan import BuildJob, can_build, plan, published_jobs
 from llama_wheels.stages.build import BuildSettings, build_settings
 from llama_wheels.stages.patching import MANIFEST, PreparedSource
@@ -355,7 +356,7 @@ def test_the_hooks_pass_the_local_builds_cmake_definitions(tmp_path: Path) -> No
     package = _fake_package(tmp_path, ["linux-aarch64-armv8.2-dotprod"])
     build = tmp_path / "project" / ".cibw" / "build"
     [job] = plan(load(REPO), ["linux-aarch64-armv8.2-dotprod"])
-    settings = hooks.job_settings(job, package, build, cache)
+    settings = ci_settings(job, package, build, cache)
     assert settings == _local_settings(job, package, build, cache)
     defines = dict(settings.defines)
     assert defines["GGML_CPU_ARM_ARCH"] == "armv8.2-a+dotprod"
@@ -384,7 +385,7 @@ def test_before_build_for_an_sdk_job_uses_the_runners_compiler(tmp_path: Path) -
     project = package.parent.parent
     build = project / ".cibw" / "build"
     [job] = plan(load(REPO), ["macos-arm64-metal"])
-    settings = hooks.job_settings(job, package, build, cache)
+    settings = ci_settings(job, package, build, cache)
     assert settings.build_dir == build
     assert settings.defines[:len(job.defines)] == job.defines
     defines = dict(settings.defines)
@@ -417,8 +418,8 @@ def test_an_sdk_jobs_record_holds_the_settings_the_hook_wrote(tmp_path: Path,
     sdist = cached_sdist(job.pin, cache)
     sdist.parent.mkdir(parents=True)
     sdist.write_bytes(b"not read: SOURCE_DATE_EPOCH is set")
-    record = hooks.provenance(job, load(REPO), cache, project).data
-    settings = hooks.job_settings(job, package, project / ".cibw" / "build", cache).config_settings()
+    record = hooks.provenance(job, load(REPO), cache, project).to_data()
+    settings = ci_settings(job, package, project / ".cibw" / "build", cache).config_settings()
     assert record["cmake"]["config_settings"] == [
         s.replace(str(package), "<source>").replace(str(project / ".cibw" / "build"), "<build>") for s in settings]
     assert "cmake.define.CMAKE_SHARED_LINKER_FLAGS=-Wl,-S" in record["cmake"]["config_settings"]
@@ -440,7 +441,7 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
     """`ci repair` = repair + the finalize stage of a local build: the record `llama-wheels index` files
     each wheel by (its target's family), of the trees the before-build hook configured."""
     from llama_wheels.stages.fetch import cached_sdist
-    from llama_wheels.stages.provenance import read_provenance
+    from tests.support.wheelfactory import record_data
     from tests.support.zig import wheel_of, zig_dylib
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
@@ -461,7 +462,7 @@ def test_ci_repair_finalizes_the_wheel_with_its_provenance(tmp_path: Path,
 
     final = hooks.repair_into(job, built, tmp_path / "out", load(REPO), cache, project)
     assert final == tmp_path / "out" / built.name
-    record = read_provenance(final)
+    record = record_data(final)
     assert record is not None
     assert record["target"] == {"name": "macos-arm64", "platform": "macos-arm64", "index": "cpu",
                                 "switches": dict(sorted(job.target.switches.items())),

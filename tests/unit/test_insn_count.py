@@ -1,11 +1,6 @@
-"""The instruction-counting qemu (build_config/qemu.toml [build], benchmarks/counting/qemu_plugin.py) and its plugin
-(benchmarks/counting/plugins/insn_count.c, read by benchmarks/counting/insn_count.py).
-
-Fast: the [build] pins and the reader's gates, each fed a broken input. Emulated: the qemu built from
-Debian's source package (cached by its pins; about 2.5 min cold on 2 idle cores), counting exactly and
-deterministically, and refusing what is not ours: a plugin from another source, a tampered library, a run
-without its markers, a source package whose pin apt's index contradicts.
-"""
+"""The instruction-counting qemu's pins (build_config/qemu.toml [build], benchmarks/counting/qemu_plugin.py) and
+its reader's gates (benchmarks/counting/insn_count.py), each fed a broken input; the counting itself, under the
+built qemu: tests/integration/emulated/test_insn_count.py."""
 
 from __future__ import annotations
 

@@ -28,3 +28,14 @@ def test_a_wheel_the_oracle_cannot_judge_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"^w.whl on neoverse-n1: the pinned source declares no CPU variant"):
         expect(wheel, load_cpus(REPO)["neoverse-n1"], {})
 
+
+
+def test_the_guest_finds_the_standalone_modules_this_package_imports() -> None:
+    """By import, not by a path string: the files are the modules ``llama_wheels`` itself loads."""
+    from llama_wheels import oracle
+    from llama_wheels.judges.matrix import standalone_env
+    from llama_wheels.standalone import hostcpu, models
+
+    assert standalone_env(Path("/models")) == {
+        "LLAMA_WHEELS_MODELS_PY": models.__file__, "LLAMA_WHEELS_ORACLE_PY": oracle.__file__,
+        "LLAMA_WHEELS_HOSTCPU_PY": hostcpu.__file__, "LLAMA_WHEELS_MODEL_CACHE": "/models"}

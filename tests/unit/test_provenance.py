@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from llama_wheels import pipeline
+from llama_wheels.binaries.record import FILENAME, Record, read_record
 from llama_wheels.config import load
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
@@ -28,7 +29,7 @@ from llama_wheels.stages import provenance
 from llama_wheels.stages.fetch import cached_sdist
 from llama_wheels.stages.finalize import finalize_wheel, read_files
 from llama_wheels.stages.patching import AppliedPatch, PreparedSource, patch_files
-from llama_wheels.stages.provenance import FILENAME, Provenance, collect, read_provenance, source_date_epoch
+from llama_wheels.stages.provenance import collect, source_date_epoch
 from llama_wheels.stages.toolchain import Toolchain, zig_toolchain
 from tests.support.checkout import REPO, pinned
 from tests.support.wheelfactory import DIST_INFO, EPOCH, NAME, package_files, raw_wheel, record
@@ -71,7 +72,7 @@ def setup_root(root: Path, job: BuildJob) -> tuple[Cache, PreparedSource, Toolch
     return cache, source, toolchain, sdist
 
 
-def collect_in(root: Path, job: BuildJob) -> Provenance:
+def collect_in(root: Path, job: BuildJob) -> Record:
     cache, source, toolchain, sdist = setup_root(root, job)
     return collect(job, source, toolchain, cache, sdist=sdist, patches=patch_files(job.pin, REPO / "patches"))
 
@@ -83,7 +84,7 @@ def _no_epoch_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_record_holds_every_input_and_no_machine_path(tmp_path: Path) -> None:
     job = job_for()
-    data = collect_in(tmp_path / "cache", job).data
+    data = collect_in(tmp_path / "cache", job).to_data()
     text = json.dumps(data)
     assert str(tmp_path) not in text, "a path of this machine leaked into the provenance record"
     pin = pinned()  # the default pin, as build_config/pins.toml has it
@@ -113,7 +114,7 @@ def test_the_record_holds_the_settings_the_build_stage_passes(tmp_path: Path) ->
     since the strings are part of the cache key (a change of spelling rebuilds every wheel)."""
     job = job_for()
     cache, source, toolchain, sdist = setup_root(tmp_path / "cache", job)
-    data = collect(job, source, toolchain, cache, sdist=sdist, patches=patch_files(job.pin, REPO / "patches")).data
+    data = collect(job, source, toolchain, cache, sdist=sdist, patches=patch_files(job.pin, REPO / "patches")).to_data()
     flags = " ".join([*job.compiler_flags, "-ffile-prefix-map=<source>=/src/llama-cpp-python",
                       f"-ffile-prefix-map=../../src/{job.pin.name}=/src/llama-cpp-python",
                       "-ffile-prefix-map=<build>=/build"])
@@ -219,7 +220,7 @@ def test_finalize_normalizes_whatever_the_build_tools_wrote(tmp_path: Path) -> N
             b64 = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             assert digest == f"sha256={b64}"
             assert int(size) == len(data)
-    assert read_provenance(fa) == json.loads(record().to_json())
+    assert read_record(fa) == record()
 
 
 def test_finalize_date_follows_source_date_epoch(tmp_path: Path) -> None:
@@ -235,8 +236,8 @@ def test_finalize_date_follows_source_date_epoch(tmp_path: Path) -> None:
     assert json.loads(files[f"{DIST_INFO}/{FILENAME}"][0])["build"]["source_date_epoch"] == EPOCH + 3600
 
 
-def test_read_provenance_of_a_foreign_wheel_is_none(tmp_path: Path) -> None:
-    assert read_provenance(raw_wheel(tmp_path / NAME, package_files())) is None
+def test_read_record_of_a_foreign_wheel_is_none(tmp_path: Path) -> None:
+    assert read_record(raw_wheel(tmp_path / NAME, package_files())) is None
 
 
 def test_unchanged_inputs_hit_the_cache_and_any_change_rebuilds(tmp_path: Path,
@@ -264,7 +265,7 @@ def test_unchanged_inputs_hit_the_cache_and_any_change_rebuilds(tmp_path: Path,
 
     def run() -> tuple[bool, str]:
         entry, _, hit = pipeline.finished_wheel(job, source, toolchain, platform(job.platform), config, cache)
-        assert read_provenance(entry.wheel) is not None
+        assert read_record(entry.wheel) is not None
         return hit, entry.sha256
 
     first_hit, first_sha = run()

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from llama_wheels.binaries.record import Record
 from llama_wheels.binaries.wheel import parse_wheel_name, with_build_tag
 from llama_wheels.config import load
 from llama_wheels.core.errors import ConfigError, UserError
 from llama_wheels.plan import published_jobs
 from llama_wheels.release.index import build_index
 from llama_wheels.stages.finalize import finalize_wheel, write_wheel
-from llama_wheels.stages.provenance import Provenance
 from tests.support.checkout import REPO, cli
 from tests.support.index import served, tree_digest
 from tests.support.wheelfactory import EPOCH, record
@@ -54,7 +54,7 @@ def released_wheel(directory: Path, version: str, *, build_tag: str | None = Non
     if build_tag is not None:
         data["pin"]["build_tag"] = build_tag
     directory.mkdir(parents=True, exist_ok=True)
-    final = finalize_wheel(raw, Provenance(data), directory)
+    final = finalize_wheel(raw, Record.from_data(data, where=raw.name), directory)
     raw.unlink()
     raw.parent.rmdir()
     return final

@@ -1,23 +1,5 @@
-"""The oracle's repack table (``oracle.REPACK_RULES``) against each pin's ``ggml_*_get_optimal_repack_type``.
-
-The table stays the readable source of truth; this small parser is the cross-check that keeps it the pin's.
-It reads only the shape ggml writes that function in, and fails on anything else rather than guess:
-
-    if (cur->type == GGML_TYPE_<T>) {                    then "} else if (cur->type == ...) {" per type
-        if (<feature tests joined by && and ||>) {
-            if (cur->ne[1] % <rows> == 0) {
-                return &<a tensor_traits<block_<t>, INTER_SIZE, NB_COLS, ...> instance>;
-            }
-        }
-        ...
-    }
-    return nullptr;
-
-A branch whose tests are all of another architecture (RISC-V, s390x) is skipped whatever it holds. The layout
-is named as ggml logs it, ``<type>_<NB_COLS>x<INTER_SIZE>``, from the instance's template arguments, not its
-variable name. The source is each pin's prepared (patched) tree: the pin's sdist, downloaded once and cached
-(``network``); the fast tier checks the parser itself on small texts written here.
-"""
+"""The parser that cross-checks the oracle's repack table (tests/support/repack_source.py) on small texts written
+here; its run against each pin's real source is tests/integration/network/test_repack_rules.py."""
 
 from __future__ import annotations
 

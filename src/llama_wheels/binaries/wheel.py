@@ -16,10 +16,13 @@ import re
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.tags import Tag
 from packaging.utils import BuildTag, InvalidWheelFilename, NormalizedName, parse_wheel_filename
 from packaging.version import Version
+
+from llama_wheels.core.errors import UserError
 
 LIB_DIR = "llama_cpp/lib"
 CPU_ISA = f"{LIB_DIR}/cpu-isa.txt"
@@ -49,6 +52,14 @@ def parse_wheel_name(filename: str) -> WheelName | None:
     return WheelName(project=project, version=version, build=build, tags=tags)
 
 
+def wheel_name(path: Path) -> WheelName:
+    """The parts of ``path``'s wheel file name; a UserError naming it when it is not one."""
+    parsed = parse_wheel_name(path.name)
+    if parsed is None:
+        raise UserError(f"{path}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl); pass a built .whl")
+    return parsed
+
+
 def with_build_tag(filename: str, build_tag: str | None) -> str:
     """``filename`` with its PEP 427 build tag set to ``build_tag`` (None: without one).
 
@@ -64,6 +75,16 @@ def with_build_tag(filename: str, build_tag: str | None) -> str:
     parsed = parse_wheel_name(renamed)
     assert parsed is not None and bool(parsed.build) == bool(build_tag), renamed
     return renamed
+
+
+def libc_of_tag(platform_tag: str) -> str | None:
+    """The C library a Linux platform tag promises: ``musl`` (musllinux_*), ``glibc`` (manylinux*, linux_*),
+    else None. The one rule a wheel's tag is read by (the emulated bed it runs in, what inspect reports)."""
+    if platform_tag.startswith("musllinux_"):
+        return "musl"
+    if platform_tag.startswith(("manylinux", "linux_")):
+        return "glibc"
+    return None
 
 
 def variant_of(path: str) -> str | None:

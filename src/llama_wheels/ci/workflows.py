@@ -141,7 +141,7 @@ def ci_jobs(config: Config) -> list[BuildJob]:
     for job in jobs:
         if job.platform not in RUNNERS:
             raise ConfigError(f"target {job.target.name}: platform {job.platform} has no CI runner; add one "
-                              f"to RUNNERS in src/llama_wheels/release/workflows.py or drop the target")
+                              f"to RUNNERS in src/llama_wheels/ci/workflows.py or drop the target")
         for value in (job.target.name, job.pin.name, job.key):
             if not _SAFE.match(value) or "--" in value:
                 raise ConfigError(f"target {job.target.name}: {value!r} is not a plain name usable in the "

@@ -3,7 +3,9 @@ ARM kernels care about (checked against what the guest really sees by ``emulatio
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,17 @@ def _parse_cpu(name: str, data: Any, source: str) -> Cpu:
         description=t.get("description", str),
         features=Features(sve_bits=sve_bits, **flags),
     )
+
+
+# The one CPU a build's smoke test (and the legacy report's probes) run on: a Graviton2/Ampere class machine.
+SMOKE_CPU = "neoverse-n1"
+
+
+def choose_cpus(cpus: Mapping[str, Cpu], names: Sequence[str]) -> list[Cpu]:
+    """The CPUs named (every one of cpus.toml when none is); an unknown name is a ConfigError with the nearest."""
+    for name in names:
+        if name not in cpus:
+            close = difflib.get_close_matches(name, list(cpus), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(cpus)}"
+            raise ConfigError(f"unknown CPU {name!r} ({hint}); CPUs are defined in build_config/cpus.toml")
+    return [cpus[name] for name in names] or list(cpus.values())

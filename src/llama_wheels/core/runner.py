@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import queue
 import re
@@ -168,6 +169,17 @@ def set_log(log: Log) -> None:
 
 def current_log() -> Log:
     return _log
+
+
+def find_zig() -> Path:
+    """The zig of the pinned ziglang package (every cross compile and the musl bed's build use it)."""
+    spec = importlib.util.find_spec("ziglang")
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolchainError("the ziglang package is missing; run scripts/bootstrap.sh (pip install ziglang)")
+    zig = Path(next(iter(spec.submodule_search_locations))) / "zig"
+    if not zig.is_file():
+        raise ToolchainError(f"{zig} is missing; reinstall ziglang (pip install --force-reinstall ziglang)")
+    return zig
 
 
 def find_tool(name: str) -> str | None:

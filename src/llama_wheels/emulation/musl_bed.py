@@ -20,7 +20,7 @@ The build, each step logged to the run's log file with a progress line:
   5. ``sitecustomize.py`` = ``guest_exec.py`` (the guest's aarch64 child processes run under qemu too)
   6. the pinned musllinux wheels into ``site-packages``, the .pyc files, the smoke imports, and the check that
      packaging's tags of the emulated Python are musllinux ones
-The compilers are shell shims that exec zig with the target (``stages.toolchain.find_zig``, zig's cache in
+The compilers are shell shims that exec zig with the target (``core.runner.find_zig``, zig's cache in
 the llama-wheels cache, ccache when present); nothing in these builds passes ``-march``, so the ``zigcc``
 front end (whose job is translating it) is not needed, and a configure run spawns a thousand compilers.
 """
@@ -43,9 +43,9 @@ from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, publish_file, sha256_file
 from llama_wheels.core.errors import ConfigError, LlamaWheelsError, ToolchainError
 from llama_wheels.emulation import debs
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
 from llama_wheels.emulation.sysroot import MANIFEST, SITE, install_wheels, precompile, smoke, write_manifest
-from llama_wheels.stages.toolchain import find_zig
 from llama_wheels.standalone import guest_exec
 
 LAYOUT = "1"  # bump when the bed's on-disk layout changes: every musl bed is built anew
@@ -73,7 +73,7 @@ def ensure_musl_sysroot(cache: Cache, spec: MuslBedSpec | None = None, *, root: 
     root = root or checkout_root()
     spec = spec or load_musl_bed_spec(root)
     qemu = ensure_qemu(cache)
-    zig = find_zig()
+    zig = runner.find_zig()
     zig_version = runner.run([zig, "version"], capture=True).strip()
     key = bed_key(spec, zig_version, root)
     final = cache.sysroots / f"{PREFIX}{key}"
@@ -323,10 +323,10 @@ def _tags(spec: MuslBedSpec, bed: Path, python: Path, site: Path, qemu: Path) ->
     (packaging runs the bed's musl loader to learn its version: the loader and guest_exec.py at work) and
     extension modules are named for musl (musllinux wheels ship ``*.cpython-311-aarch64-linux-musl.so``)."""
     outcome = run_guest(bed, python, spec.smoke_cpu, ["-c", _TAGS], qemu=qemu, pythonpath=[site], timeout=300)
-    lines = [line for line in outcome.tail if line.startswith("TAGS ")]
-    if outcome.returncode != 0 or not lines:
+    found = reported(outcome.tail, "TAGS")
+    if outcome.returncode != 0 or not found:
         raise LlamaWheelsError(f"packaging.tags in the new musl bed failed: {runner.telling_line(outcome.tail)}")
-    platform, tags, suffix = json.loads(lines[-1].removeprefix("TAGS "))
+    platform, tags, suffix = found[-1]
     if not str(suffix).endswith("-linux-musl.so"):
         raise LlamaWheelsError(f"the new musl bed's python names extension modules *{suffix}, not "
                                "*-linux-musl.so: it cannot import musllinux wheels (see patches/musl-bed/)")

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels.binaries.elf import elf_facts
-from llama_wheels.binaries.wheel import parse_wheel_name
+from llama_wheels.binaries.wheel import libc_of_tag, parse_wheel_name, wheel_name
 from llama_wheels.config.cpus import FEATURE_NAMES, Cpu, Features
 from llama_wheels.config.qemu_spec import QemuSpec, load_qemu_spec
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, locked
 from llama_wheels.core.errors import CommandFailed, ToolchainError, UserError
 from llama_wheels.emulation import debs
+from llama_wheels.emulation.guest import reported
 from llama_wheels.standalone import hostcpu
 
 _ENV_PASSTHROUGH = ("HOME", "TMPDIR")
@@ -210,14 +211,14 @@ def measure_features(sysroot: Sysroot, cpu: Cpu) -> Features:
     """The features the guest really sees on ``cpu``, read by ``hostcpu.py`` (the module the wheel suite
     ships, so the test bed and a native run read a CPU the same way), to check cpus.toml."""
     outcome = run_python(sysroot, cpu, [os.fspath(Path(hostcpu.__file__))], timeout=120)
-    lines = [line for line in outcome.output.splitlines() if line.startswith("HOSTCPU ")]
-    if outcome.returncode != 0 or not lines:
+    found = reported(outcome.output.splitlines(), "HOSTCPU")
+    if outcome.returncode != 0 or not found:
         how = outcome.signal_name or f"exit {outcome.returncode}"
         raise CommandFailed(
             f"CPU feature probe on {cpu.name} ({how}); last output: {' | '.join(outcome.tail[-3:])}",
             tail=outcome.tail,
         )
-    host = hostcpu.HostCpu.from_json(lines[-1].removeprefix("HOSTCPU "))
+    host = hostcpu.HostCpu.from_json(json.dumps(found[-1]))
     return Features(**{name: name in host.features for name in FEATURE_NAMES}, sve_bits=host.sve_bits)
 
 
@@ -249,12 +250,8 @@ def install_wheel(wheel: Path, dest: Path) -> Path:
 def libc_of_wheel(wheel: Path) -> str:
     """Which emulated bed runs ``wheel``, from its platform tags: "glibc" (manylinux_*/linux_ aarch64) or
     "musl" (musllinux_*_aarch64). The one place a wheel's tag picks a bed; anything else is a UserError."""
-    parsed = parse_wheel_name(wheel.name)
-    if parsed is None:
-        raise UserError(f"{wheel}: not a wheel file (NAME-VERSION-PY-ABI-PLATFORM.whl); pass the built .whl")
-    platforms = sorted(parsed.platforms)
-    kinds = {"musl" if p.startswith("musllinux_") else "glibc" if p.startswith(("linux_", "manylinux")) else None
-             for p in platforms if p.endswith("_aarch64")}
+    platforms = sorted(wheel_name(wheel).platforms)
+    kinds = {libc_of_tag(p) for p in platforms if p.endswith("_aarch64")}
     if len(kinds) != 1 or None in kinds or not all(p.endswith("_aarch64") for p in platforms):
         raise UserError(
             f"{wheel.name}: platform tag {'.'.join(platforms)!r} is not Linux aarch64 of one libc; the emulated "

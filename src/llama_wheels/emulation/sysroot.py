@@ -28,6 +28,7 @@ from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, locked, sha256_file
 from llama_wheels.core.errors import ChecksumError, ConfigError, LlamaWheelsError, ToolchainError
 from llama_wheels.emulation.debs import fetch_debs, require_apt
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, checkout_root, ensure_qemu, run_guest
 
 SITE = "site-packages"
@@ -230,14 +231,14 @@ def smoke(spec: BedSpec, root: Path, python: Path, site: Path, qemu: Path) -> di
         root, python, spec.smoke_cpu, ["-c", _SMOKE, *spec.smoke_imports], qemu=qemu, pythonpath=[site],
         timeout=300,
     )
-    lines = [line for line in outcome.tail if line.startswith("SMOKE ")]
-    if outcome.returncode != 0 or not lines:
+    found = reported(outcome.tail, "SMOKE")
+    if outcome.returncode != 0 or not found:
         how = outcome.signal_name or f"exit {outcome.returncode}"
         raise ConfigError(
             f"{spec.source}: the new sysroot's python fails the [smoke] imports on {spec.smoke_cpu} ({how}): "
             f"{outcome.tail[-1] if outcome.tail else 'no output'}; add the Debian package or wheel for it"
         )
-    report: dict[str, Any] = json.loads(lines[-1].removeprefix("SMOKE "))
+    report: dict[str, Any] = found[-1]
     resolved = root.resolve()
     outside = [
         f"{name} from {where}"

@@ -10,16 +10,15 @@ from pathlib import Path
 
 from llama_wheels import oracle
 from llama_wheels.binaries.audit import WheelAudit, audit_wheel
-from llama_wheels.binaries.wheel import cpu_variants, parse_wheel_name
+from llama_wheels.binaries.record import built_as, read_record
+from llama_wheels.binaries.wheel import cpu_variants, wheel_name
 from llama_wheels.config import Config
 from llama_wheels.config.platforms import PLATFORMS, Platform, platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError, UserError
 from llama_wheels.judges.matrix import WheelBuild, ggml_cmake
 from llama_wheels.oracle import VariantBuild
-from llama_wheels.stages.fetch import fetch_sdist
-from llama_wheels.stages.patching import prepare
-from llama_wheels.stages.provenance import read_provenance
+from llama_wheels.pipeline import prepare_pin
 
 
 def pinned_variants(wheel: Path, config: Config, cache: Cache) -> dict[str, frozenset[str]]:
@@ -32,13 +31,13 @@ def pinned_builds(wheel: Path, config: Config, cache: Cache) -> dict[str, Varian
     the pin its provenance record names (several pins may build one version, with other patch series), else
     the pin of its llama-cpp-python version."""
     version = WheelBuild.read(wheel).version
-    record = read_provenance(wheel)
-    named = record["pin"].get("name") if record is not None else None
+    record = read_record(wheel)
+    named = record.pin.name if record is not None else None
     pins = [p for p in config.pins.values() if p.name == named and p.version == version] or \
         [p for p in config.pins.values() if p.version == version]
     if not pins:
         raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
-    source = prepare(pins[0], fetch_sdist(pins[0], cache), config.patches_dir, cache)
+    source = prepare_pin(pins[0], config, cache)
     return declared_builds(source.tree, wheel_platform(wheel))
 
 
@@ -52,9 +51,7 @@ def declared_builds(source_tree: Path, target: Platform) -> dict[str, VariantBui
 
 def wheel_platform(wheel: Path) -> Platform:
     """The platform (config/platforms.py) whose wheel tag ``wheel``'s name carries."""
-    name = parse_wheel_name(wheel.name)
-    if name is None:
-        raise UserError(f"{wheel}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl); pass a built wheel")
+    name = wheel_name(wheel)
     found = [platform(p) for p in PLATFORMS if platform(p).wheel_platform in name.platforms]
     if not found:
         raise UserError(f"{wheel.name}: platform {', '.join(sorted(name.platforms))} has no ISA baseline in "
@@ -73,10 +70,9 @@ def _audit(wheel: Path, target: Platform, declared: Callable[[], dict[str, Varia
         raise UserError(f"{wheel.name}: {target.name} has no ISA baseline; the audit reads AArch64 wheels only")
     with zipfile.ZipFile(wheel) as archive:
         dispatch = bool(cpu_variants(archive.namelist()))
-    record = read_provenance(wheel)
-    arm_arch = record["target"]["switches"].get("arm_arch") if record is not None else None
+    record = read_record(wheel)
     return audit_wheel(wheel, baseline=target.isa_baseline, variants=declared() if dispatch else None,
-                       recorded_isa=arm_arch if isinstance(arm_arch, str) else None)
+                       recorded_isa=built_as(record).fixed_isa if record is not None else None)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ scores the wheel itself reports must be the oracle's. Across CPUs, greedy tokens
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -24,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from llama_wheels import oracle
+from llama_wheels.binaries.record import BuiltAs, built_as, read_record
 from llama_wheels.binaries.wheel import cpu_variants, fixed_isa, parse_wheel_name
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.core.errors import CommandTimedOut, UserError
 from llama_wheels.core.runner import commands_stopped, current_log, telling_line
 from llama_wheels.emulation.beds import ensure_bed
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, install_wheel, libc_of_wheel, measure_features, run_python
-from llama_wheels.stages.provenance import read_provenance
 
 _IMPORT_PROBE = """\
 import importlib.util, json
@@ -57,16 +59,14 @@ CELL_TIMEOUT = 1200.0
 
 @dataclass(frozen=True, kw_only=True)
 class WheelBuild:
-    """What a wheel is: its version, what its provenance record says it was built as (all the declared CPU
-    variants, or a fixed ISA; None without a record), and what it contains (the variant libraries it ships,
-    lib/cpu-isa.txt)."""
+    """What a wheel is: its version, what its record says it was built to be (``built``; None without a
+    record), and what it contains (the variant libraries it ships, lib/cpu-isa.txt)."""
 
     path: Path
     version: str
     fixed_isa: str | None  # lib/cpu-isa.txt, as the wheel's own import check reads it
     variants: tuple[str, ...]  # CPU variant libraries shipped (runtime dispatch)
-    dispatch: bool | None = None  # the record's target builds every declared variant (None: no record)
-    arm_arch: str | None = None  # the record's fixed ISA, e.g. "armv8.2-a+dotprod"
+    built: BuiltAs | None = None  # the record's answer (binaries.record.built_as)
 
     @classmethod
     def read(cls, wheel: Path) -> WheelBuild:
@@ -76,24 +76,25 @@ class WheelBuild:
         with zipfile.ZipFile(wheel) as archive:
             isa = fixed_isa(archive)
             variants = tuple(cpu_variants(archive.namelist()))
-        record = read_provenance(wheel)
-        switches = record["target"]["switches"] if record is not None else {}
-        arm_arch = switches.get("arm_arch")
-        build = cls(path=wheel, version=str(name.version), dispatch=None if record is None else
-                    switches.get("all_variants") is True, arm_arch=arm_arch if isinstance(arm_arch, str) else None,
-                    fixed_isa=isa, variants=variants)
-        if build.fixed_isa is not None and build.arm_arch is not None and build.fixed_isa != build.arm_arch:
+        record = read_record(wheel)
+        build = cls(path=wheel, version=str(name.version), fixed_isa=isa, variants=variants,
+                    built=None if record is None else built_as(record))
+        recorded = build.built.fixed_isa if build.built is not None else None
+        if build.fixed_isa is not None and recorded is not None and build.fixed_isa != recorded:
             raise UserError(f"{wheel.name}: lib/cpu-isa.txt says {build.fixed_isa} but its provenance record says "
-                            f"arm_arch {build.arm_arch}: the wheel's import check would judge another ISA; rebuild it")
+                            f"arm_arch {recorded}: the wheel's import check would judge another ISA; rebuild it")
         return build
 
-    def intended(self, declared: Mapping[str, frozenset[str]]) -> oracle.Build:
+    @property
+    def declared(self) -> Mapping[str, frozenset[str]]:
+        """The CPU variants its record says it was built to hold, with their features ({}: none or no record)."""
+        return self.built.variants if self.built is not None else {}
+
+    def intended(self) -> oracle.Build:
         """What the wheel must behave as: its record's (every declared variant, so a wheel that lost variant
         libraries fails, or its fixed ISA); without a record, what it contains."""
-        if self.dispatch:
-            return oracle.Build(variants=tuple(declared))
-        if self.dispatch is False:
-            return oracle.Build(fixed_isa=self.arm_arch)
+        if self.built is not None:
+            return self.built.build
         return oracle.Build(variants=self.variants, fixed_isa=self.fixed_isa)
 
 
@@ -116,7 +117,7 @@ def oracle_cpu(cpu: Cpu) -> oracle.Cpu:
 
 def expect(build: WheelBuild, cpu: Cpu, variants: Mapping[str, frozenset[str]]) -> oracle.Expectation:
     """What ``build`` must show on ``cpu``: what its record says it is, through ``oracle.expect``."""
-    return expectation_for(build.intended(variants), cpu, variants, label=build.path.name)
+    return expectation_for(build.intended(), cpu, variants, label=build.path.name)
 
 
 def expectation_for(build: oracle.Build, cpu: Cpu, variants: Mapping[str, frozenset[str]], *,
@@ -183,12 +184,23 @@ def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation)
     return "variant scores differ from ggml's rule: " + ", ".join(differ)
 
 
-def standalone_env(root: Path, models: Path | None = None) -> dict[str, str]:
-    """Where the wheel suite in a guest finds the checkout's standalone modules (wheel_probe.standalone), and
+# The standalone modules the wheel suite imports by file in a guest (wheel_probe.standalone), by variable.
+STANDALONE = {"LLAMA_WHEELS_MODELS_PY": "llama_wheels.standalone.models",
+              "LLAMA_WHEELS_ORACLE_PY": "llama_wheels.oracle",
+              "LLAMA_WHEELS_HOSTCPU_PY": "llama_wheels.standalone.hostcpu"}
+
+
+def module_file(name: str) -> Path:
+    """Where module ``name`` of this package is, found by import (without running it)."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin is not None, name  # a module of this package
+    return Path(spec.origin)
+
+
+def standalone_env(models: Path | None = None) -> dict[str, str]:
+    """Where the wheel suite in a guest finds this package's standalone modules (wheel_probe.standalone), and
     the directory its quantized models are shared in (``models``; None: each session makes its own)."""
-    env = {"LLAMA_WHEELS_MODELS_PY": str(root / "src/llama_wheels/standalone/models.py"),
-           "LLAMA_WHEELS_ORACLE_PY": str(root / "src/llama_wheels/oracle.py"),
-           "LLAMA_WHEELS_HOSTCPU_PY": str(root / "src/llama_wheels/standalone/hostcpu.py")}
+    env = {variable: str(module_file(module)) for variable, module in STANDALONE.items()}
     if models is not None:
         env["LLAMA_WHEELS_MODEL_CACHE"] = str(models)
     return env
@@ -223,14 +235,14 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
     sysroot, root = bed.sysroot, bed.root
 
     imported = run_python(sysroot, cpu, ["-c", _IMPORT_PROBE], pythonpath=[site], timeout=deadline - time.monotonic())
-    lines = [line for line in imported.tail if line.startswith("IMPORT ")]
+    found = reported(imported.tail, "IMPORT")
     if imported.signal_name:
         return replace(base, verdict="crash", detail=f"import died of {imported.signal_name}",
                        seconds=time.monotonic() - started)
-    if not lines:
+    if not found:
         return replace(base, detail=f"import failed: {telling_line(imported.tail)}",
                        seconds=time.monotonic() - started)
-    info = json.loads(lines[-1].removeprefix("IMPORT "))
+    info = found[-1]
     if "error" in info:
         refused = "lacks" in info["error"] and not expectation.supported
         return replace(base, verdict="unsupported" if refused else "fail",
@@ -245,7 +257,7 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
         return replace(base, detail=mismatch, seconds=time.monotonic() - started)
 
     result_file = workdir / f"{cpu.name}.json"
-    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(root, bed.models)}
+    env = {"LLAMA_WHEELS_RESULT": str(result_file), **standalone_env(bed.models)}
     if expectation.q4_0_layout is not None:
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
     suite = run_python(sysroot, cpu, ["-m", "pytest", "-q", "-x", str(root / "wheel_tests"),
@@ -337,11 +349,10 @@ def check_cpus(sysroot: Sysroot, cpus: Sequence[Cpu], *, jobs: int | None = None
                         + "; ".join(stale) + "; measure again and update cpus.toml (tests/unit/test_emulation.py)")
 
 
-def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache,
-               variants_for: Mapping[Path, Mapping[str, frozenset[str]]], jobs: int | None = None,
+def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache, jobs: int | None = None,
                cell_timeout: float = CELL_TIMEOUT) -> Report:
-    """Run every wheel on every CPU (``jobs`` cells at a time); ``variants_for`` maps each wheel to the CPU
-    variants its pin's ggml declares (needed for a dispatch wheel only)."""
+    """Run every wheel on every CPU (``jobs`` cells at a time), each judged by what its record says it was
+    built to be (a dispatch wheel: the CPU variants the record lists, with their features)."""
     started = time.monotonic()
     log = current_log()
     builds = [WheelBuild.read(w) for w in wheels]  # bad input first, before any emulation
@@ -357,7 +368,7 @@ def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache
         tasks: list[tuple[int, WheelBuild, Cpu, oracle.Expectation, Path]] = []
         for i, build in enumerate(builds):
             for cpu in cpus:
-                expectation = expect(build, cpu, variants_for.get(build.path, {}))
+                expectation = expect(build, cpu, build.declared)
                 workdir = work / f"cell-{i}-{cpu.name}"
                 workdir.mkdir()
                 tasks.append((len(tasks) + 1, build, cpu, expectation, workdir))

@@ -11,26 +11,24 @@ test``.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from llama_wheels import oracle
+from llama_wheels.binaries.record import built_as, require_record
 from llama_wheels.config.cpus import Cpu
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import VerifyError
 from llama_wheels.core.runner import telling_line
 from llama_wheels.emulation.beds import bed_for_wheel
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, ensure_qemu, install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
-from llama_wheels.judges.matrix import declared_variants, expectation_for
-from llama_wheels.stages.provenance import FILENAME as PROVENANCE
-from llama_wheels.stages.provenance import read_provenance
+from llama_wheels.judges.matrix import expectation_for
 from llama_wheels.standalone.models import SPECS, weight_tensors, write_model
 
-SMOKE_CPU = "neoverse-n1"
 SMOKE_MODEL = "q4_0"  # every weight's row count a multiple of 8: each Q4_0 layout takes them all
 # Platforms whose wheels the emulated test bed (qemu-aarch64 + an arm64 sysroot) can run.
 EMULATED_PLATFORMS = ("linux-aarch64", "linux-aarch64-musl")  # the glibc and the musl bed (emulation/beds.py)
@@ -94,10 +92,10 @@ def run_smoke(site: Path, cpu: Cpu, cache: Cache, *, label: str, model: Path | N
     if outcome.signal_name:
         raise VerifyError(f"{label} died of {outcome.signal_name} on {cpu.name} ({cpu.description})")
     # The whole output, not its tail: with verbose=True ggml may log more once the script has printed.
-    lines = [line for line in outcome.output.splitlines() if line.startswith("SMOKE ")]
-    if outcome.returncode != 0 or not lines:
+    found = reported(outcome.output.splitlines(), "SMOKE")
+    if outcome.returncode != 0 or not found:
         raise VerifyError(f"{label} failed on {cpu.name}: {telling_line(outcome.tail)}")
-    data = json.loads(lines[-1].removeprefix("SMOKE "))
+    data = found[-1]
     if len(data["tokens"]) != 8:
         raise VerifyError(f"{label} on {cpu.name}: generated {len(data['tokens'])} tokens, expected 8")
     try:
@@ -142,7 +140,7 @@ def judge_id() -> str:
 @dataclass(frozen=True)
 class SmokeVerifier:
     """The build's verify stage (``pipeline.Verifier``): the smoke test on one emulated CPU, judged by the
-    oracle against the CPU variants the wheel's pinned source declares."""
+    oracle against what the wheel's record says it was built to be."""
 
     cpu: Cpu
     cache: Cache
@@ -156,7 +154,7 @@ class SmokeVerifier:
         ensure_qemu(self.cache)
 
     def verify(self, wheel: Path, source_tree: Path) -> str:
-        build, declared = intended_build(wheel, source_tree)
+        build, declared = intended_build(wheel)
         expectation = expectation_for(build, self.cpu, declared, label=wheel.name)
         result = smoke_test(wheel, self.cpu, self.cache)
         judge(result, expectation, label=wheel.name)
@@ -164,19 +162,8 @@ class SmokeVerifier:
                 f"(as the oracle expects), greedy tokens {list(result.tokens)} on emulated {self.cpu.name}")
 
 
-def intended_build(wheel: Path, source_tree: Path) -> tuple[oracle.Build, dict[str, frozenset[str]]]:
-    """What ``wheel`` was meant to be, from its provenance record, not from what it happens to contain
-    (a dispatch wheel that lost variant libraries must fail): every CPU variant the pinned source in
-    ``source_tree`` declares (target switch ``all_variants``), or the fixed ISA ``arm_arch``; and the
-    declared variants."""
-    record = read_provenance(wheel)
-    if record is None:
-        raise VerifyError(f"{wheel.name}: no {PROVENANCE} record, so nothing says what it was built for; "
-                          "verify only wheels that `llama-wheels build` wrote")
-    switches = record["target"]["switches"]
-    if switches.get("all_variants") is True:
-        declared = declared_variants(source_tree)
-        return oracle.Build(variants=tuple(declared)), declared
-    if isinstance(switches.get("arm_arch"), str):
-        return oracle.Build(fixed_isa=switches["arm_arch"]), {}
-    return oracle.Build(), {}
+def intended_build(wheel: Path) -> tuple[oracle.Build, Mapping[str, frozenset[str]]]:
+    """What ``wheel`` was meant to be, from its record, not from what it happens to contain (a dispatch wheel
+    that lost variant libraries must fail), and the CPU variants it was built to hold."""
+    built = built_as(require_record(wheel, "what it was built for (verify only wheels `llama-wheels build` wrote)"))
+    return built.build, built.variants

@@ -12,25 +12,27 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from llama_wheels.binaries.elf import WheelFacts
-from llama_wheels.config import Config
+from llama_wheels.binaries.record import Record, ToolchainRecord, read_record
+from llama_wheels.config import Config, Pin
 from llama_wheels.config.platforms import Platform, platform
+from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, publish_files
-from llama_wheels.core.errors import UserError
+from llama_wheels.core.errors import ConfigError, UserError
 from llama_wheels.core.runner import current_log, require_tool
 from llama_wheels.pipeline.store import Entry, WheelStore
 from llama_wheels.plan import BuildJob, plan
-from llama_wheels.stages.build import build_wheel
+from llama_wheels.stages.build import BuildSettings, build_settings, build_wheel, sdk_build_settings
 from llama_wheels.stages.fetch import cached_sdist, fetch_sdist
 from llama_wheels.stages.finalize import finalize_wheel
 from llama_wheels.stages.patching import PreparedSource, patch_files, prepare
-from llama_wheels.stages.provenance import Provenance, collect, read_provenance
+from llama_wheels.stages.provenance import collect
 from llama_wheels.stages.repair import check_wheel, repair_wheel, require_patchelf
-from llama_wheels.stages.toolchain import Toolchain, find_zig, zig_toolchain
+from llama_wheels.stages.toolchain import Toolchain, sdk_switches_on, zig_toolchain
 
 
 class Verifier(Protocol):
@@ -81,7 +83,7 @@ class Built:
 def preflight(jobs: Sequence[BuildJob], *, verifier: Verifier | None) -> None:
     """Every tool the run will need, checked before minutes of work are spent."""
     require_tool("git", "it applies the patch series: apt-get install git")
-    find_zig()
+    runner.find_zig()
     if any(platform(job.platform).cmake_system_name == "Linux" for job in jobs):
         require_patchelf()
     if verifier is not None:
@@ -99,13 +101,11 @@ def check_distinct_outputs(jobs: Sequence[BuildJob], dist: Path) -> None:
     owners: dict[tuple[str, str], tuple[str, str]] = {}  # (version, platform) -> (build, where)
     for wheel in sorted(dist.glob("*.whl")) if dist.is_dir() else ():
         try:
-            record = read_provenance(wheel)
+            record = read_record(wheel)
         except UserError:
             continue
         if record is not None:
-            build = f"{record['target']['name']}@{record['pin']['name']}"
-            owners[(record["pin"]["llama_cpp_python"], record["target"]["platform"])] = (
-                build, f" (already in {wheel})")
+            owners[(record.pin.llama_cpp_python, record.target.platform)] = (record.job_name, f" (already in {wheel})")
     for job in jobs:
         build, where = owners.setdefault((job.pin.version, job.platform), (job.name, ""))
         if build != job.name:
@@ -114,13 +114,18 @@ def check_distinct_outputs(jobs: Sequence[BuildJob], dist: Path) -> None:
 
 
 def prepare_job(job: BuildJob, config: Config, cache: Cache) -> PreparedSource:
-    log = current_log()
-    with log.stage("fetch", job.name):
-        sdist = fetch_sdist(job.pin, cache)
-    with log.stage("prepare", job.name):
-        source = prepare(job.pin, sdist, config.patches_dir, cache)
+    source = prepare_pin(job.pin, config, cache, label=job.name)
     job.check_against(source.cmake_options)
     return source
+
+
+def prepare_pin(pin: Pin, config: Config, cache: Cache, *, label: str | None = None) -> PreparedSource:
+    """``pin``'s sdist, fetched (sha256-checked, cached) and prepared (patched, cached by content)."""
+    log = current_log()
+    with log.stage("fetch", label or pin.name):
+        sdist = fetch_sdist(pin, cache)
+    with log.stage("prepare", label or pin.name):
+        return prepare(pin, sdist, config.patches_dir, cache)
 
 
 def _verify(entry: Entry, key: str, source: PreparedSource, verifier: Verifier, cache: Cache) -> None:
@@ -151,14 +156,43 @@ def finished_wheel(job: BuildJob, source: PreparedSource, toolchain: Toolchain, 
         return entry, record.key, True
     log.progress(f"cache    miss: {job.name} (key {record.key[:16]}), building")
     with log.stage("build", f"{job.name} ({toolchain.describe()})"), \
-            build_wheel(job, source, toolchain, cache, source_date_epoch=record.source_date_epoch) as wheel, \
+            build_wheel(job, source, toolchain, cache, source_date_epoch=record.build.source_date_epoch) as wheel, \
             finish_wheel(wheel, record, target_platform) as final:
         entry = store.put(record.key, final)
     return entry, record.key, False
 
 
+def ci_settings(job: BuildJob, package: Path, build: Path, cache: Cache) -> BuildSettings:
+    """What CI's build of ``job`` from the prepared tree ``package`` into ``build`` gets: exactly what a local
+    build passes (``build.build_settings``); a job that needs the platform SDK gets the same definitions and
+    flags for the runner's own compiler (``build.sdk_build_settings``)."""
+    source = PreparedSource.load(package)
+    job.check_against(source.cmake_options)
+    if sdk_switches_on(job):
+        return sdk_build_settings(job, source, build)
+    return build_settings(job, source, zig_toolchain(platform(job.platform), cache), build)
+
+
+def ci_record(job: BuildJob, config: Config, cache: Cache, package: Path, build: Path) -> Record:
+    """The record of the wheel CI built for ``job`` from the prepared tree ``package`` into ``build``: the one a
+    local build writes (``provenance.collect``), with the settings CI's build got (``ci_settings``). A job
+    compiled by the runner's own compiler records that compiler instead of zig."""
+    sdist = cached_sdist(job.pin, cache)
+    if not sdist.is_file():
+        raise ConfigError(f"{sdist} is missing: run `llama-wheels ci prepare {job.target.name}` first, with "
+                          "the same LLAMA_WHEELS_CACHE")
+    record = collect(job, PreparedSource.load(package), zig_toolchain(platform(job.platform), cache), cache,
+                     sdist=sdist, patches=patch_files(job.pin, config.patches_dir),
+                     settings=ci_settings(job, package, build, cache))
+    if not sdk_switches_on(job):
+        return record
+    compiler = runner.run(["cc", "--version"], capture=True).strip().splitlines()[0]
+    versions = {**record.toolchain.versions, "zig": "not used", "compiler": compiler}
+    return replace(record, toolchain=ToolchainRecord(zig_target=None, identity=compiler, versions=versions))
+
+
 @contextmanager
-def finish_wheel(wheel: Path, record: Provenance, target_platform: Platform) -> Iterator[Path]:
+def finish_wheel(wheel: Path, record: Record, target_platform: Platform) -> Iterator[Path]:
     """Repair the built ``wheel``, finalize it with its provenance ``record`` and check it; yields the
     finished wheel in a temp directory that is removed afterwards.
 

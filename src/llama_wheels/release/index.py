@@ -45,10 +45,10 @@ from urllib.parse import unquote, urlsplit
 
 from packaging.utils import canonicalize_name
 
-from llama_wheels.binaries.wheel import parse_wheel_name
+from llama_wheels.binaries.record import require_record
+from llama_wheels.binaries.wheel import wheel_name
 from llama_wheels.core.cache import remove, sha256_file
 from llama_wheels.core.errors import LlamaWheelsError, UserError
-from llama_wheels.stages.provenance import read_provenance
 
 MARKER = ".llama-wheels-index"
 API_VERSION = "1.1"
@@ -76,14 +76,8 @@ class IndexedWheel:
 
 
 def read_wheel(path: Path) -> IndexedWheel:
-    parsed = parse_wheel_name(path.name)
-    if parsed is None:
-        raise UserError(f"{path.name}: not a wheel file name (NAME-VERSION-PY-ABI-PLATFORM.whl)")
-    record = read_provenance(path)
-    if record is None:
-        raise UserError(f"{path}: has no llama_wheels.json provenance, so its variant family is unknown; "
-                        "index only wheels that `llama-wheels build` wrote")
-    family = str(record["target"]["index"])
+    parsed = wheel_name(path)
+    family = require_record(path, "its variant family").target.index
     if not _FAMILY.match(family):
         raise UserError(f"{path.name}: variant family {family!r} is not a lowercase directory name; "
                         "fix the target's index in build_config/targets.toml")

@@ -17,10 +17,10 @@ from typing import Any
 
 from llama_wheels.binaries.elf import elf_facts
 from llama_wheels.binaries.macho import UNKNOWN_MINOS, is_macho, macho_facts
-from llama_wheels.binaries.wheel import CPU_ISA, cpu_variants, fixed_isa
+from llama_wheels.binaries.record import FILENAME, Record, read_record
+from llama_wheels.binaries.wheel import CPU_ISA, cpu_variants, fixed_isa, libc_of_tag
 from llama_wheels.core.cache import sha256_file
 from llama_wheels.core.errors import RepairError, UserError
-from llama_wheels.stages.provenance import FILENAME, read_provenance
 
 _LIBRARY = re.compile(r"\.(so(\.\d+)*|dylib)$")
 
@@ -48,7 +48,7 @@ def inspect(wheel: Path) -> dict[str, Any]:
     """Everything ``llama-wheels inspect`` reports, as plain data."""
     if not wheel.is_file() or wheel.suffix != ".whl":
         raise UserError(f"{wheel}: not a wheel file; pass a .whl that `llama-wheels build` wrote")
-    provenance = read_provenance(wheel)
+    record = read_record(wheel)
     libraries: list[dict[str, Any]] = []
     try:
         with zipfile.ZipFile(wheel) as archive:
@@ -83,14 +83,13 @@ def inspect(wheel: Path) -> dict[str, Any]:
         "cpu_variants": cpu_variants(names),
         "fixed_isa": isa,
         "libraries": libraries,
-        "provenance": provenance,
+        "provenance": None if record is None else record.to_data(),
     }
 
 
 def _libc(tags: list[str]) -> str | None:
     """The C library a Linux wheel's tags promise: ``glibc`` (manylinux), ``musl`` (musllinux), else None."""
-    kinds = {kind for tag in tags for prefix, kind in (("manylinux", "glibc"), ("musllinux", "musl"))
-             if tag.split("-")[-1].startswith(prefix)}
+    kinds = {libc_of_tag(tag.split("-")[-1]) for tag in tags} - {None}
     return kinds.pop() if len(kinds) == 1 else None
 
 
@@ -124,31 +123,30 @@ def render(facts: dict[str, Any]) -> str:
         lines.append(f"cpu       fixed ISA {facts['fixed_isa']} ({CPU_ISA})")
     lines.append(f"libraries ({len(facts['libraries'])})")
     lines += [f"  {PurePosixPath(lib['path']).name:<28} {_needs(lib)}" for lib in facts["libraries"]]
-    record = facts["provenance"]
-    if record is None:
+    if facts["provenance"] is None:
         lines.append(f"provenance: none ({FILENAME} missing: not built by llama-wheels)")
         return "\n".join(lines)
-    versions = record["toolchain"]["versions"]
+    record = Record.from_data(facts["provenance"], where=facts["wheel"])
+    versions = record.toolchain.versions
     lines += [
         f"provenance ({FILENAME})",
-        f"  pin        {record['pin']['name']}: llama-cpp-python {record['pin']['llama_cpp_python']}, "
-        f"llama.cpp {record['pin']['llama_cpp_commit']}",
-        f"  sdist      {record['pin']['sdist']['filename']} sha256 {record['pin']['sdist']['sha256']}",
-        *(f"  patch      {p['name']} sha256 {p['sha256']}" for p in record["patches"]),
-        f"  target     {record['target']['name']} ({record['target']['platform']}, index "
-        f"{record['target']['index']})",
-        f"  compiler   zig {versions['zig']} ({versions['compiler']}) "
-        f"-target {record['toolchain']['zig_target']}",
+        f"  pin        {record.pin.name}: llama-cpp-python {record.pin.llama_cpp_python}, "
+        f"llama.cpp {record.pin.llama_cpp_commit}",
+        f"  sdist      {record.pin.sdist.filename} sha256 {record.pin.sdist.sha256}",
+        *(f"  patch      {p.name} sha256 {p.sha256}" for p in record.patches),
+        f"  target     {record.target.name} ({record.target.platform}, index {record.target.index})",
+        f"  compiler   zig {versions.get('zig', 'unknown')} ({versions.get('compiler', 'unknown')}) "
+        f"-target {record.toolchain.zig_target}",
         "  tools      " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())
                                      if k not in ("zig", "compiler")),
-        f"  built by   llama-wheels {record['llama_wheels']['version']} "
-        f"(stage code sha256 {record['llama_wheels']['stage_code_sha256'][:16]})",
-        f"  date       {record['build']['date']} (SOURCE_DATE_EPOCH {record['build']['source_date_epoch']}, "
-        f"from {record['build']['source_date_epoch_from']})",
+        f"  built by   llama-wheels {record.llama_wheels.version} "
+        f"(stage code sha256 {record.llama_wheels.stage_code_sha256[:16]})",
+        f"  date       {record.build.date} (SOURCE_DATE_EPOCH {record.build.source_date_epoch}, "
+        f"from {record.build.source_date_epoch_from})",
         "  config settings (scikit-build-core -C, exactly as passed; "
         "paths of the build machine as placeholders)",
-        *(f"    {s}" for s in record["cmake"]["config_settings"]),
-        "  environment " + " ".join(f"{k}={v}" for k, v in sorted(record["cmake"]["environment"].items())),
+        *(f"    {s}" for s in record.cmake.config_settings),
+        "  environment " + " ".join(f"{k}={v}" for k, v in sorted(record.cmake.environment.items())),
     ]
     return "\n".join(lines)
 

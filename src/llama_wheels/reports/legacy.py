@@ -18,27 +18,21 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from llama_wheels.config import Config
-from llama_wheels.config.cpus import Cpu
-from llama_wheels.core.cache import Cache, atomic_path, sha256_file
+from llama_wheels.config.cpus import SMOKE_CPU, Cpu
+from llama_wheels.core.cache import Cache
 from llama_wheels.core.runner import current_log, telling_line
+from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
-from llama_wheels.judges.matrix import Cell, run_matrix, wheel_labels
+from llama_wheels.judges.matrix import Cell
+from llama_wheels.reports import builder
+from llama_wheels.reports.builder import Build
 from llama_wheels.standalone.models import UNUSED_TENSOR, write_t5_model
-
-
-@dataclass(frozen=True)
-class Build:
-    role: str  # "before" | "after" | "fallback"
-    pin: str
-    target: str
-    what: str
-
 
 BUILDS = (
     Build("before", "legacy-unpatched", "linux-aarch64-armv8.2-dotprod",
@@ -47,7 +41,6 @@ BUILDS = (
     Build("fallback", "legacy", "linux-aarch64-armv8.0", "armv8-a, the full patch series (the wheel the "
           "ImportError points to)"),
 )
-T5_CPU = "neoverse-n1"
 
 _DOTPROD_PROBE = """\
 import ctypes, json, sys
@@ -61,21 +54,22 @@ print("DOTPROD " + json.dumps({"ggml": lib.ggml_cpu_has_dotprod(), "hwcap": hwca
 """
 
 _LOAD_PROBE = """\
+import json
 import sys
 import llama_cpp as lc
 lc.llama_backend_init()
 load = getattr(lc, "llama_model_load_from_file", None) or lc.llama_load_model_from_file
 model = load(sys.argv[1].encode(), lc.llama_model_default_params())
-print("LOAD " + ("ok" if model else "failed"))
+print("LOAD " + json.dumps(bool(model)))
 """
 
 
 def _probe_dotprod(sysroot: Any, cpu: Cpu, site: Path) -> dict[str, Any]:
     outcome = run_python(sysroot, cpu, ["-c", _DOTPROD_PROBE, str(site)], timeout=300)
-    lines = [line for line in outcome.tail if line.startswith("DOTPROD ")]
-    if outcome.signal_name or not lines:
+    found = reported(outcome.tail, "DOTPROD")
+    if outcome.signal_name or not found:
         return {"ggml": None, "hwcap": None, "error": outcome.signal_name or telling_line(outcome.tail)}
-    data: dict[str, Any] = json.loads(lines[-1].removeprefix("DOTPROD "))
+    data: dict[str, Any] = found[-1]
     data["ggml"] = bool(data["ggml"])
     return data
 
@@ -84,35 +78,26 @@ def _probe_unused_tensor_model(sysroot: Any, cpu: Cpu, site: Path, model: Path) 
     outcome = run_python(sysroot, cpu, ["-c", _LOAD_PROBE, str(model)], pythonpath=[site], timeout=600)
     if outcome.signal_name:
         return f"died of {outcome.signal_name} while loading"
-    lines = [line for line in outcome.tail if line.startswith("LOAD ")]
-    if not lines:
+    found = reported(outcome.tail, "LOAD")
+    if not found:
         return f"failed: {telling_line(outcome.tail)}"
-    return "loads" if lines[-1] == "LOAD ok" else "load failed (no crash)"
+    return "loads" if found[-1] else "load failed (no crash)"
 
 
-def build_wheels(config: Config, cache: Cache, dist: Path,
-                 builds: Sequence[Build] = BUILDS) -> dict[str, Path]:
-    """Each build's wheel (built, repaired; cached builds are reused), in ``dist/legacy-0.3.4/<role>/``:
-    the wheels of one release share a file name whatever the pin or target."""
-    from llama_wheels.pipeline import build_targets
-
-    return {b.role: build_targets(config, [b.target], b.pin, dist=dist / "legacy-0.3.4" / b.role, cache=cache,
-                                  verifier=None)[0].wheel
-            for b in builds}
+def build_wheels(config: Config, cache: Cache, dist: Path, builds: Sequence[Build] = BUILDS) -> dict[str, Path]:
+    """Each build's wheel in ``dist/legacy-0.3.4/<role>/`` (roles: before, after, fallback)."""
+    return builder.build_wheels(config, cache, dist / "legacy-0.3.4", builds)
 
 
 def run(config: Config, cache: Cache, cpus: Sequence[Cpu], wheels: dict[str, Path], *,
         jobs: int | None = None) -> dict[str, Any]:
     """The report's data: the matrix on every wheel and CPU plus the two probes."""
     log = current_log()
-    labels = wheel_labels(list(wheels.values()))
-    roles = {labels[w]: role for role, w in wheels.items()}
-    report = run_matrix(list(wheels.values()), cpus, root=config.root, cache=cache,
-                        variants_for={}, jobs=jobs)  # fixed-ISA wheels: no variants to declare
+    report, cells = builder.run_by_role(config, cache, cpus, wheels, jobs=jobs)
     sysroot = ensure_sysroot(cache)
     dotprod: dict[str, dict[str, Any]] = {}
     unused_tensor: dict[str, str] = {}
-    t5_cpu = next((c for c in cpus if c.name == T5_CPU), cpus[0])
+    t5_cpu = next((c for c in cpus if c.name == SMOKE_CPU), cpus[0])
     with tempfile.TemporaryDirectory(prefix="llama-wheels-legacy-") as scratch:
         model = write_t5_model(Path(scratch) / "t5.gguf")
         for role, wheel in wheels.items():
@@ -120,16 +105,11 @@ def run(config: Config, cache: Cache, cpus: Sequence[Cpu], wheels: dict[str, Pat
             dotprod[role] = {cpu.name: _probe_dotprod(sysroot, cpu, site) for cpu in cpus}
             unused_tensor[role] = _probe_unused_tensor_model(sysroot, t5_cpu, site, model)
             log.progress(f"legacy   {role}: T5 model on {t5_cpu.name}: {unused_tensor[role]}")
-    by_role: dict[str, dict[str, dict[str, Any]]] = {role: {} for role in wheels}
-    for cell in report.cells:
-        by_role[roles[cell.wheel]][cell.cpu] = _cell_json(cell)
     return {
         "generated_by": "llama-wheels legacy-report",
-        "wheels": {b.role: {"pin": b.pin, "target": b.target, "what": b.what, "wheel": wheels[b.role].name,
-                            "sha256": sha256_file(wheels[b.role])}
-                   for b in BUILDS if b.role in wheels},
-        "cpus": {c.name: {"description": c.description, "features": c.features.summary()} for c in cpus},
-        "cells": by_role,
+        "wheels": builder.describe_wheels(BUILDS, wheels),
+        "cpus": builder.describe_cpus(cpus),
+        "cells": {role: {cpu: _cell_json(cell) for cpu, cell in by_cpu.items()} for role, by_cpu in cells.items()},
         "dotprod_probe": dotprod,
         "unused_tensor_model": {"tensor": UNUSED_TENSOR, "cpu": t5_cpu.name, "result": unused_tensor},
         "matrix_seconds": round(report.seconds),
@@ -249,12 +229,7 @@ def markdown(data: dict[str, Any], config: Config) -> str:
 
 
 def write(data: dict[str, Any], config: Config, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "legacy-0.3.4.json", out_dir / "legacy-0.3.4.md"
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-        tmp.chmod(0o644)
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(markdown(data, config))
-        tmp.chmod(0o644)
+    builder.write_texts([(json_path, json.dumps(data, indent=1, sort_keys=False) + "\n"),
+                         (md_path, markdown(data, config))])
     return json_path, md_path

@@ -12,26 +12,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llama_wheels import oracle
 from llama_wheels.config import Config
 from llama_wheels.config.cpus import Cpu
-from llama_wheels.core.cache import Cache, atomic_path, sha256_file
+from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import UserError
-from llama_wheels.judges.isa_audit import pinned_variants
-from llama_wheels.judges.matrix import WheelBuild, run_matrix, wheel_labels
-
-
-@dataclass(frozen=True)
-class Build:
-    role: str
-    pin: str
-    target: str
-    what: str
-
+from llama_wheels.judges.matrix import Cell, WheelBuild
+from llama_wheels.reports import builder
+from llama_wheels.reports.builder import Build
 
 BUILDS = (
     Build("default", "current", "linux-aarch64", "the default wheel: every Linux variant, the full patch series"),
@@ -48,40 +39,32 @@ def arm_types() -> tuple[str, ...]:
 
 
 def build_wheels(config: Config, cache: Cache, dist: Path, builds: Sequence[Build] = BUILDS) -> dict[str, Path]:
-    """Each build's wheel (cached builds are reused) in ``dist/repack-report/<role>/``."""
-    from llama_wheels.pipeline import build_targets
-
-    return {b.role: build_targets(config, [b.target], b.pin, dist=dist / "repack-report" / b.role, cache=cache,
-                                  verifier=None)[0].wheel
-            for b in builds}
+    """Each build's wheel in ``dist/repack-report/<role>/``."""
+    return builder.build_wheels(config, cache, dist / "repack-report", builds)
 
 
 def run(config: Config, cache: Cache, cpus: Sequence[Cpu], wheels: dict[str, Path], *,
         jobs: int | None = None) -> dict[str, Any]:
     """The report's data: every wheel on every CPU, the observed variant and layouts per type."""
-    labels = wheel_labels(list(wheels.values()))
-    roles = {labels[w]: role for role, w in wheels.items()}
     versions = {WheelBuild.read(w).version for w in wheels.values()}
-    report = run_matrix(list(wheels.values()), cpus, root=config.root, cache=cache,
-                        variants_for={w: pinned_variants(w, config, cache) for w in wheels.values()}, jobs=jobs)
-    cells: dict[str, dict[str, Any]] = {role: {} for role in wheels}
-    for cell in report.cells:
-        cells[roles[cell.wheel]][cell.cpu] = {
-            "verdict": cell.verdict, "variant": cell.variant, "expected_variant": cell.expected_variant,
-            "layouts": cell.layouts, "repacked": cell.repacked, "seconds": round(cell.seconds),
-            "detail": cell.detail, "tokens": cell.tokens}
+    report, by_role = builder.run_by_role(config, cache, cpus, wheels, jobs=jobs)
+    cells = {role: {cpu: _cell_json(cell) for cpu, cell in by_cpu.items()} for role, by_cpu in by_role.items()}
     return {
         "generated_by": "llama-wheels repack-report",
         "version": versions.pop() if len(versions) == 1 else sorted(versions),
         "types": list(arm_types()),
-        "wheels": {b.role: {"pin": b.pin, "target": b.target, "what": b.what, "wheel": wheels[b.role].name,
-                            "bytes": wheels[b.role].stat().st_size, "sha256": sha256_file(wheels[b.role])}
-                   for b in BUILDS if b.role in wheels},
-        "cpus": {c.name: {"description": c.description, "features": c.features.summary()} for c in cpus},
+        "wheels": builder.describe_wheels(BUILDS, wheels, sizes=True),
+        "cpus": builder.describe_cpus(cpus),
         "cells": cells,
         "cell_count": len(report.cells),
         "matrix_seconds": round(report.seconds),
     }
+
+
+def _cell_json(cell: Cell) -> dict[str, Any]:
+    return {"verdict": cell.verdict, "variant": cell.variant, "expected_variant": cell.expected_variant,
+            "layouts": cell.layouts, "repacked": cell.repacked, "seconds": round(cell.seconds),
+            "detail": cell.detail, "tokens": cell.tokens}
 
 
 def _short(layouts: str | None) -> str:
@@ -172,11 +155,7 @@ def with_readme_block(readme: str, data: dict[str, Any]) -> str:
 def write(data: dict[str, Any], out_dir: Path, readme: Path) -> tuple[Path, Path]:
     """docs/repack-<version>.json and .md, and README.md's table; each written atomically."""
     new_readme = with_readme_block(readme.read_text(), data)  # bad markers: nothing written
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"repack-{data['version']}.json", out_dir / f"repack-{data['version']}.md"
-    for path, text in ((json_path, json.dumps(data, indent=1) + "\n"), (md_path, markdown(data)),
-                       (readme, new_readme)):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-            tmp.chmod(0o644)
+    builder.write_texts([(json_path, json.dumps(data, indent=1) + "\n"), (md_path, markdown(data)),
+                         (readme, new_readme)])
     return json_path, md_path

@@ -30,7 +30,8 @@ from llama_wheels.stages.toolchain import Toolchain, require_zig_can_build
 # SKBUILD_* setting, CMake CMAKE_* and CC/CFLAGS..., clang CPATH/C_INCLUDE_PATH/LIBRARY_PATH, ccache
 # CCACHE_*; none of them is in the provenance record, so none may change the wheel). Where programs are
 # (PATH: the tools found are recorded by version), a home and a temp directory, the locale (messages only),
-# and CCACHE_DISABLE: compiling without ccache gives the same bytes (tests/test_reproducible.py proves it).
+# and CCACHE_DISABLE: compiling without ccache gives the same bytes (proved by
+# tests/integration/builds/test_reproducible.py).
 INHERITED = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "CCACHE_DISABLE")
 # Link without debug information. zig's linker takes GNU ld's spelling for every target (ELF and Mach-O);
 # Apple's ld spells it -S (no debug map, the stabs that name each object file's path in the build tree).

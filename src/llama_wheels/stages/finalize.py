@@ -26,10 +26,11 @@ import io
 import zipfile
 from pathlib import Path
 
+from llama_wheels.binaries.record import FILENAME, Record
 from llama_wheels.binaries.wheel import with_build_tag
 from llama_wheels.core.cache import atomic_path
 from llama_wheels.core.errors import RepairError
-from llama_wheels.stages.provenance import FILENAME, Provenance, zip_date_time
+from llama_wheels.stages.provenance import zip_date_time
 
 COMPRESSLEVEL = 6
 _DROPPED = ("RECORD", "RECORD.jws", "RECORD.p7s", FILENAME)
@@ -100,7 +101,7 @@ def read_files(wheel: Path) -> tuple[dict[str, tuple[bytes, bool]], str]:
     return files, _dist_info(list(files), wheel)
 
 
-def finalize_wheel(wheel: Path, provenance: Provenance, dest_dir: Path) -> Path:
+def finalize_wheel(wheel: Path, provenance: Record, dest_dir: Path) -> Path:
     """Rewrite ``wheel`` into ``dest_dir`` with ``provenance`` inside, normalized; return the new path."""
     files, dist_info = read_files(wheel)
     for name in _DROPPED:
@@ -109,9 +110,9 @@ def finalize_wheel(wheel: Path, provenance: Provenance, dest_dir: Path) -> Path:
     wheel_file = f"{dist_info}/WHEEL"
     if wheel_file not in files:
         raise RepairError(f"{wheel.name}: has no {wheel_file}")
-    files[wheel_file] = (set_build(files[wheel_file][0], provenance.build_tag), files[wheel_file][1])
-    final = dest_dir / with_build_tag(wheel.name, provenance.build_tag)
+    files[wheel_file] = (set_build(files[wheel_file][0], provenance.pin.build_tag), files[wheel_file][1])
+    final = dest_dir / with_build_tag(wheel.name, provenance.pin.build_tag)
     with atomic_path(final) as tmp:
-        write_wheel(tmp, files, dist_info, provenance.source_date_epoch)
+        write_wheel(tmp, files, dist_info, provenance.build.source_date_epoch)
         tmp.chmod(0o644)
     return final

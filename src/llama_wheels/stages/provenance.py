@@ -1,4 +1,4 @@
-"""What went into a wheel, recorded inside it, and the content key of the finished-wheel cache.
+"""What went into a wheel, collected into its record (``binaries.record``, which owns the file and its reading).
 
 Every wheel carries ``<name>.dist-info/llama_wheels.json``: the pin (llama-cpp-python version, sdist
 sha256, vendored llama.cpp commit), each applied patch with its sha256, the target, the exact
@@ -22,21 +22,29 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform as host
 import re
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
 
 from llama_wheels import oracle
+from llama_wheels.binaries.record import (
+    SCHEMA,
+    BuildDate,
+    CMakeRecord,
+    PatchRecord,
+    PinRecord,
+    ProducerRecord,
+    Record,
+    Sdist,
+    TargetRecord,
+    ToolchainRecord,
+)
 from llama_wheels.config.platforms import Platform
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path
@@ -46,48 +54,12 @@ from llama_wheels.stages.build import BuildSettings, build_dir_for, build_settin
 from llama_wheels.stages.patching import PreparedSource
 from llama_wheels.stages.toolchain import Toolchain
 
-FILENAME = "llama_wheels.json"
-SCHEMA = 1
 # The modules whose code decides a wheel's bytes. Their sha256 is part of the record (and so of the cache
 # key): editing one rebuilds; editing the CLI, tests or the emulated test bed does not.
 # Every module of ``stages/`` (this package), so a new stage module cannot be left out.
 STAGES_DIR = Path(__file__).resolve().parent
 _ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip entry can carry
 _PATCH_DATE = re.compile(r"^Date: (.+)$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """The provenance record of one build (a JSON object) and what follows from it."""
-
-    data: Mapping[str, Any]
-
-    def to_json(self) -> str:
-        return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
-
-    @property
-    def key(self) -> str:
-        """sha256 of the canonical record: the finished-wheel cache key."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
-
-    @property
-    def job_name(self) -> str:
-        """The build's name, ``TARGET@PIN`` (``BuildJob.name``)."""
-        return f"{self.data['target']['name']}@{self.data['pin']['name']}"
-
-    @property
-    def source_date_epoch(self) -> int:
-        return int(self.data["build"]["source_date_epoch"])
-
-    @property
-    def index(self) -> str:
-        return str(self.data["target"]["index"])
-
-    @property
-    def build_tag(self) -> str | None:
-        """The PEP 427 build tag the wheel's file name carries (the pin's ``build``), or None."""
-        tag = self.data["pin"].get("build_tag")
-        return None if tag is None else str(tag)
 
 
 def stage_code_hash() -> str:
@@ -190,17 +162,17 @@ def portable(settings: Sequence[str], paths: Mapping[str, str]) -> list[str]:
     return out
 
 
-def declared_cpu_variants(job: BuildJob, source: PreparedSource, target: Platform) -> dict[str, list[str]]:
+def declared_cpu_variants(job: BuildJob, source: PreparedSource, target: Platform) -> dict[str, tuple[str, ...]]:
     """``job``'s CPU variants with their features, for a target that builds all of ggml's ARM variants."""
     if job.target.switches.get("all_variants") is not True or target.cmake_processor not in ("aarch64", "arm64"):
         return {}
     cmake = (source.tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
-    return {name: sorted(features)
+    return {name: tuple(sorted(features))
             for name, features in oracle.declared_arm_variants(cmake, target.cmake_system_name).items()}
 
 
 def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: Cache, *,
-            sdist: Path, patches: Sequence[Path], settings: BuildSettings | None = None) -> Provenance:
+            sdist: Path, patches: Sequence[Path], settings: BuildSettings | None = None) -> Record:
     """The provenance record of building ``job`` from ``source`` with ``toolchain``.
 
     ``settings``: what the build gets when it is not the local build (``build.build_settings`` into
@@ -212,72 +184,38 @@ def collect(job: BuildJob, source: PreparedSource, toolchain: Toolchain, cache: 
     if toolchain.launcher:
         paths[toolchain.launcher] = Path(toolchain.launcher).name
     epoch, origin = source_date_epoch(sdist, patches)
-    data = {
-        "schema": SCHEMA,
-        "pin": {
-            "name": job.pin.name,
-            "llama_cpp_python": job.pin.version,
-            "sdist": {"filename": job.pin.sdist_filename, "sha256": source.sdist_sha256},
-            "llama_cpp_commit": source.llama_cpp_commit,
-            # Only when the pin has one: records of pins without a build tag (and their cache keys) stay
-            # what they were.
-            **({"build_tag": job.pin.build_tag} if job.pin.build_tag else {}),
-        },
-        "patches": [{"name": p.name, "sha256": p.sha256} for p in source.patches],
-        "target": {
-            "name": job.target.name,
-            "platform": job.platform,
-            "index": job.target.index,
-            "switches": dict(sorted(job.target.switches.items())),
+    return Record(
+        schema=SCHEMA,
+        # build_tag only when the pin has one: records of pins without a build tag (and their cache keys) stay
+        # what they were.
+        pin=PinRecord(name=job.pin.name, llama_cpp_python=job.pin.version,
+                      sdist=Sdist(filename=job.pin.sdist_filename, sha256=source.sdist_sha256),
+                      llama_cpp_commit=source.llama_cpp_commit, build_tag=job.pin.build_tag or None),
+        patches=tuple(PatchRecord(name=p.name, sha256=p.sha256) for p in source.patches),
+        target=TargetRecord(
+            name=job.target.name, platform=job.platform, index=job.target.index,
+            switches=dict(sorted(job.target.switches.items())),
             # What the platform means (config/platforms.py) shapes the wheel too: recorded as data.
-            "platform_spec": asdict(toolchain.platform),
+            platform_spec=toolchain.platform,
             # What a runtime-dispatch wheel was built to hold: every CPU variant the pinned ggml declares for
-            # the platform, with its features. The wheel suite judges the variant and layouts from it on any
-            # host (no source tree there), and a wheel that lost one of them shows it.
-            "cpu_variants": declared_cpu_variants(job, source, toolchain.platform),
-        },
-        "cmake": {
-            "config_settings": portable(settings.config_settings(), paths),
-            "placeholders": {"<source>": "the prepared (patched) sdist tree",
-                             "<build>": "the CMake build tree",
-                             "<toolchain>": "the generated zig compiler shims and CMake toolchain file"},
-            "environment": {"_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
-                            "SOURCE_DATE_EPOCH": str(epoch)},
-        },
-        "toolchain": {
-            "zig_target": toolchain.platform.zig_target,
-            "identity": toolchain.identity,
-            "versions": tool_versions(toolchain),
-        },
-        "llama_wheels": {"version": _version("llama-wheels"), "stage_code_sha256": stage_code_hash()},
-        "build": {
-            "source_date_epoch": epoch,
-            "source_date_epoch_from": origin,
-            "date": datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-    }
-    return Provenance(data)
+            # the platform, with its features. The judges read it on any host (no source tree there), and a
+            # wheel that lost one of them shows it.
+            cpu_variants=declared_cpu_variants(job, source, toolchain.platform)),
+        cmake=CMakeRecord(
+            config_settings=tuple(portable(settings.config_settings(), paths)),
+            placeholders={"<source>": "the prepared (patched) sdist tree", "<build>": "the CMake build tree",
+                          "<toolchain>": "the generated zig compiler shims and CMake toolchain file"},
+            environment={"_PYTHON_HOST_PLATFORM": toolchain.platform.host_platform,
+                         "SOURCE_DATE_EPOCH": str(epoch)}),
+        toolchain=ToolchainRecord(zig_target=toolchain.platform.zig_target, identity=toolchain.identity,
+                                  versions=tool_versions(toolchain)),
+        llama_wheels=ProducerRecord(version=_version("llama-wheels"), stage_code_sha256=stage_code_hash()),
+        build=BuildDate(source_date_epoch=epoch, source_date_epoch_from=origin,
+                        date=datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+    )
 
 
 def zip_date_time(epoch: int) -> tuple[int, int, int, int, int, int]:
     """The zip entry timestamp for ``epoch`` (UTC; zip cannot go before 1980)."""
     moment = datetime.fromtimestamp(max(epoch, _ZIP_EPOCH_MIN), UTC)
     return (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
-
-
-def read_provenance(wheel: Path) -> dict[str, Any] | None:
-    """The record inside ``wheel``, or None when it has none (not built by llama-wheels)."""
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            names = [n for n in archive.namelist()
-                     if n.endswith(f".dist-info/{FILENAME}") and n.count("/") == 1]
-            if not names:
-                return None
-            data = json.loads(archive.read(names[0]))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{wheel}: unreadable ({exc}); pass a wheel that `llama-wheels build` wrote"
-                        ) from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise UserError(f"{wheel.name}: {FILENAME} has an unknown schema; "
-                        "inspect it with a newer llama-wheels")
-    return data

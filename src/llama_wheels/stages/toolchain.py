@@ -9,7 +9,6 @@ wrapper's hash) so build caches are keyed by it.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import shlex
 import shutil
 import sys
@@ -55,16 +54,6 @@ def require_zig_can_build(job: BuildJob) -> None:
         )
 
 
-def find_zig() -> Path:
-    spec = importlib.util.find_spec("ziglang")
-    if spec is None or not spec.submodule_search_locations:
-        raise ToolchainError("the ziglang package is missing; run scripts/bootstrap.sh (pip install ziglang)")
-    zig = Path(next(iter(spec.submodule_search_locations))) / "zig"
-    if not zig.is_file():
-        raise ToolchainError(f"{zig} is missing; reinstall ziglang (pip install --force-reinstall ziglang)")
-    return zig
-
-
 def _write_executable(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -101,7 +90,7 @@ def _macos_host_path(directory: Path) -> str:
 
 def zig_toolchain(platform: Platform, cache: Cache) -> Toolchain:
     """Create (once per compiler identity) the shims and toolchain file for ``platform``."""
-    zig = find_zig()
+    zig = runner.find_zig()
     zig_version = runner.run([zig, "version"], capture=True).strip()
     wrapper = Path(zigcc.__file__).read_bytes()
     identity = f"zig-{zig_version}-{hashlib.sha256(wrapper).hexdigest()[:12]}"

@@ -25,11 +25,11 @@ from llama_wheels.core.cache import Cache
 from llama_wheels.judges.isa_audit import pinned_variants
 from llama_wheels.plan import plan
 from llama_wheels.stages.build import build_dir_for
-from llama_wheels.stages.provenance import read_provenance
 from llama_wheels.stages.repair import check_wheel
 from llama_wheels.stages.toolchain import zig_toolchain
 from tests.support.checkout import REPO, cache_root_sharing, cli, pinned, processes_mentioning, repo_config
 from tests.support.processes import interruptible, wait_for
+from tests.support.wheelfactory import record_data
 
 
 def test_default_wheel_is_manylinux_2_17_aarch64(default_wheel: Path) -> None:
@@ -93,7 +93,7 @@ def test_default_wheel_layout(default_wheel: Path, cache: Cache) -> None:
 def test_the_record_names_every_variant_with_its_features(default_wheel: Path) -> None:
     """What the wheel suite judges by on any host: the record's cpu_variants are the variants the wheel ships,
     with ggml's features (armv8.2_2: DOTPROD FP16_VECTOR_ARITHMETIC at this pin)."""
-    record = read_provenance(default_wheel)
+    record = record_data(default_wheel)
     assert record is not None
     with zipfile.ZipFile(default_wheel) as archive:
         shipped = cpu_variants(archive.namelist())

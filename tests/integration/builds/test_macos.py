@@ -10,8 +10,8 @@ from pathlib import Path
 
 from llama_wheels.binaries.macho import wheel_machos
 from llama_wheels.stages.macos import check_macos_wheel, describe
-from llama_wheels.stages.provenance import read_provenance
 from tests.support.checkout import cli, pinned
+from tests.support.wheelfactory import record_data
 from tests.support.zig import MACOS, TAG
 
 
@@ -42,7 +42,7 @@ def test_macos_cpu_wheel_cross_built_with_zig(tmp_path: Path) -> None:
     loaded = {d for lib in libraries for d in lib.dylibs}
     assert not [d for d in loaded if "Metal" in d or "Foundation" in d or "Accelerate" in d], loaded
     assert {m for m in wheel_machos(wheel) for m in m.minos} == {"11.0"}
-    record = read_provenance(wheel)
+    record = record_data(wheel)
     assert record is not None and record["target"]["name"] == "macos-arm64"
     assert record["target"]["index"] == "cpu"
     # What the wheel suite on a Mac judges by: every variant the wheel ships, with the features ggml scores

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.core.cache import Cache
-from llama_wheels.stages.provenance import read_provenance
 from tests.support.checkout import REPO, cache_root_sharing
+from tests.support.wheelfactory import record_data
 
 TARGET = "linux-aarch64-armv8.2-dotprod"
 
@@ -101,7 +101,7 @@ def test_two_directories_give_byte_identical_wheels(builds: dict[str, object]) -
     assert "cache    miss" in str(builds["stderr_b"]), "the second build must really build"
     assert a.name == b.name
     assert sha256(a) == sha256(b), f"not reproducible: {differences(a, b)}"
-    record = read_provenance(a)
+    record = record_data(a)
     assert record is not None and record["target"]["name"] == TARGET
     print(f"\nreproducible: {a.name} sha256 {sha256(a)} (builds took {builds['seconds']} s)")
 
@@ -125,7 +125,7 @@ def test_a_changed_input_rebuilds(builds: dict[str, object]) -> None:
     result, seconds = first.build(base / "dist-changed", base / "changed.log", SOURCE_DATE_EPOCH="1767225600")
     assert "cache    miss" in result.stderr and "build    " in result.stderr
     changed = only_wheel(base / "dist-changed")
-    record = read_provenance(changed)
+    record = record_data(changed)
     assert record is not None and record["build"]["date"] == "2026-01-01T00:00:00Z"
     assert sha256(changed) != sha256(a)
     with zipfile.ZipFile(changed) as archive:

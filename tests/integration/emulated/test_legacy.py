@@ -127,7 +127,7 @@ def test_a_wheel_whose_record_promises_use_extra_bufts_fails_without_it(unpatche
         outcome = run_python(ensure_sysroot(Cache.from_env()), cpu,
                              ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
                               "-k", "use_extra_bufts or on_off", "--basetemp", str(tmp_path / f"tmp-{label}")],
-                             pythonpath=[site], env=standalone_env(REPO), cwd=tmp_path, timeout=1200)
+                             pythonpath=[site], env=standalone_env(), cwd=tmp_path, timeout=1200)
         results[label] = (outcome.returncode, outcome.output.strip().splitlines()[-1])
     assert results["stock"][0] == 0 and "skipped" in results["stock"][1], results
     assert results["promising"][0] != 0 and "failed" in results["promising"][1], results

@@ -107,7 +107,7 @@ def wheel_suite_without_expectation(wheel: Path, cpu: str, tmp_path: Path) -> tu
     outcome = run_python(ensure_sysroot(Cache.from_env()), load_cpus(REPO)[cpu],
                          ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
                           "--basetemp", str(tmp_path / f"tmp-{cpu}")],
-                         pythonpath=[site], env=standalone_env(REPO), cwd=tmp_path, timeout=1200)
+                         pythonpath=[site], env=standalone_env(), cwd=tmp_path, timeout=1200)
     return outcome.returncode, outcome.output
 
 

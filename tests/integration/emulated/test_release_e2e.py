@@ -25,8 +25,8 @@ from llama_wheels.core.cache import Cache, atomic_path
 from llama_wheels.emulation.qemu import run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
 from llama_wheels.judges.verify import run_smoke
-from llama_wheels.stages.provenance import read_provenance
 from tests.support.checkout import REPO, pinned
+from tests.support.wheelfactory import record_data
 
 GUEST_PIP = "pip-26.3-py3-none-any.whl"
 
@@ -86,7 +86,7 @@ def test_pip_in_the_emulated_python_installs_our_wheel_from_the_index(tmp_path: 
     assert smoke.layout == "q4_0_4x4"  # neoverse-n1: dotprod, repacked
     dist_info = target / f"llama_cpp_python-{pinned().version}.dist-info"
     installed_record = json.loads((dist_info / "llama_wheels.json").read_text())
-    assert installed_record == read_provenance(wheel)
+    assert installed_record == record_data(wheel)
     assert installed_record["target"]["index"] == "cpu"
     print(f"\npip {GUEST_PIP} in emulated python3.11 ({cpu.name}) installed {wheel.name} sha256 {ours} "
           f"from {url}; variant {smoke.variant}, repack {smoke.layout}, greedy tokens {list(smoke.tokens)}")

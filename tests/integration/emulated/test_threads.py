@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from llama_wheels.config.cpus import load_cpus
+from llama_wheels.config.cpus import SMOKE_CPU, load_cpus
 from llama_wheels.core.cache import Cache
 from llama_wheels.emulation.qemu import install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
-from llama_wheels.judges.verify import SMOKE_CPU, SMOKE_MODEL
+from llama_wheels.judges.verify import SMOKE_MODEL
 from llama_wheels.standalone.models import SPECS, write_model
 from tests.support.checkout import REPO
 

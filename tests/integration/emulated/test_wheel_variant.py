@@ -19,7 +19,7 @@ def variant_check(wheel: Path, cpu: str, work: Path, expect: str | None = None) 
     """Run only the suite's variant test on emulated ``cpu``: (exit code, output)."""
     work.mkdir(parents=True)
     site = install_wheel(wheel, work / "site")
-    env = {**standalone_env(REPO), **({"LLAMA_WHEELS_EXPECT_VARIANT": expect} if expect else {})}
+    env = {**standalone_env(), **({"LLAMA_WHEELS_EXPECT_VARIANT": expect} if expect else {})}
     outcome = run_python(ensure_sysroot(Cache.from_env()), load_cpus(REPO)[cpu],
                          ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
                           "-k", "test_expected_cpu_variant_is_loaded", "--basetemp", str(work / "tmp")],
