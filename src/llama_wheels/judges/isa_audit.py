@@ -16,7 +16,7 @@ from llama_wheels.config import Config
 from llama_wheels.config.platforms import PLATFORMS, Platform, platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ConfigError, UserError
-from llama_wheels.judges.matrix import WheelBuild, ggml_cmake
+from llama_wheels.judges.matrix import WheelBuild
 from llama_wheels.oracle import VariantBuild
 from llama_wheels.pipeline import prepare_pin
 
@@ -39,6 +39,12 @@ def pinned_builds(wheel: Path, config: Config, cache: Cache) -> dict[str, Varian
         raise ConfigError(f"{wheel.name}: no pin in build_config/pins.toml builds llama-cpp-python {version}")
     source = prepare_pin(pins[0], config, cache)
     return declared_builds(source.tree, wheel_platform(wheel))
+
+
+def ggml_cmake(source_tree: Path) -> str:
+    """The pinned ggml's ``ggml/src/CMakeLists.txt``, where its CPU variants are declared with their ``-march``
+    (which the wheel's record does not hold: the audit of a dispatch wheel reads its pin's source)."""
+    return (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
 
 
 def declared_builds(source_tree: Path, target: Platform) -> dict[str, VariantBuild]:

@@ -98,19 +98,6 @@ class WheelBuild:
         return oracle.Build(variants=self.variants, fixed_isa=self.fixed_isa)
 
 
-def declared_variants(source_tree: Path) -> dict[str, frozenset[str]]:
-    """Linux ARM CPU variants the pinned ggml declares, with the features each is built with."""
-    try:
-        return oracle.declared_arm_variants(ggml_cmake(source_tree))
-    except oracle.OracleError as exc:
-        raise UserError(f"{source_tree}: {exc}") from None
-
-
-def ggml_cmake(source_tree: Path) -> str:
-    """The pinned ggml's ``ggml/src/CMakeLists.txt``, where its CPU variants are declared."""
-    return (source_tree / "vendor/llama.cpp/ggml/src/CMakeLists.txt").read_text()
-
-
 def oracle_cpu(cpu: Cpu) -> oracle.Cpu:
     return oracle.Cpu.from_flags(asdict(cpu.features))
 

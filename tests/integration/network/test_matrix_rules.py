@@ -10,7 +10,8 @@ from llama_wheels import oracle
 from llama_wheels.config import load
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
-from llama_wheels.judges.matrix import WheelBuild, declared_variants, expect, ggml_cmake
+from llama_wheels.judges.isa_audit import ggml_cmake
+from llama_wheels.judges.matrix import WheelBuild, expect
 from llama_wheels.plan import plan
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare
@@ -27,7 +28,7 @@ def source_tree(cache: Cache) -> Path:
 
 @pytest.fixture(scope="module")
 def variants(source_tree: Path) -> dict[str, frozenset[str]]:
-    return declared_variants(source_tree)
+    return oracle.declared_arm_variants(ggml_cmake(source_tree))
 
 
 def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[str]]) -> None:
