@@ -734,6 +734,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    runner.adopt_orphans()  # an interrupt ends every process a command started, however deep
     cache = Cache.from_env()
     # never a logs/ folder in the user's working directory: the logs live in the cache, each named
     log_path = args.log or cache.root / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log"

@@ -68,6 +68,9 @@ EXTENSIONS: Mapping[str, frozenset[str]] = {
 }
 # The features of those that ggml's variants, the repack rules and the wheel's import check deal in.
 GGML_FEATURES = frozenset({*ARM_FEATURES, "bf16"})
+# What a CPU description (build_config/cpus.toml, Cpu.from_flags) says yes or no about: ggml's scored
+# features and bf16, which ggml's BF16 kernels use and armv8.6-a makes mandatory.
+CPU_FEATURES = (*ARM_FEATURES, "bf16")
 _MARCH = re.compile(r"armv(?P<major>\d+)(?:\.(?P<minor>\d+))?-a(?P<extensions>(?:\+[\w-]+)*)")
 
 
@@ -213,11 +216,12 @@ class Cpu:
 
     @classmethod
     def from_flags(cls, flags: Mapping[str, object]) -> Cpu:
-        """From ``{"dotprod": True, ..., "sve_bits": 256}`` (build_config/cpus.toml's keys)."""
-        absent = [name for name in (*ARM_FEATURES, "sve_bits") if name not in flags]
+        """From ``{"dotprod": True, ..., "bf16": False, "sve_bits": 256}`` (build_config/cpus.toml's keys):
+        every feature of CPU_FEATURES, so that a wheel whose ISA implies bf16 (armv8.6-a) is judged on it."""
+        absent = [name for name in (*CPU_FEATURES, "sve_bits") if name not in flags]
         if absent:
             raise OracleError(f"CPU description lacks {', '.join(absent)}; give every one of "
-                              f"{', '.join(ARM_FEATURES)} and sve_bits")
+                              f"{', '.join(CPU_FEATURES)} and sve_bits")
         bits = flags["sve_bits"]
         if not isinstance(bits, int):
             raise OracleError(f"CPU description: sve_bits {bits!r} is not an integer")

@@ -13,13 +13,14 @@ import sys
 import pytest
 
 from llama_wheels.standalone import hostcpu
-from llama_wheels.standalone.hostcpu import HWCAP2_BITS, HWCAP_BITS, HostCpu, UnknownHost
+from llama_wheels.standalone.hostcpu import HostCpu, UnknownHost
 
+# Linux uapi asm/hwcap.h, written out here so that the module's table is checked against the kernel's values.
+FPHP, ASIMDHP, ASIMDDP, SVE, ATOMICS, FCMA = 1 << 9, 1 << 10, 1 << 20, 1 << 22, 1 << 8, 1 << 14
+SVE2, I8MM, BF16, MOPS = 1 << 1, 1 << 13, 1 << 14, 1 << 43
 # A Neoverse-N2-class hwcap reading: asimddp, fphp+asimdhp, sve; hwcap2 sve2, i8mm, bf16; 16-byte vectors.
-N2_HWCAP = HWCAP_BITS["asimddp"] | HWCAP_BITS["fphp"] | HWCAP_BITS["asimdhp"] | HWCAP_BITS["sve"] | 0b11
-
-
-N2_HWCAP2 = HWCAP2_BITS["sve2"] | HWCAP2_BITS["i8mm"] | HWCAP2_BITS["bf16"]
+N2_HWCAP = ASIMDDP | FPHP | ASIMDHP | SVE | 0b11
+N2_HWCAP2 = SVE2 | I8MM | BF16
 
 
 def test_a_neoverse_n2_reading() -> None:
@@ -30,15 +31,23 @@ def test_a_neoverse_n2_reading() -> None:
 
 def test_fp16_needs_scalar_and_vector_half_precision() -> None:
     """As ggml: FPHP alone (or ASIMDHP alone) is not the fp16 vector arithmetic its variants are built for."""
-    for half in ("fphp", "asimdhp"):
-        features, _ = hostcpu.from_hwcaps(HWCAP_BITS[half] | HWCAP_BITS["asimddp"], 0, -1)
+    for half in (FPHP, ASIMDHP):
+        features, _ = hostcpu.from_hwcaps(half | ASIMDDP, 0, -1)
         assert features == {"dotprod"}
 
 
 def test_the_vector_length_counts_only_with_sve() -> None:
-    assert hostcpu.from_hwcaps(HWCAP_BITS["asimddp"], 0, 32) == (frozenset({"dotprod"}), 0)
+    assert hostcpu.from_hwcaps(ASIMDDP, 0, 32) == (frozenset({"dotprod"}), 0)
     # prctl's result carries flags above the length mask (PR_SVE_VL_INHERIT = 1 << 17)
-    assert hostcpu.from_hwcaps(HWCAP_BITS["sve"], 0, (1 << 17) | 64)[1] == 512
+    assert hostcpu.from_hwcaps(SVE, 0, (1 << 17) | 64)[1] == 512
+
+
+def test_the_one_table_reads_every_feature_an_isa_can_imply() -> None:
+    """hwcap_features: what the import guards check (their copies of HWCAPS: tests/unit/test_import_check.py),
+    including the features of neither ggml nor the first hwcap word."""
+    assert hostcpu.hwcap_features(N2_HWCAP | ATOMICS | FCMA, N2_HWCAP2 | MOPS) == {
+        "dotprod", "fp16", "sve", "sve2", "i8mm", "bf16", "lse", "complxnum", "mops"}
+    assert hostcpu.hwcap_features(FPHP, 0) == frozenset(), "fp16 needs both half-precision bits"
 
 
 def test_an_apple_m1_reading() -> None:

@@ -174,8 +174,8 @@ def test_architecture_levels_imply_their_mandatory_features() -> None:
 
 
 @pytest.mark.parametrize(("isa", "cpu", "missing", "layout"), [
-    # A bare level is judged by what it implies: armv8.6-a needs i8mm, which Neoverse N1 lacks.
-    ("armv8.6-a", "neoverse-n1", ("i8mm",), None),
+    # A bare level is judged by what it implies: armv8.6-a needs bf16 and i8mm, which Neoverse N1 lacks.
+    ("armv8.6-a", "neoverse-n1", ("bf16", "i8mm"), None),
     ("armv8.6-a", "max", (), "q4_0_4x8"),
     ("armv8.6-a", "max-sve256", (), "q4_0_4x8"),  # no SVE in armv8.6-a: not the 8x8 SVE kernel
     ("armv8.4-a", "cortex-a72", ("dotprod",), None),
@@ -200,12 +200,14 @@ def test_a_wheel_recording_nothing_has_no_layout_to_predict() -> None:
 
 
 def test_a_cpu_description_names_every_feature() -> None:
-    with pytest.raises(OracleError, match="lacks sme, sve_bits") as exc:
+    with pytest.raises(OracleError, match="lacks sme, bf16, sve_bits") as exc:
         Cpu.from_flags({"dotprod": True, "fp16": True, "i8mm": False, "sve": False, "sve2": False})
     one_line(exc)
-    # Features the description does not cover (bf16 here) cannot make a CPU "lack" them.
+    # bf16 is part of the CPU model (an armv8.6-a wheel needs it); features it does not cover (lse here)
+    # cannot make a CPU "lack" them.
     assert cpus()["max"].lacks({"bf16", "i8mm"}) == ()
-    assert cpus()["neoverse-n1"].lacks({"bf16", "i8mm"}) == ("i8mm",)
+    assert cpus()["neoverse-n1"].lacks({"bf16", "i8mm", "lse"}) == ("bf16", "i8mm")
+    assert cpus()["neoverse-v1"].lacks({"bf16", "i8mm"}) == ()
 
 
 I8MM_SVE = frozenset({"dotprod", "fp16", "sve", "i8mm"})

@@ -72,6 +72,6 @@ def test_a_wheel_that_records_nothing_cannot_pass() -> None:
 
 def test_a_wheel_that_ran_where_it_cannot_fails() -> None:
     refused = expectation_for(oracle.Build(fixed_isa="armv8.6-a"), N1, {}, label="w.whl")
-    with pytest.raises(VerifyError, match=r"lacks i8mm\), yet it did"):
+    with pytest.raises(VerifyError, match=r"lacks bf16, i8mm\), yet it did"):
         judge(smoke(None, {}), refused, label="w.whl")
 

@@ -5,8 +5,10 @@ library may use:
 - a CPU variant library ``llama_cpp/lib/libggml-cpu-<variant>.so`` of a dispatch wheel: the ``-march`` the pinned
   ggml compiles that variant with (``oracle.variant_march``: its declared features and the architecture level
   they raise it to; ``armv8.2_2`` -> armv8.2-a+dotprod+fp16, ``apple_m4`` -> armv9.2-a+dotprod+i8mm+nosve+sme);
-- every library of a fixed-ISA wheel (``llama_cpp/lib/cpu-isa.txt``): that ISA; the wheel refuses to import on
-  a CPU without it before any library is loaded;
+- every library of a fixed-ISA wheel (``llama_cpp/lib/cpu-isa.txt``): the baseline plus those features of that
+  ISA that the wheel's import guard verifies (``wheel.import_checked``: the hwcaps it reads before any library
+  is loaded; the guard refuses a CPU without them). What the -march implies but the guard cannot see (an
+  armv8.4-a's FCMA on a guard that checks only dotprod) would SIGILL where the guard lets it import;
 - every other library (libggml-base, libggml, libllama, libmtmd, ...): the platform's baseline
   (config/platforms.py ``isa_baseline``).
 An instruction beyond that is excused only inside a recognized runtime-guarded toolchain function
@@ -25,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from llama_wheels.binaries import isa
 from llama_wheels.binaries.macho import is_macho
-from llama_wheels.binaries.wheel import fixed_isa, open_wheel, variant_of
+from llama_wheels.binaries.wheel import fixed_isa, import_checked, open_wheel, variant_of
 from llama_wheels.core.errors import UserError, VerifyError
 from llama_wheels.oracle import VariantBuild, instruction_features
 
@@ -133,12 +135,13 @@ def _code_objects(archive: zipfile.ZipFile) -> list[isa.CodeObject]:
     return objects
 
 
-def _allowed(path: str, *, isa_name: str | None, baseline: frozenset[str],
+def _allowed(path: str, *, isa_name: str | None, baseline: frozenset[str], checked: frozenset[str],
              variants: Mapping[str, VariantBuild] | None, wheel: str) -> tuple[str, frozenset[str], frozenset[str]]:
-    """(rule, allowed features, features allowed only by a variant's architecture level) for one library."""
+    """(rule, allowed features, features allowed only by a variant's architecture level) for one library;
+    ``checked``: the features the wheel's import guard verifies."""
     variant = variant_of(path)
     if isa_name is not None:
-        return f"fixed ISA {isa_name}", baseline | instruction_features(isa_name), frozenset()
+        return f"fixed ISA {isa_name}", baseline | (instruction_features(isa_name) & checked), frozenset()
     if variant is None:
         return "baseline", baseline, frozenset()
     if variants is None or variant not in variants:
@@ -178,9 +181,13 @@ def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, VariantBui
     the fixed ISA the wheel's provenance record names (else lib/cpu-isa.txt, which must agree with it).
     UserError for input that cannot be audited; the verdict is in the result (``check()``)."""
     started = time.monotonic()
-    with open_wheel(wheel, fix="pass a .whl that `llama-wheels build` or cibuildwheel wrote") as archive:
-        shipped_isa = fixed_isa(archive)
-        objects = _code_objects(archive)
+    try:
+        with open_wheel(wheel, fix="pass a .whl that `llama-wheels build` or cibuildwheel wrote") as archive:
+            shipped_isa = fixed_isa(archive)
+            checked = import_checked(archive)
+            objects = _code_objects(archive)
+    except ValueError as exc:  # a damaged import guard
+        raise UserError(f"{wheel.name}: {exc}; rebuild it") from None
     if not objects:
         raise UserError(f"{wheel.name}: no ELF or Mach-O code in it; is this a llama-cpp-python binary wheel?")
     if recorded_isa is not None and shipped_isa is not None and recorded_isa != shipped_isa:
@@ -195,8 +202,8 @@ def audit_wheel(wheel: Path, *, baseline: str, variants: Mapping[str, VariantBui
         raise UserError(f"{wheel.name}: {exc} (llama_cpp/lib/cpu-isa.txt or the platform's isa_baseline)") from None
     libraries = []
     for code in objects:
-        rule, allowed, implied = _allowed(code.path, isa_name=isa_name, baseline=floor, variants=variants,
-                                          wheel=wheel.name)
+        rule, allowed, implied = _allowed(code.path, isa_name=isa_name, baseline=floor, checked=checked,
+                                          variants=variants, wheel=wheel.name)
         libraries.append(audit_library(code, f"{rule}" if rule != "baseline" else f"baseline {baseline}",
                                        allowed, implied))
     return WheelAudit(wheel=wheel.name, libraries=tuple(libraries), seconds=time.monotonic() - started)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import re
 import zipfile
@@ -28,6 +29,7 @@ from llama_wheels.core.errors import UserError, one_line
 
 LIB_DIR = "llama_cpp/lib"
 CPU_ISA = f"{LIB_DIR}/cpu-isa.txt"
+IMPORT_CHECK = "llama_cpp/_backends.py"  # the import guard the patches add (0.3.36/0002, 0.3.4/0005)
 _VARIANT = re.compile(rf"^{re.escape(LIB_DIR)}/libggml-cpu-([\w.]+)\.(?:so|dylib)$")
 
 
@@ -143,3 +145,21 @@ def fixed_isa(archive: zipfile.ZipFile) -> str | None:
     if CPU_ISA not in archive.namelist():
         return None
     return archive.read(CPU_ISA).decode().strip() or None
+
+
+def import_checked(archive: zipfile.ZipFile) -> frozenset[str]:
+    """The features the wheel's import guard (``llama_cpp/_backends.py``) verifies in the CPU's hwcaps before
+    any library loads: the keys of its ``_ARM_HWCAPS`` table, read without running it; empty without a guard.
+    ValueError when the file is there but cannot be read as Python."""
+    if IMPORT_CHECK not in archive.namelist():
+        return frozenset()
+    try:
+        tree = ast.parse(archive.read(IMPORT_CHECK))
+    except (SyntaxError, ValueError) as exc:
+        raise ValueError(f"{IMPORT_CHECK} is not valid Python ({exc})") from None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(target, ast.Name) and target.id == "_ARM_HWCAPS" for target in node.targets)):
+            return frozenset(key.value for key in node.value.keys
+                             if isinstance(key, ast.Constant) and isinstance(key.value, str))
+    return frozenset()

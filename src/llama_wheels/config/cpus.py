@@ -15,7 +15,7 @@ from llama_wheels.core.errors import ConfigError
 
 _QEMU_CPU = re.compile(r"^[a-z0-9][a-z0-9-]*(,[a-z0-9-]+=[a-z0-9]+)*$")
 # The features each CPU declares (as standalone/hostcpu.py names them), and its SVE vector length.
-FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
+FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme", "bf16")
 _FEATURE_KEYS = (*FEATURE_NAMES, "sve_bits")
 
 
@@ -29,6 +29,7 @@ class Features:
     sve: bool  # the Scalable Vector Extension
     sve2: bool  # SVE2 (ggml's armv9.2 variants)
     sme: bool  # the Scalable Matrix Extension
+    bf16: bool  # BFloat16 arithmetic: not one of ggml's variant features, but armv8.6-a and later imply it
     sve_bits: int  # the SVE vector length the guest runs with; 0 without SVE
 
     def summary(self) -> str:

@@ -15,9 +15,12 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from llama_wheels.core.runner import current_log
 
 
 @dataclass(frozen=True)
@@ -101,26 +104,64 @@ def remove(path: Path) -> bool:
     return True
 
 
+def _sweep_orphans(final: Path) -> None:
+    """Remove what killed runs left of their staging of ``final``: its temps that no process holds a lock on
+    (each run locks its temp while it lives; a SIGKILL or a power cut leaves it unlocked)."""
+    prefix = f".{final.name}.tmp-"
+    try:
+        entries = [entry.path for entry in os.scandir(final.parent) if entry.name.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for path in entries:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(OSError):
+                remove(Path(path))
+        except BlockingIOError:
+            pass  # its run is alive
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _staged(final: Path, *, directory: bool) -> Iterator[Path]:
+    """A temp path next to ``final`` (``.NAME.tmp-*``), locked for as long as the block runs, after sweeping
+    away the temps of killed runs."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_orphans(final)
+    prefix = f".{final.name}.tmp-"
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    held = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield tmp
+    finally:
+        os.close(held)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temp path next to ``final``; rename it onto ``final`` only if the block succeeds.
+    """Yield a temp path next to ``final``; rename it onto ``final`` only if the block succeeds. A temp that
+    a killed run left beside ``final`` is removed by the next one.
 
     An operating-system error about the temp path (a full disk, a read-only directory, a directory where the
     file goes) is raised as one about ``final``: the path the user chose, not a hidden name they never saw."""
-    prefix = f".{final.name}.tmp-"
     tmp: Path | None = None
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
-            os.close(fd)
-            tmp = Path(name)
-        yield tmp
-        if directory and final.exists():
-            remove(final)
-        os.replace(tmp, final)
+        with _staged(final, directory=directory) as tmp:
+            yield tmp
+            if directory and final.exists():
+                remove(final)
+            os.replace(tmp, final)
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):  # the error that got us here is the one to report
@@ -152,27 +193,28 @@ def publish_files(sources: Sequence[Path], dest_dir: Path) -> list[Path]:
 
     Every copy is made first, each to a temp file beside its final name (where a full disk or a
     read-only directory shows); only when all of them are complete are they renamed into place, one
-    rename each. On any error the temp files are removed and ``dest_dir`` is as it was.
+    rename each. On any error the temp files are removed and ``dest_dir`` is as it was; the temps of a
+    killed run are removed by the next one.
     """
     names = [src.name for src in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"two files of one name to publish into {dest_dir}: {sorted(names)}")
     dest_dir.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path]] = []
-    try:
-        for src in sources:
-            fd, name = tempfile.mkstemp(prefix=f".{src.name}.tmp-", dir=dest_dir)
-            os.close(fd)
-            staged.append((Path(name), dest_dir / src.name))
-            shutil.copyfile(src, name)
-            Path(name).chmod(0o644)
-        for tmp, final in staged:
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp, _ in staged:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        raise
+    with contextlib.ExitStack() as temps:
+        try:
+            for src in sources:
+                tmp = temps.enter_context(_staged(dest_dir / src.name, directory=False))
+                staged.append((tmp, dest_dir / src.name))
+                shutil.copyfile(src, tmp)
+                tmp.chmod(0o644)
+            for tmp, final in staged:
+                os.replace(tmp, final)
+        except BaseException:
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+            raise
     return [final for _, final in staged]
 
 
@@ -181,8 +223,15 @@ def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold a lock on ``path`` (created if needed): exclusive (one process at a time past this point) or
     shared (any number of readers, while no one holds it exclusively)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
+        except BlockingIOError:  # another run (a second checkout, a CI job on the same cache) holds it
+            current_log().progress(f"waiting  for the lock {path}: another llama-wheels run holds it")
+            started = time.monotonic()
+            fcntl.flock(fh, mode)
+            current_log().progress(f"waiting  for the lock {path}: got it after {time.monotonic() - started:.1f}s")
         try:
             yield
         finally:

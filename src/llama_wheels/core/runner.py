@@ -3,19 +3,27 @@
 Every command is logged (quoted, with the environment variables it changes and its duration) to the
 current log file; its output streams to that file, not to the terminal. A non-zero exit becomes a
 ``CommandFailed`` carrying the last lines of output. Progress lines (stage, target, elapsed) go to
-stderr so a person sees where a long run is, and the log file is named at the start.
+stderr so a person sees where a long run is, and the log file is named at the start; they are written without
+waiting and dropped when stderr cannot take them, so a console nobody reads never stalls the work.
+
+A stopped command (a timeout, Ctrl-C, SIGTERM) ends with every process it started, not only its process group:
+ninja puts each compile into a group of its own. This process is a child subreaper, so what a killed parent
+leaves behind is reparented here, and the stop freezes the whole tree, kills it and reaps it before returning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import queue
 import re
+import select
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -35,14 +43,85 @@ _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
 PROGRESS_EVERY = 5.0  # seconds between two console lines of a long command's progress
 
 
+class Console:
+    """Progress lines for stderr, written at once (in order with everything else on stderr) but never waited
+    for: a stderr nobody reads (a full pipe) or nobody has any more (a closed pipe) must not stall the work,
+    whose output a thread of this process drains while it writes progress.
+
+    A pipe, FIFO or terminal is written through a description of its own opened non-blocking
+    (``/proc/self/fd/2``; O_NONBLOCK on fd 2 itself would change it for every process sharing it): a line
+    that does not fit now is dropped and counted. A regular file is written directly (it does not block);
+    anything else (a socket) only when poll() says a line fits. Without a descriptor (a test's capture) the
+    line goes to ``sys.stderr`` as it is.
+    """
+
+    _MAX = 4000  # below PIPE_BUF: a pipe takes a line whole or not at all
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None  # (fd, device, inode) of the stderr _fd writes to
+        self._fd: int | None = None
+        self._own = False  # whether _fd is the description opened here (closed when stderr changes)
+        self._poll = False
+
+    def say(self, line: str) -> None:
+        with self._lock:
+            try:
+                fd = self._target()
+                if fd is None:
+                    sys.stderr.write(line + "\n")
+                    sys.stderr.flush()
+                    return
+                if self._poll and not select.select([], [fd], [], 0)[1]:
+                    self.dropped += 1
+                    return
+                os.write(fd, (line[: self._MAX] + "\n").encode(errors="replace"))
+            except (OSError, ValueError):  # full (EAGAIN), closed (EPIPE), a full disk, a torn-down capture
+                self.dropped += 1
+
+    def _target(self) -> int | None:
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        info = os.fstat(fd)
+        if self._seen == (fd, info.st_dev, info.st_ino):
+            return self._fd
+        if self._own and self._fd is not None:
+            os.close(self._fd)
+        self._seen, self._fd, self._own, self._poll = (fd, info.st_dev, info.st_ino), fd, False, False
+        if not stat.S_ISREG(info.st_mode):
+            try:
+                self._fd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self._own = True
+            except OSError:  # a socket, or no /proc: write when a line fits
+                self._poll = True
+        return self._fd
+
+
+_console_lock = threading.Lock()
+_the_console: Console | None = None
+
+
+def console() -> Console:
+    """This process's one Console."""
+    global _the_console
+    with _console_lock:
+        if _the_console is None:
+            _the_console = Console()
+        return _the_console
+
+
 class Log:
-    """An append-only build log plus progress reporting on stderr."""
+    """An append-only build log plus progress reporting on stderr (through a Console, never blocking)."""
 
     def __init__(self, path: Path | None, *, quiet: bool = False) -> None:
         self.path = path
         self.quiet = quiet
         self._start = time.monotonic()
         self._fh: TextIO | None = None
+        self._console = None if quiet else console()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = path.open("a", encoding="utf-8", errors="replace")
@@ -59,13 +138,13 @@ class Log:
     def progress(self, message: str) -> None:
         line = f"[{self.elapsed:7.1f}s] {message}"
         self.write(f"\n==== {line}\n")
-        if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+        if self._console is not None:
+            self._console.say(line)
 
     def status(self, message: str) -> None:
         """A progress line for the console only: the log file already holds the output it sums up."""
-        if not self.quiet:
-            print(f"[{self.elapsed:7.1f}s] {message}", file=sys.stderr, flush=True)
+        if self._console is not None:
+            self._console.say(f"[{self.elapsed:7.1f}s] {message}")
 
     @contextlib.contextmanager
     def stage(self, stage: str, subject: str) -> Iterator[None]:
@@ -213,10 +292,25 @@ def run(
 _running: set[subprocess.Popen[str]] = set()
 _running_lock = threading.Lock()
 _stopping = threading.Event()
+STOP_GRACE = 5.0  # seconds a stopped command's head has for SIGTERM before everything left is killed
+_PR_SET_CHILD_SUBREAPER = 36
+_adopting = False
+
+
+def adopt_orphans() -> None:
+    """Make this process a child subreaper (Linux): a process whose parent dies while a command runs (a
+    compiler whose ninja was killed) is reparented here instead of to init, so an interrupt can find it, end
+    it and reap it. For the command line's process; a library caller keeps the system's behaviour."""
+    global _adopting
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _adopting = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: orphans go to init, the trees are still ended
+        _adopting = False
 
 
 @contextlib.contextmanager
-def commands_stopped(grace: float = 20) -> Iterator[None]:
+def commands_stopped(grace: float = STOP_GRACE) -> Iterator[None]:
     """Stop every running command, whichever thread started it, and refuse new ones inside the block.
 
     For an interrupted run with worker threads: their commands end, each of them raises Interrupted
@@ -228,17 +322,120 @@ def commands_stopped(grace: float = 20) -> Iterator[None]:
     try:
         for proc in procs:
             _stop_group(proc, grace=grace)
+        _end_strays()
         yield
     finally:
         _stopping.clear()
 
 
+@dataclass(frozen=True)
+class _Process:
+    parent: int
+    started: int  # clock ticks after boot: with the pid, names one process even if the pid is reused
+    zombie: bool
+
+
+def _processes() -> dict[int, _Process]:
+    """Every process on the system now, from /proc."""
+    table: dict[int, _Process] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()  # from field 3 (state) on; the name may hold anything
+        table[int(entry.name)] = _Process(parent=int(fields[1]), started=int(fields[19]), zombie=fields[0] == "Z")
+    return table
+
+
+def _trees(roots: Mapping[int, int]) -> dict[int, int]:
+    """The processes of ``roots`` (pid -> start time) that still exist and all their descendants, as
+    pid -> start time."""
+    table = _processes()
+    found = {pid: started for pid, started in roots.items() if pid in table and table[pid].started == started}
+    children: dict[int, list[int]] = {}
+    for pid, info in table.items():
+        children.setdefault(info.parent, []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found[child] = table[child].started
+                todo.append(child)
+    return found
+
+
+def _end_trees(roots: Mapping[int, int], *, reaped_elsewhere: frozenset[int] = frozenset()) -> None:
+    """Kill every process of the trees at ``roots`` and return once none of them exists any more.
+
+    The trees are frozen first (SIGSTOP, repeated until no new process appears: a stopped process forks no
+    more), then killed, so no child escapes by being orphaned halfway. Processes that end up as this
+    process's children are reaped here, except ``reaped_elsewhere`` (the Popen objects that wait for them).
+    """
+    frozen: dict[int, int] = {}
+    while True:
+        fresh = {pid: started for pid, started in _trees({**roots, **frozen}).items() if pid not in frozen}
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        frozen.update(fresh)
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    left = {pid: started for pid, started in frozen.items() if pid not in reaped_elsewhere}
+    deadline = time.monotonic() + 60
+    while left:
+        table = _processes()
+        for pid, started in list(left.items()):
+            info = table.get(pid)
+            if info is None or info.started != started:
+                del left[pid]
+            elif info.zombie and info.parent == os.getpid():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                del left[pid]
+            elif info.zombie and not _adopting:
+                del left[pid]  # its parent is dead or dying: init reaps it
+        if left:
+            if time.monotonic() > deadline:  # stuck in the kernel (a hung mount): nothing more can be done
+                _log.write(f"  processes {sorted(left)} did not end within 60s of SIGKILL\n")
+                return
+            time.sleep(0.02)
+
+
+def _end_strays() -> None:
+    """End the orphans this process adopted (see adopt_orphans) that no running command owns: what the
+    commands of an interrupted run left behind when their parents died."""
+    if not _adopting:
+        return
+    with _running_lock:
+        owned = {proc.pid for proc in _running}
+    me = os.getpid()
+    table = _processes()
+    _end_trees({pid: info.started for pid, info in table.items()
+                if info.parent == me and pid not in owned and not info.zombie})
+    for pid, info in table.items():  # adopted orphans that had already ended
+        if info.parent == me and pid not in owned and info.zombie:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
 def _stop_group(proc: subprocess.Popen[str], *, grace: float) -> None:
-    """SIGTERM to ``proc``'s process group and ``grace`` seconds to end, then SIGKILL to what is left."""
+    """SIGTERM to ``proc``'s process group and ``grace`` seconds for it to end, then the end of everything
+    left of the tree it started (each of ninja's compiles is a process group of its own)."""
+    table = _processes()
+    head = table.get(proc.pid)
+    tree = _trees({proc.pid: head.started}) if head is not None else {}  # before the head can orphan them
     if grace > 0:
         _signal_group(proc, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
+    _end_trees(tree, reaped_elsewhere=frozenset({proc.pid}))
     _signal_group(proc, signal.SIGKILL)
     proc.wait()
 
@@ -313,15 +510,24 @@ def probe(
     proc = _spawn(argv, env=env, cwd=cwd, inherit_env=inherit_env, stdin=subprocess.DEVNULL)
     steps = StepProgress(progress) if progress else None
 
+    failures: list[Exception] = []
+
     def pump() -> None:
+        """Drain the command's output to its end whatever happens to the log: a command blocked on a full
+        pipe would never end."""
         assert proc.stdout is not None
         for line in proc.stdout:
-            _log.write(line)
-            if steps is not None:
-                steps.line(line)
             tail.append(line.rstrip("\n"))
             if capture:
                 captured.append(line)
+            if failures:
+                continue
+            try:
+                _log.write(line)
+                if steps is not None:
+                    steps.line(line)
+            except Exception as exc:  # a full disk under the log: reported once the command has ended
+                failures.append(exc)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -333,7 +539,8 @@ def probe(
             raise CommandTimedOut(
                 f"{Path(argv[0]).name} timed out after {timeout:.0f}s (full log: {_log.path})") from None
     except KeyboardInterrupt:
-        _stop_group(proc, grace=20)
+        _stop_group(proc, grace=STOP_GRACE)
+        _end_strays()
         _log.write(f"  interrupted after {time.monotonic() - started:.1f}s\n")
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
     finally:
@@ -344,6 +551,8 @@ def probe(
         if proc.stdout is not None:
             proc.stdout.close()
     duration = time.monotonic() - started
+    if failures:
+        raise failures[0]
     _log.write(f"  exit {returncode} after {duration:.1f}s\n")
     if _stopping.is_set():  # stopped from another thread: what the kill did is not the command's result
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published")
@@ -369,7 +578,8 @@ class Session:
     def _pump(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
-            _log.write(line)
+            with contextlib.suppress(OSError):  # a log on a full disk must not stop the draining
+                _log.write(line)
             self._lines.put(line.rstrip("\n"))
         self._lines.put(None)  # end of output: the process is gone
 
@@ -430,7 +640,8 @@ def session(
     try:
         yield live
     except KeyboardInterrupt:
-        _stop_group(proc, grace=20)
+        _stop_group(proc, grace=STOP_GRACE)
+        _end_strays()
         raise Interrupted(f"interrupted while running {argv[0]}; nothing was published") from None
     except BaseException:
         _stop_group(proc, grace=2)  # the block failed (a dead or silent partner): no waiting on the child

@@ -28,8 +28,43 @@ ARM_MACHINES = ("aarch64", "arm64")
 # Linux uapi asm/hwcap.h (arm64) and prctl.h.
 AT_HWCAP, AT_HWCAP2 = 16, 26
 PR_SVE_GET_VL, PR_SVE_VL_LEN_MASK = 51, 0xFFFF
-HWCAP_BITS = {"fphp": 1 << 9, "asimdhp": 1 << 10, "asimddp": 1 << 20, "sve": 1 << 22}
-HWCAP2_BITS = {"sve2": 1 << 1, "i8mm": 1 << 13, "bf16": 1 << 14, "sme": 1 << 23}
+# THE table of hwcap bits: per instruction feature (the names of oracle.LEVEL_ADDS and binaries/isa.py), the
+# auxv word and the bits that must all be set (uapi names in the comments). The import checks the patches
+# ship (llama_cpp/_backends.py, standalone in the wheel) carry a copy that tests/unit/test_hostcpu.py holds
+# to this one, and the ISA audit allows a fixed-ISA library only the features its import check verifies.
+# fp16 is FP16 arithmetic, scalar and vector, as ggml counts it.
+HWCAPS: Mapping[str, tuple[int, int]] = {
+    "aes": (AT_HWCAP, 1 << 3 | 1 << 4),  # AES, PMULL
+    "sha2": (AT_HWCAP, 1 << 5 | 1 << 6),  # SHA1, SHA2
+    "crc": (AT_HWCAP, 1 << 7),  # CRC32
+    "lse": (AT_HWCAP, 1 << 8),  # ATOMICS
+    "fp16": (AT_HWCAP, 1 << 9 | 1 << 10),  # FPHP, ASIMDHP
+    "rdm": (AT_HWCAP, 1 << 12),  # ASIMDRDM
+    "jsconv": (AT_HWCAP, 1 << 13),  # JSCVT
+    "complxnum": (AT_HWCAP, 1 << 14),  # FCMA
+    "rcpc": (AT_HWCAP, 1 << 15),  # LRCPC
+    "sha3": (AT_HWCAP, 1 << 17 | 1 << 21),  # SHA3, SHA512
+    "sm4": (AT_HWCAP, 1 << 18 | 1 << 19),  # SM3, SM4
+    "dotprod": (AT_HWCAP, 1 << 20),  # ASIMDDP
+    "sve": (AT_HWCAP, 1 << 22),  # SVE
+    "fp16fml": (AT_HWCAP, 1 << 23),  # ASIMDFHM
+    "rcpc-immo": (AT_HWCAP, 1 << 26),  # ILRCPC
+    "flagm": (AT_HWCAP, 1 << 27),  # FLAGM
+    "sb": (AT_HWCAP, 1 << 29),  # SB
+    "pauth": (AT_HWCAP, 1 << 30 | 1 << 31),  # PACA, PACG
+    "sve2": (AT_HWCAP2, 1 << 1),  # SVE2
+    "altnzcv": (AT_HWCAP2, 1 << 7),  # FLAGM2
+    "frintts": (AT_HWCAP2, 1 << 8),  # FRINT
+    "f32mm": (AT_HWCAP2, 1 << 10),  # SVEF32MM
+    "f64mm": (AT_HWCAP2, 1 << 11),  # SVEF64MM
+    "i8mm": (AT_HWCAP2, 1 << 13),  # I8MM
+    "bf16": (AT_HWCAP2, 1 << 14),  # BF16
+    "mte": (AT_HWCAP2, 1 << 18),  # MTE
+    "sme": (AT_HWCAP2, 1 << 23),  # SME
+    "wfxt": (AT_HWCAP2, 1 << 31),  # WFXT
+    "sme2": (AT_HWCAP2, 1 << 37),  # SME2
+    "mops": (AT_HWCAP2, 1 << 43),  # MOPS
+}
 # macOS sysctl names per feature (fp16: FEAT_FP16 is the half-precision arithmetic of ARMv8.2).
 SYSCTL = {"dotprod": "hw.optional.arm.FEAT_DotProd", "fp16": "hw.optional.arm.FEAT_FP16",
           "sve": "hw.optional.arm.FEAT_SVE", "i8mm": "hw.optional.arm.FEAT_I8MM",
@@ -59,19 +94,18 @@ class HostCpu:
         return cls(machine=data["machine"], features=frozenset(data["features"]), sve_bits=int(data["sve_bits"]))
 
 
+def hwcap_features(hwcap: int, hwcap2: int) -> frozenset[str]:
+    """Linux: every feature of HWCAPS the two hwcap words say this CPU has."""
+    words = {AT_HWCAP: hwcap, AT_HWCAP2: hwcap2}
+    return frozenset(name for name, (word, bits) in HWCAPS.items() if words[word] & bits == bits)
+
+
 def from_hwcaps(hwcap: int, hwcap2: int, sve_vl: int) -> tuple[frozenset[str], int]:
-    """Linux: the features and SVE bits from the two hwcap words and prctl(PR_SVE_GET_VL)'s result."""
-    has = {
-        "dotprod": bool(hwcap & HWCAP_BITS["asimddp"]),
-        "fp16": bool(hwcap & HWCAP_BITS["fphp"]) and bool(hwcap & HWCAP_BITS["asimdhp"]),
-        "sve": bool(hwcap & HWCAP_BITS["sve"]),
-        "i8mm": bool(hwcap2 & HWCAP2_BITS["i8mm"]),
-        "sve2": bool(hwcap2 & HWCAP2_BITS["sve2"]),
-        "sme": bool(hwcap2 & HWCAP2_BITS["sme"]),
-        "bf16": bool(hwcap2 & HWCAP2_BITS["bf16"]),
-    }
-    sve_bits = (sve_vl & PR_SVE_VL_LEN_MASK) * 8 if has["sve"] and sve_vl > 0 else 0
-    return frozenset(name for name, on in has.items() if on), sve_bits
+    """Linux: the features (of FEATURES) and SVE bits from the two hwcap words and prctl(PR_SVE_GET_VL)'s
+    result."""
+    has = hwcap_features(hwcap, hwcap2) & frozenset(FEATURES)
+    sve_bits = (sve_vl & PR_SVE_VL_LEN_MASK) * 8 if "sve" in has and sve_vl > 0 else 0
+    return has, sve_bits
 
 
 def from_sysctl(values: Mapping[str, int]) -> frozenset[str]:
@@ -89,8 +123,9 @@ def _linux() -> tuple[frozenset[str], int]:
     if hwcap == 0:
         raise UnknownHost("getauxval(AT_HWCAP) is 0: the kernel (or emulator) reports no CPU features at all")
     libc.prctl.restype = ctypes.c_int
-    sve_vl = libc.prctl(PR_SVE_GET_VL, 0, 0, 0, 0) if hwcap & HWCAP_BITS["sve"] else -1
-    if hwcap & HWCAP_BITS["sve"] and sve_vl <= 0:
+    has_sve = "sve" in hwcap_features(hwcap, hwcap2)
+    sve_vl = libc.prctl(PR_SVE_GET_VL, 0, 0, 0, 0) if has_sve else -1
+    if has_sve and sve_vl <= 0:
         raise UnknownHost("the CPU has SVE but prctl(PR_SVE_GET_VL) gives no vector length")
     return from_hwcaps(hwcap, hwcap2, sve_vl)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,15 +96,16 @@ def test_an_unknown_variant_is_bad_input(default_wheel: Path, tmp_path: Path, ca
 def test_a_fixed_isa_wheel_beyond_its_isa_fails(default_wheel: Path, tmp_path: Path) -> None:
     """A fixed-ISA wheel is held to cpu-isa.txt: armv8.2_2's code (dotprod + fp16) as libggml-cpu.so passes as
     armv8.2-a+dotprod+fp16 and fails as armv8.2-a+dotprod (fp16 is optional in armv8.2-a, not implied)."""
-    def fixed(isa_name: str, out: Path) -> Path:
+    def fixed(isa_name: str, out: Path, guard: Callable[[str], str] = lambda source: source) -> Path:
         out.mkdir()
         copy = out / default_wheel.name
         with zipfile.ZipFile(default_wheel) as src, zipfile.ZipFile(copy, "w") as dst:
             for info in src.infolist():
-                if "/libggml-cpu-" not in info.filename:
+                if "/libggml-cpu-" not in info.filename and info.filename != "llama_cpp/_backends.py":
                     dst.writestr(info.filename, src.read(info))
             dst.writestr(f"{LIB}/libggml-cpu.so", src.read(f"{LIB}/libggml-cpu-armv8.2_2.so"))
             dst.writestr(f"{LIB}/cpu-isa.txt", isa_name + "\n")
+            dst.writestr("llama_cpp/_backends.py", guard(src.read("llama_cpp/_backends.py").decode()))
         return copy
 
     result = cli("audit", str(fixed("armv8.2-a+dotprod+fp16", tmp_path / "ok")))
@@ -112,6 +114,17 @@ def test_a_fixed_isa_wheel_beyond_its_isa_fails(default_wheel: Path, tmp_path: P
     result = cli("audit", str(fixed("armv8.2-a+dotprod", tmp_path / "bad")))
     assert result.returncode == 1
     assert re.search(r"llama_cpp/lib/libggml-cpu\.so: 361 need fp16, e\.g\. `f\w+ [^`]*h\d", result.stderr), \
+        result.stderr
+
+    # The fixed-ISA gap: an import guard that does not test dotprod lets the wheel import on a CPU without
+    # it, so the audit must not allow dotprod although armv8.2-a+dotprod implies it.
+    def blind_to_dotprod(source: str) -> str:
+        assert '    "dotprod": (_AT_HWCAP, 1 << 20),  # asimddp\n' in source
+        return source.replace('    "dotprod": (_AT_HWCAP, 1 << 20),  # asimddp\n', "")
+
+    result = cli("audit", str(fixed("armv8.2-a+dotprod+fp16", tmp_path / "blind", blind_to_dotprod)))
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert re.search(r"llama_cpp/lib/libggml-cpu\.so: 891 need dotprod, e\.g\. `[us]dot ", result.stderr), \
         result.stderr
 
 

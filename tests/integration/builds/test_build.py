@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +28,7 @@ from llama_wheels.stages.build import build_dir_for
 from llama_wheels.stages.repair import check_wheel
 from llama_wheels.stages.toolchain import zig_toolchain
 from tests.support.checkout import REPO, cache_root_sharing, cli, pinned, processes_mentioning, repo_config
+from tests.support.processes import interruptible, wait_for
 from tests.support.wheelfactory import record_data
 
 
@@ -147,19 +147,18 @@ def test_interrupted_build_publishes_nothing_and_the_next_run_succeeds(tmp_path:
     log = tmp_path / "interrupted.log"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
            "LLAMA_WHEELS_CACHE": str(cache_root_sharing(tmp_path / "cache", cache, ("sdists", "zig", "ccache")))}
-    proc = subprocess.Popen([sys.executable, "-m", "llama_wheels", "--log", str(log), "build", "--no-verify",
-                             "--dist", str(dist)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env, "CCACHE_DISABLE": "1"})
-    deadline = time.monotonic() + 300
-    while not re.search(r"^\[3/\d+\] ", log.read_text() if log.exists() else "", re.MULTILINE):
-        assert proc.poll() is None, f"the build ended before ninja compiled anything (log {log})"
-        assert time.monotonic() < deadline, f"ninja did not start compiling within 300 s (log {log})"
-        time.sleep(0.2)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert not processes_mentioning(str(tmp_path)), "a command of the interrupted build is still running"
+    # The subject gets a deliverable SIGINT even when this suite was started with it ignored (a background
+    # job), and is killed with everything it started if the test fails before it ends.
+    with interruptible([sys.executable, "-m", "llama_wheels", "--log", log, "build", "--no-verify", "--dist", dist],
+                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env={**env, "CCACHE_DISABLE": "1"}) as proc:
+        wait_for(lambda: re.search(r"^\[3/\d+\] ", log.read_text() if log.exists() else "", re.MULTILINE) is not None,
+                 f"ninja compiling (log {log})", timeout=300, proc=proc)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 130, stderr[-2000:]
+        # checked at once: the interrupted run returns only when nothing of its work runs any more
+        assert not processes_mentioning(str(tmp_path)), "a command of the interrupted build is still running"
     assert stderr.strip().splitlines()[-1].startswith("llama-wheels: error: interrupted")
     assert not list(dist.glob("*")) if dist.exists() else True
     rerun = cli("--log", str(tmp_path / "rerun.log"), "build", "--no-verify", "--dist", str(dist), env=env)
