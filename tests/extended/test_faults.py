@@ -1,5 +1,9 @@
 """Faults on real builds of the default target: SIGKILL at each stage, full file systems, two builds at once.
 
+In the extended tier: about ten ccache-warm builds of the default target (26 min measured under load), too
+many for the full tier's budget; the unit tier keeps the cheap fault cases (tests/unit/test_cache_faults.py,
+tests/unit/test_runner_stops.py).
+
 Each run uses a cache root of this module's own that shares only the downloads and the compiler cache with the
 real one (conftest's cache_root_sharing), so the builds are ccache-warm rebuilds: minutes, not a cold compile.
 Every test fails when it cannot provoke its fault (a kill that came too late, a lock nobody waited for).
