@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import ChecksumError, ConfigError, PatchError
 from llama_wheels.stages.fetch import fetch_sdist
 from llama_wheels.stages.patching import prepare, unpack_sdist, vendored_commit
+from tests.support.index import served
 
 VERSION = "9.9.9"
 
@@ -52,19 +51,9 @@ def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "index"
     (root / "llama-cpp-python").mkdir(parents=True)
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("LLAMA_WHEELS_INDEX_URL", f"http://127.0.0.1:{server.server_port}")
-    yield root
-    server.shutdown()
-    server.server_close()
+    with served(root) as url:
+        monkeypatch.setenv("LLAMA_WHEELS_INDEX_URL", url)
+        yield root
 
 
 def publish(index: Path, data: bytes, listed_sha256: str) -> None:
@@ -72,8 +61,7 @@ def publish(index: Path, data: bytes, listed_sha256: str) -> None:
     (index / "files").mkdir(exist_ok=True)
     (index / "files" / name).write_bytes(data)
     page = {"files": [{"filename": name, "url": f"../files/{name}", "hashes": {"sha256": listed_sha256}}]}
-    # SimpleHTTPRequestHandler serves index.html for a directory URL.
-    (index / "llama-cpp-python" / "index.html").write_text(json.dumps(page))
+    (index / "llama-cpp-python" / "index.json").write_text(json.dumps(page))
 
 
 def test_fetch_verifies_and_caches(tmp_path: Path, index: Path) -> None:

@@ -5,13 +5,11 @@ tests/integration/network/test_pinning_pypi.py (network tier)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import re
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from llama_wheels.config import load
 from tests.support.checkout import cli
+from tests.support.index import served
 from tests.support.pins import snapshot, statuses
 
 BASE = "9.9.9"
@@ -167,7 +166,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         listing.append({"filename": name, "url": f"../files/{name}",
                         "hashes": {"sha256": hashlib.sha256(data).hexdigest()}})
     page = {"files": listing, "versions": list(releases)}
-    (index / "llama-cpp-python" / "index.html").write_text(json.dumps(page))
+    (index / "llama-cpp-python" / "index.json").write_text(json.dumps(page))
 
     root = tmp_path / "checkout"
     (root / "build_config").mkdir(parents=True)
@@ -181,20 +180,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name, text in format_patches(tmp_path, releases[BASE], edits).items():
         (patch_dir / name).write_text(text)
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(index), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("LLAMA_WHEELS_INDEX_URL", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("LLAMA_WHEELS_CACHE", str(tmp_path / "cache"))
-    yield root
-    server.shutdown()
-    server.server_close()
+    with served(index) as url:
+        monkeypatch.setenv("LLAMA_WHEELS_INDEX_URL", url)
+        monkeypatch.setenv("LLAMA_WHEELS_CACHE", str(tmp_path / "cache"))
+        yield root
 
 
 def pin_add(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
