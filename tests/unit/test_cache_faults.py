@@ -4,12 +4,16 @@ The same faults on real builds: tests/integration/builds/test_faults.py."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from llama_wheels.core import runner
 from llama_wheels.core.cache import atomic_path, locked, publish_files
@@ -80,3 +84,28 @@ def test_a_run_that_waits_for_a_lock_says_so(tmp_path: Path) -> None:
     assert f"waiting  for the lock {lock}: another llama-wheels run holds it" in text
     assert f"waiting  for the lock {lock}: got it after" in text
     assert waited > 0.5
+
+
+def test_a_temp_swept_before_its_run_locked_it_is_made_again(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window between creating a temp and locking it: another run's sweep sees an unlocked temp and removes
+    it. The run must notice and stage a new one, not write on into a name the next sweep takes from under it."""
+    from llama_wheels.core import cache as cache_module
+
+    final = tmp_path / "dist" / "x.whl"
+    real_open, swept = os.open, []
+
+    def open_after_a_sweep(path: Any, flags: int, *args: Any) -> int:
+        if not swept and not flags & os.O_CREAT and Path(path).name.startswith(".x.whl.tmp-"):
+            swept.append(Path(path))
+            cache_module._sweep_orphans(final)  # another run, between our mkstemp and our flock
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(cache_module.os, "open", open_after_a_sweep)
+    with atomic_path(final) as tmp:
+        assert swept and not swept[0].exists(), "the injected sweep did not remove the first temp"
+        assert tmp != swept[0]
+        tmp.write_bytes(b"whole")
+        cache_module._sweep_orphans(final)  # a sweep now must leave the live, locked temp alone
+        assert tmp.exists()
+    assert final.read_bytes() == b"whole"

@@ -133,19 +133,35 @@ def _staged(final: Path, *, directory: bool) -> Iterator[Path]:
     away the temps of killed runs."""
     final.parent.mkdir(parents=True, exist_ok=True)
     _sweep_orphans(final)
-    prefix = f".{final.name}.tmp-"
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
-    held = os.open(tmp, os.O_RDONLY)
+    tmp, held = _locked_temp(final, directory=directory)
     try:
-        fcntl.flock(held, fcntl.LOCK_EX)
         yield tmp
     finally:
         os.close(held)
+
+
+def _locked_temp(final: Path, *, directory: bool) -> tuple[Path, int]:
+    """A new temp beside ``final`` and a descriptor holding its lock. Between creating and locking it another
+    run's sweep may take it for an orphan and remove it: then the lock is on a removed file, so make another."""
+    prefix = f".{final.name}.tmp-"
+    while True:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+            os.close(fd)
+            tmp = Path(name)
+        try:
+            held = os.open(tmp, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # swept before we could open it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            if os.stat(tmp).st_ino == os.fstat(held).st_ino:
+                return tmp, held
+        except FileNotFoundError:
+            pass
+        os.close(held)  # swept between creating and locking: the lock guards nothing
 
 
 @contextlib.contextmanager
