@@ -83,6 +83,7 @@ class ProbeOutcome:
     log: str  # child's stderr (llama.cpp log echo); empty for in-process probes
     cannot_hold: str | None = None  # why this wheel's ggml cannot load the model at all (a type it lacks)
     binding_required: bool = True  # the wheel's release must bind every type (wheel_probe.binding_required)
+    signal: str | None = None  # the signal the child died of (SIGILL: code the CPU lacks), for the matrix
 
     def require(self, *phases: str) -> dict[str, Any]:
         """The result, failing the test if the probe crashed or one of ``phases`` raised; skipping it only
@@ -132,8 +133,9 @@ def _run_child(cmd: list[str], name: str, model: Path, out: Path, timeout: float
     rc = proc.returncode
     if rc == 0 and out.is_file():
         return ProbeOutcome(name, json.loads(out.read_text()), None, proc.stderr)
-    how = f"died with signal {signal.Signals(-rc).name}" if rc < 0 else f"exited with code {rc}"
-    return ProbeOutcome(name, None, how, proc.stderr)
+    died_of = signal.Signals(-rc).name if rc < 0 else None
+    how = f"died with signal {died_of}" if died_of else f"exited with code {rc}"
+    return ProbeOutcome(name, None, how, proc.stderr, signal=died_of)
 
 
 def _run_in_process(name: str, model: Path) -> ProbeOutcome:
@@ -251,6 +253,7 @@ def probe(
         facts["models"][name] = {
             "file_bytes": model.stat().st_size,
             "failure": outcome.failure,
+            "signal": outcome.signal,
             "probe": outcome.result,
             "log_tail": None if outcome.result else outcome.log[-4000:],
         }

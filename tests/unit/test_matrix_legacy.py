@@ -67,11 +67,13 @@ def test_observed_reads_the_suites_result_format() -> None:
                          "f16": {"probe": {"llama": {"repacked": {}, "tokens": [7]}}, "failure": None},
                          "q4_k_m": {"probe": {"llama": k}, "failure": None},
                          "mxfp4": {"cannot_hold": "llama_cpp 0.3.4 knows no ggml type MXFP4"},
-                         "q8_0": {"probe": None, "failure": "died with signal SIGILL"}}}
+                         "q8_0": {"probe": None, "failure": "died with signal SIGILL", "signal": "SIGILL"},
+                         "q6_k": {"probe": None, "failure": "exited with code 1", "signal": None}}}
     assert _observed(result) == Observed(layout="q4_0_4x4", repacked=4,
                                          layouts={"Q4_0": "q4_0_4x4", "Q4_K": "q4_K_8x8", "Q6_K": "q6_K_8x8"},
-                                         tokens={"q4_0": [5, 6], "f16": [7], "q4_k_m": [8]})
-    assert _observed({"models": {}}) == Observed(layout=None, layouts={}, repacked=0, tokens={})
+                                         tokens={"q4_0": [5, 6], "f16": [7], "q4_k_m": [8]},
+                                         crashes=("q8_0 probe died of SIGILL",))
+    assert _observed({"models": {}}) == Observed(layout=None, layouts={}, repacked=0, tokens={}, crashes=())
 
 
 @pytest.mark.parametrize(

@@ -141,10 +141,12 @@ class Observed:
     layouts: dict[str, str]  # ggml type -> its layouts over every model (the wheel suite checks each tensor)
     repacked: int  # repacked tensors over every model
     tokens: dict[str, list[int]]  # greedy tokens per model
+    crashes: tuple[str, ...]  # "q4_0 probe died of SIGILL": a model's probe child killed by a signal
 
 
 def _observed(result: Mapping[str, Any]) -> Observed:
-    # wheel_tests/conftest.py records each model as {"probe": <wheel_probe result> | None, "failure": ...}
+    # wheel_tests/conftest.py records each model as {"probe": <wheel_probe result> | None, "failure": ...,
+    # "signal": ...}
     runs = {name: (m.get("probe") or {}).get("llama") for name, m in result.get("models", {}).items()}
     by_type: dict[str, set[str]] = {}
     for run in runs.values():
@@ -154,7 +156,9 @@ def _observed(result: Mapping[str, Any]) -> Observed:
     return Observed(layout=oracle.layout_summary(q4.get("repacked", {})) if q4 else None,
                     layouts={t: ", ".join(sorted(ls)) for t, ls in sorted(by_type.items())},
                     repacked=sum(len(run["repacked"]) for run in runs.values() if run),
-                    tokens={name: run["tokens"] for name, run in runs.items() if run})
+                    tokens={name: run["tokens"] for name, run in runs.items() if run},
+                    crashes=tuple(f"{name} probe died of {m['signal']}" for name, m in result.get("models", {}).items()
+                                  if m.get("signal")))
 
 
 def score_mismatch(observed: Mapping[str, int], expectation: oracle.Expectation) -> str:
@@ -207,13 +211,20 @@ def import_info(output: str) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
+def probe_python(sysroot: Sysroot, cpu: Cpu) -> str:
+    """LLAMA_WHEELS_PROBE_PYTHON for a wheel suite run in ``sysroot`` on ``cpu``: its per-model probes run on the
+    same qemu, CPU and root (a child left to binfmt_misc would run on qemu's default CPU, and without it could
+    not run at all)."""
+    return shlex.join([os.fspath(sysroot.qemu), "-cpu", cpu.qemu_cpu, "-L", os.fspath(sysroot.root),
+                       os.fspath(sysroot.python)])
+
+
 def suite_env(bed: Bed, cpu: Cpu, result_file: Path, expectation: oracle.Expectation) -> dict[str, str]:
     """The wheel suite's environment in a cell: where its result goes, the standalone modules, the layout this CPU
     must get, and the interpreter of its per-model probes, always explicit: the same qemu, CPU and root as the
     cell (a child left to binfmt_misc would run on qemu's default CPU)."""
     sysroot = bed.sysroot
-    probe = [os.fspath(sysroot.qemu), "-cpu", cpu.qemu_cpu, "-L", os.fspath(sysroot.root), os.fspath(sysroot.python)]
-    env = {"LLAMA_WHEELS_RESULT": str(result_file), "LLAMA_WHEELS_PROBE_PYTHON": shlex.join(probe),
+    env = {"LLAMA_WHEELS_RESULT": str(result_file), "LLAMA_WHEELS_PROBE_PYTHON": probe_python(sysroot, cpu),
            **standalone_env(bed.models)}
     if expectation.q4_0_layout is not None:
         env["LLAMA_WHEELS_EXPECT_LAYOUT"] = expectation.q4_0_layout
@@ -271,6 +282,8 @@ def _run_cell(build: WheelBuild, site: Path, cpu: Cpu, expectation: oracle.Expec
                    seconds=seconds)
     if suite.signal_name:
         return replace(cell, verdict="crash", detail=base.detail + f"died of {suite.signal_name}")
+    if seen.crashes:  # a model's probe child died of a signal: the suite failed that model, the cell crashed
+        return replace(cell, verdict="crash", detail=base.detail + "; ".join(seen.crashes))
     if suite.returncode != 0:
         failed = [line for line in suite.output.splitlines() if line.startswith(("FAILED", "ERROR"))]
         return replace(cell, detail=base.detail + (failed[0] if failed else telling_line(suite.tail)))

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from llama_wheels.config import load
 from llama_wheels.config.cpus import load_cpus
 from llama_wheels.config.platforms import platform
 from llama_wheels.core.cache import Cache
 from llama_wheels.emulation.qemu import install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
-from llama_wheels.judges.matrix import standalone_env
-from llama_wheels.reports import legacy
+from llama_wheels.judges.matrix import probe_python, standalone_env
+from llama_wheels.reports import builder, legacy
 from llama_wheels.stages.repair import check_wheel
 from llama_wheels.standalone.models import write_t5_model
 from tests.support.checkout import REPO, build_target, cli, pinned
@@ -41,7 +42,10 @@ def patched_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def unpatched_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_target(tmp_path_factory, TARGET, "--pin", "legacy-unpatched", "--no-verify")
+    """The stock 0.3.4 build, as `llama-wheels legacy-report` builds it: through the pipeline without the ISA
+    audit, which refuses it (test_the_audit_refuses_the_unpatched_build)."""
+    [before] = [b for b in legacy.BUILDS if b.role == "before"]
+    return builder.build_wheels(load(REPO), Cache.from_env(), tmp_path_factory.mktemp("dist"), [before])["before"]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,19 @@ def test_legacy_wheels_hold_only_the_package(patched_wheel: Path, unpatched_whee
         assert archive.read("llama_cpp/lib/cpu-isa.txt").decode().strip() == "armv8.2-a+dotprod"  # 0005
     with zipfile.ZipFile(unpatched_wheel) as archive:
         assert "llama_cpp/lib/cpu-isa.txt" not in archive.namelist()
+
+
+def test_the_audit_refuses_the_unpatched_build(unpatched_wheel: Path, tmp_path: Path) -> None:
+    """The stock build's dotprod code runs unguarded (no import check: that is patch 0005), so `build` stops it
+    at the ISA audit and nothing reaches dist/; the same wheel is the legacy report's "before"."""
+    dist = tmp_path / "dist"
+    result = cli("--log", str(tmp_path / "log"), "build", TARGET, "--pin", "legacy-unpatched", "--no-verify",
+                 "--dist", str(dist))
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"llama-wheels: error: ISA audit of {unpatched_wheel.name}: "), last
+    assert "need dotprod" in last and "llama_cpp/lib/libggml-cpu.so" in last, last
+    assert not dist.exists() or not list(dist.iterdir())
 
 
 def test_legacy_matrix(patched_wheel: Path, unpatched_wheel: Path, tmp_path: Path) -> None:
@@ -120,14 +137,16 @@ def test_a_wheel_whose_record_promises_use_extra_bufts_fails_without_it(unpatche
         return json.dumps(doc).encode()
 
     cpu = load_cpus(REPO)["neoverse-n1"]
+    sysroot = ensure_sysroot(Cache.from_env())
+    env = {**standalone_env(), "LLAMA_WHEELS_PROBE_PYTHON": probe_python(sysroot, cpu)}
     results = {}
     promised = rewritten(unpatched_wheel, tmp_path / "promising", {"llama_wheels.json": promising})
     for label, wheel in (("stock", unpatched_wheel), ("promising", promised)):
         site = install_wheel(wheel, tmp_path / f"site-{label}")
-        outcome = run_python(ensure_sysroot(Cache.from_env()), cpu,
+        outcome = run_python(sysroot, cpu,
                              ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
                               "-k", "use_extra_bufts or on_off", "--basetemp", str(tmp_path / f"tmp-{label}")],
-                             pythonpath=[site], env=standalone_env(), cwd=tmp_path, timeout=1200)
+                             pythonpath=[site], env=env, cwd=tmp_path, timeout=1200)
         results[label] = (outcome.returncode, outcome.output.strip().splitlines()[-1])
     assert results["stock"][0] == 0 and "skipped" in results["stock"][1], results
     assert results["promising"][0] != 0 and "failed" in results["promising"][1], results

@@ -22,7 +22,7 @@ from llama_wheels.config.cpus import load_cpus
 from llama_wheels.core.cache import Cache
 from llama_wheels.emulation.qemu import install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
-from llama_wheels.judges.matrix import standalone_env
+from llama_wheels.judges.matrix import probe_python, standalone_env
 from llama_wheels.standalone import hostcpu
 from tests.support.checkout import REPO, build_target, cli, processes_mentioning
 from tests.support.processes import interruptible, wait_for
@@ -104,10 +104,11 @@ def wheel_suite_without_expectation(wheel: Path, cpu: str, tmp_path: Path) -> tu
     """The wheel suite in the emulated Python on ``cpu`` with no LLAMA_WHEELS_EXPECT_LAYOUT: it must derive
     what to expect from the CPU it runs on and the wheel's provenance record, as on a CI runner."""
     site = install_wheel(wheel, tmp_path / f"site-{cpu}")
-    outcome = run_python(ensure_sysroot(Cache.from_env()), load_cpus(REPO)[cpu],
-                         ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
-                          "--basetemp", str(tmp_path / f"tmp-{cpu}")],
-                         pythonpath=[site], env=standalone_env(), cwd=tmp_path, timeout=1200)
+    sysroot, on = ensure_sysroot(Cache.from_env()), load_cpus(REPO)[cpu]
+    env = {**standalone_env(), "LLAMA_WHEELS_PROBE_PYTHON": probe_python(sysroot, on)}
+    outcome = run_python(sysroot, on, ["-m", "pytest", "-q", str(REPO / "wheel_tests"), "-p", "no:cacheprovider",
+                                       "--basetemp", str(tmp_path / f"tmp-{cpu}")],
+                         pythonpath=[site], env=env, cwd=tmp_path, timeout=1200)
     return outcome.returncode, outcome.output
 
 
