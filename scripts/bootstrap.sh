@@ -33,16 +33,34 @@ command -v make >/dev/null || need_apt+=(make)
 command -v patch >/dev/null || need_apt+=(patch)
 command -v tclsh >/dev/null || need_apt+=(tcl)
 command -v gcc >/dev/null || need_apt+=(gcc)
-# Estimated cycles (benchmarks/run.py --arm): llvm-mca and llvm-mc of the LLVM build_config/mca.toml pins
-# (Debian 12: bookworm-security's llvm-22; the installed version must be exactly the pinned one)
+# Estimated cycles (benchmarks/run.py --arm): llvm-mca and llvm-mc of the LLVM release build_config/mca.toml
+# pins (Debian 12: bookworm-security's llvm-22). Any Debian revision of that release will do: the security
+# suite replaces revisions, so the measured one (version) is installed while Debian serves it, else the one
+# it serves, which must still be the pinned release (what `llvm-mca --version` prints).
 llvm_pkg=$(sed -n 's/^package = "\(.*\)".*/\1/p' build_config/mca.toml)
 llvm_version=$(sed -n 's/^version = "\(.*\)".*/\1/p' build_config/mca.toml)
-[ "$(dpkg-query -W -f='${Version}' "$llvm_pkg" 2>/dev/null)" = "$llvm_version" ] || need_apt+=("$llvm_pkg=$llvm_version")
-if ((${#need_apt[@]})); then
+llvm_release=$(sed -n 's/^release = "\(.*\)".*/\1/p' build_config/mca.toml)
+upstream() { local v=${1#*:}; echo "${v%-*}"; }  # 1:22.1.8-1~deb12u1 -> 22.1.8
+llvm_installed() { dpkg-query -W -f='${Version}' "$llvm_pkg" 2>/dev/null || true; }
+[ "$(upstream "$(llvm_installed)")" = "$llvm_release" ] || need_llvm=1
+if ((${#need_apt[@]})) || [ -n "${need_llvm:-}" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "bootstrap: apt-get install ${need_apt[*]}" >&2
   $sudo apt-get update -qq
+  if [ -n "${need_llvm:-}" ]; then
+    if apt-cache show "$llvm_pkg=$llvm_version" >/dev/null 2>&1; then
+      need_apt+=("$llvm_pkg=$llvm_version")
+    else
+      need_apt+=("$llvm_pkg")  # another revision; checked below
+    fi
+  fi
+  echo "bootstrap: apt-get install ${need_apt[*]}" >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ "$(upstream "$(llvm_installed)")" != "$llvm_release" ]; then
+    echo "bootstrap: Debian serves $llvm_pkg $(llvm_installed), not LLVM $llvm_release (build_config/mca.toml" \
+         "[llvm] release, which the cycle estimates were validated with); enable bookworm-security, or" \
+         "re-validate (tests/integration/emulated/test_mca_validation.py) and update [llvm]" >&2
+    exit 1
+  fi
 fi
 
 stamp=.venv/.llama-wheels-installed
