@@ -47,7 +47,7 @@ if ((${#need_apt[@]})) || [ -n "${need_llvm:-}" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   if [ -n "${need_llvm:-}" ]; then
-    if apt-cache show "$llvm_pkg=$llvm_version" 2>/dev/null | grep -q "^Package:"; then  # (exit 0 either way)
+    if [ -n "$(apt-cache show "$llvm_pkg=$llvm_version" 2>/dev/null)" ]; then  # (it exits 0 either way)
       need_apt+=("$llvm_pkg=$llvm_version")
     else
       need_apt+=("$llvm_pkg")  # another revision; checked below
