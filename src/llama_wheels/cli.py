@@ -340,6 +340,9 @@ def cmd_docs(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels import reference
 
     root = find_root(args.config)
+    if args.docs_command == "build":
+        print(f"documentation site: {reference.build_site(root, args.site_dir)}/index.html")
+        return 0
     if args.docs_command == "generate":
         written = reference.generate(root, parser())
         for rel in reference.PAGES:
@@ -652,6 +655,11 @@ def parser() -> argparse.ArgumentParser:
     _command(docs_sub, "check", "fail if the committed reference pages are stale",
              "Exit 2 if a committed reference page differs from what `docs generate` writes.",
              "llama-wheels docs check")
+    b = _command(docs_sub, "build", "render the documentation site (MkDocs, strict) into a directory",
+                 "Render docs/ with MkDocs (--strict: a broken link fails) into SITE_DIR, atomically. The "
+                 "release's index job publishes it on Pages beside the package index (site/docs/).",
+                 "llama-wheels docs build site/docs")
+    b.add_argument("site_dir", type=Path, help="where the rendered site goes (replaced as a whole)")
     p.set_defaults(func=cmd_docs)
 
     p = _command(sub, "clean", "remove cached build trees (--all: everything)",

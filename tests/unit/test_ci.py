@@ -241,7 +241,8 @@ def test_release_job_graph_drafts_uploads_indexes_deploys_then_publishes() -> No
     assert steps("draft", "run")[-1] == "llama-wheels release draft"
     assert steps("assets", "run")[-1] == (f"llama-wheels release assets dist --report {workflows.MATRIX_REPORT}/"
                                           f"matrix.json --report {workflows.MATRIX_REPORT}/matrix.txt")
-    assert steps("index", "run")[-1] == "llama-wheels release index site"
+    assert steps("index", "run")[-2:] == ["llama-wheels release index site", "llama-wheels docs build site/docs"]
+    assert "-r requirements/docs.txt" in steps("index", "run")[0]  # MkDocs for the site, by hash
     assert steps("publish", "run")[-2:] == [
         f"llama-wheels release notes --matrix {workflows.MATRIX_REPORT}/matrix.json --out release-notes.md",
         "llama-wheels release publish release-notes.md"]
@@ -280,7 +281,7 @@ def test_workflows_hold_no_release_logic_only_commands(path: Path) -> None:
             if "run" not in step:
                 continue
             run = step["run"].strip()
-            if run == workflows.INSTALL or run == "scripts/bootstrap.sh":
+            if run in (workflows.install(), workflows.install(workflows.DOCS_LOCK), "scripts/bootstrap.sh"):
                 continue
             assert run.startswith(("llama-wheels ", ".venv/bin/llama-wheels ")), (name, run)
             assert not _SHELL_LOGIC.search(run), (name, run)

@@ -5,11 +5,8 @@ its intro included into the site's front page."""
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,15 +15,7 @@ import pytest
 from llama_wheels import reference
 from llama_wheels.cli import parser
 from llama_wheels.core.errors import ConfigError
-from tests.support.checkout import REPO
-
-MKDOCS = Path(sys.executable).parent / "mkdocs"
-
-
-def build_site(root: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(MKDOCS), "build", "--strict", "--config-file", str(root / "mkdocs.yml"), "--site-dir",
-                           str(out)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+from tests.support.checkout import REPO, cli
 
 
 def scratch_site(tmp_path: Path) -> Path:
@@ -38,24 +27,31 @@ def scratch_site(tmp_path: Path) -> Path:
 
 
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
-    result = build_site(REPO, tmp_path / "site")
+    """`llama-wheels docs build`, as the release's index job runs it to publish the site beside the index."""
+    result = cli("docs", "build", str(tmp_path / "site" / "docs"))
     assert result.returncode == 0, result.stderr
-    index = (tmp_path / "site" / "index.html").read_text()
-    assert "really works" in index  # README's intro, included
+    assert result.stdout.strip() == f"documentation site: {tmp_path / 'site' / 'docs'}/index.html"
+    site = tmp_path / "site" / "docs"
+    assert "really works" in (site / "index.html").read_text()  # README's intro, included
     for page in ("guide", "design", "measurements", "reports", "reference/cli", "reference/config",
                  "reference/tests", "reference/record"):
-        assert (tmp_path / "site" / page / "index.html").is_file(), page
+        assert (site / page / "index.html").is_file(), page
 
 
-def test_a_broken_link_fails_the_build(tmp_path: Path) -> None:
-    """The sabotage: a link to a page that does not exist and one to a missing section, each named."""
+def test_a_broken_link_fails_the_build_and_writes_nothing(tmp_path: Path) -> None:
+    """The sabotage: a link to a page that does not exist and one to a missing section; the first is named,
+    exit 2, and the site directory is not created."""
     root = scratch_site(tmp_path)
     guide = root / "docs" / "guide.md"
     guide.write_text(guide.read_text() + "\nSee [gone](no-such-page.md) and [gone](design.md#no-such-section).\n")
-    result = build_site(root, tmp_path / "site")
-    assert result.returncode != 0
-    assert "contains a link 'no-such-page.md', but the target is not found" in result.stderr, result.stderr
-    assert "does not contain an anchor '#no-such-section'" in result.stderr, result.stderr
+    out = tmp_path / "site"
+    result = cli("--config", str(root), "docs", "build", str(out))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"llama-wheels: error: {root / 'docs'}: the site does not build strictly: "), line
+    assert "contains a link 'no-such-page.md', but the target is not found" in line, line
+    assert "(and 1 more: see the log)" in line, line
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["checkout"]
 
 
 def test_generated_pages_match_the_code() -> None:

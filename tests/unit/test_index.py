@@ -281,3 +281,24 @@ def test_cli_index_and_inspect(dist: Path, tmp_path: Path) -> None:
     assert failed.stderr.strip().splitlines()[-1] == (
         f"llama-wheels: error: {empty}: holds no .whl files; build some first (llama-wheels build)")
 
+
+
+def test_the_documentation_folder_beside_the_index_is_no_family(dist: Path, tmp_path: Path) -> None:
+    """release.yml's index job writes site/docs/ after the index; the landing page links it, and an index
+    written again over such a site neither takes docs/ for a family nor fails on it."""
+    out = tmp_path / "site"
+    build_index(dist, out)
+    assert '<a href="docs/">documentation</a>' in (out / "index.html").read_text()
+    (out / index_module.DOCS).mkdir()
+    (out / index_module.DOCS / "index.html").write_text("<p>the guide</p>")
+    check_tree(out)
+    assert sorted(build_index(dist, out)) == ["armv8.2-dotprod", "cpu"]
+
+
+def test_a_target_indexed_as_docs_is_refused(tmp_path: Path) -> None:
+    """The sabotage: a target whose index is "docs" would put wheels where the documentation site goes."""
+    built_wheel(tmp_path / "dist", index=index_module.DOCS, target="linux-aarch64")
+    with pytest.raises(UserError, match=r"its target's index is 'docs', the site's documentation folder; give the "
+                                        r"target another index in build_config/targets.toml"):
+        build_index(tmp_path / "dist", tmp_path / "site")
+    assert not (tmp_path / "site").exists()

@@ -50,7 +50,7 @@ def test_changing_a_pin_in_pyproject_fails_the_check(checkout: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "llama-wheels: error: requirements/ci.txt: made from other inputs than pyproject.toml's requirements "
-        "now (and 3 more); run `llama-wheels lock` and commit requirements/")
+        "now (and 5 more); run `llama-wheels lock` and commit requirements/")
 
 
 def test_a_new_dependency_and_a_new_test_tool_fail_the_check(checkout: Path) -> None:

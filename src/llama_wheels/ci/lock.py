@@ -3,13 +3,15 @@
 Every workflow step (and the cibuildwheel before-build hook, and scripts/bootstrap.sh) installs the
 project's Python dependencies with ``pip install --require-hashes -r <lock>`` and then the project itself
 with ``--no-deps --no-build-isolation``: no transitive dependency is resolved fresh at release time, and
-every file pip installs has a sha256 recorded here. Two locks:
+every file pip installs has a sha256 recorded here. The locks:
 
 - ``requirements/ci.txt``: the project's dependencies and its build backend (what CI and the cibuildwheel
   hook need to build, repair, audit and index wheels);
 - ``requirements/test.txt``: the same plus the ``test`` extra (the test suite, its linters and checkers);
 - ``requirements/wheel-tests.txt``: what cibuildwheel's ``before-test`` installs into the venv a wheel is
-  tested in (``workflows.TEST_REQUIRES``: wheel_tests/ and the models module it imports).
+  tested in (``workflows.TEST_REQUIRES``: wheel_tests/ and the models module it imports);
+- ``requirements/docs.txt``: the dependencies and the ``docs`` extra, for the release's index job, which renders
+  the documentation site beside the package index.
 
 They are made by uv (``uv pip compile --universal --generate-hashes``, uv pinned in the test extra), for
 the CI Python (``workflows.PYTHON``) on every platform at once: each locked version lists the hashes of
@@ -37,7 +39,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from llama_wheels.ci.workflows import PYTHON, TEST_REQUIRES
+from llama_wheels.ci.workflows import DOCS_LOCK, PYTHON, TEST_REQUIRES
 from llama_wheels.core import runner
 from llama_wheels.core.cache import atomic_path
 from llama_wheels.core.errors import ConfigError, ToolchainError
@@ -69,7 +71,10 @@ LOCKS = (Lock(path=Path("requirements/ci.txt"), extras=()),
          # checks the code against the numpy typing of the newest numpy)
          Lock(path=Path("requirements/test.txt"), extras=("test",), tools=("pip",), manylinux2014=False),
          # cibuildwheel's before-test, in the venv the wheel is tested in (wheel_tests/ + the models module)
-         Lock(path=Path("requirements/wheel-tests.txt"), extras=(), only=TEST_REQUIRES))
+         Lock(path=Path("requirements/wheel-tests.txt"), extras=(), only=TEST_REQUIRES),
+         # the release's index job (ubuntu-24.04): the project and MkDocs, which renders the documentation
+         # site it publishes beside the index (`llama-wheels docs build`)
+         Lock(path=Path(DOCS_LOCK), extras=("docs",), manylinux2014=False))
 
 
 def _pyproject(root: Path) -> dict[str, object]:

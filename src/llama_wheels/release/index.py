@@ -9,8 +9,10 @@ Each wheel's family is the ``index`` of the target it was built for, read from i
     OUT/<family>/simple/<project>/<wheel>.metadata   its core metadata (PEP 658/714)
 
 which is what ``pip install --extra-index-url file:///.../OUT/cpu/simple`` (or an https URL of the same tree)
-expects. ``index.json`` is the PEP 691 form of the page beside it, for a server that maps
-``Accept: application/vnd.pypi.simple.v1+json`` onto it; pip on a static tree reads ``index.html``.
+expects; ``OUT/docs/`` is left to the documentation site (``llama-wheels docs build OUT/docs``, as the release's
+index job does), which the landing page ``OUT/index.html`` links to. ``index.json`` is the PEP 691 form of the
+page beside it, for a server that maps ``Accept: application/vnd.pypi.simple.v1+json`` onto it; pip on a static
+tree reads ``index.html``.
 
 Append-only: when OUT already is such an index, every wheel it serves stays, with its bytes and sha256,
 beside the new ones; a new wheel under a published file name with other bytes is refused (a rebuild
@@ -53,6 +55,7 @@ MARKER = ".llama-wheels-index"
 # What the index serves, {family: {file name: sha256}}: the next release verifies every earlier asset
 # against it (release/publishing.py), fetched from the deployed site.
 DIGESTS = "digests.json"
+DOCS = "docs"  # OUT/docs/: the documentation site (`llama-wheels docs build`), never a variant family
 API_VERSION = "1.1"
 _FAMILY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -146,6 +149,9 @@ def write_tree(root: Path, wheels: list[IndexedWheel]) -> dict[str, list[Indexed
     """Write the index for ``wheels`` into the empty directory ``root``; return wheels per family."""
     families: dict[str, list[IndexedWheel]] = {}
     for w in sorted(wheels, key=lambda w: (w.family, w.project, w.filename)):
+        if w.family == DOCS:
+            raise UserError(f"{w.filename}: its target's index is {DOCS!r}, the site's documentation folder; "
+                            "give the target another index in build_config/targets.toml")
         families.setdefault(w.family, []).append(w)
     for family, members in families.items():
         simple = root / family / "simple"
@@ -170,6 +176,7 @@ def write_tree(root: Path, wheels: list[IndexedWheel]) -> dict[str, list[Indexed
     landing = [f'<a href="{f}/simple/">{f}</a>: '
                + html.escape(install_command(f"<this URL>/{f}/simple", sorted({w.project for w in m}))) + "<br>"
                for f, m in families.items()]
+    landing.append(f'<a href="{DOCS}/">documentation</a>: the guide, the reference and the measurements<br>')
     (root / "index.html").write_text(_page("llama-wheels package indexes, one per variant family", landing))
     (root / MARKER).write_text(json.dumps({f: [w.filename for w in m] for f, m in families.items()},
                                           indent=2, sort_keys=True) + "\n")
@@ -223,7 +230,7 @@ def parse_links(page: Path) -> tuple[list[tuple[dict[str, str | None], str]], di
 
 def check_tree(root: Path) -> None:
     """Raise LlamaWheelsError unless every family under ``root`` is a valid PEP 503 + PEP 691 index."""
-    families = [p for p in sorted(root.iterdir()) if p.is_dir()]
+    families = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name != DOCS]
     if not families:
         raise LlamaWheelsError(f"{root}: no variant family in the index")
     for family in families:

@@ -119,6 +119,10 @@ def test_four_tags_rehearsed(tmp_path: Path, default_wheel: Path, legacy_wheel: 
         got = pip_download(f"{url}/cpu/simple",
                            f"llama-cpp-python=={current.version} --hash=sha256:{a_sha['default']}", root / "pip-a")
     assert got.name == default_wheel.name
+    # the documentation site deployed beside the index, linked from its landing page
+    assert 'href="docs/"' in (root / "pages/index.html").read_text()
+    assert "really works" in (root / "pages/docs/index.html").read_text()
+    assert (root / "pages/docs/reference/cli/index.html").is_file()
 
     # ------------------------------------------------------------------ tag B, after a change to stages/
     code = edited_stage_code_hash(tmp_path, monkeypatch)

@@ -10,6 +10,7 @@ Which lock is installed where (from the generated files):
                                   cibuildwheel's before-build (manylinux2014 and musllinux_1_2 aarch64
                                   containers, the macOS runner)
     requirements/wheel-tests.txt  cibuildwheel's before-test (the same three build environments)
+    requirements/docs.txt         release.yml's index job (ubuntu-24.04 x86_64), which renders the docs site
 pip evaluates environment markers for this host (Linux): a Darwin-only package (delocate) is not checked
 for macOS here.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform as platform_module
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +38,15 @@ MACOS_ARM64 = "macosx_14_0_arm64"  # macos-14
 INSTALLS = {
     "requirements/ci.txt": (MANYLINUX_X86_64, MANYLINUX_AARCH64, MUSLLINUX_AARCH64, MACOS_ARM64),
     workflows.WHEEL_TESTS_LOCK: (MANYLINUX_AARCH64, MUSLLINUX_AARCH64, MACOS_ARM64),
+    workflows.DOCS_LOCK: (MANYLINUX_X86_64,),  # release.yml's index job
 }
+
+
+# pip evaluates a lock's markers (python_full_version < '3.11.5') for this host's Python but checks Requires-Python
+# against --python-version: both must be one version, this host's, which is a CI Python (workflows.PYTHON: setup-python
+# installs its newest patch release).
+MARKER_PYTHON = platform_module.python_version()
+assert MARKER_PYTHON.startswith(f"{workflows.PYTHON}."), f"run this test with Python {workflows.PYTHON}"
 
 
 def compatible(platform: str) -> list[str]:
@@ -60,7 +70,7 @@ def binary_resolution(lock: Path, platform: str, tmp: Path) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check", "install", "--dry-run",
          "--ignore-installed", "--target", str(tmp / "target"), *platforms, "--python-version",
-         workflows.PYTHON, "--implementation", "cp", "--only-binary=:all:", "--no-deps", "--require-hashes",
+         MARKER_PYTHON, "--implementation", "cp", "--only-binary=:all:", "--no-deps", "--require-hashes",
          "-r", str(lock), "--report", str(tmp / "report.json"), "--quiet"],
         capture_output=True, text=True, env=env, timeout=900)
 
