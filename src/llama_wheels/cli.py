@@ -220,6 +220,7 @@ def cmd_lock(args: argparse.Namespace, cache: Cache) -> int:
 
 def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
     from llama_wheels.pins import intake
+    from llama_wheels.pins.report import summary_error
 
     config = _config(args)
     if args.pin_command == "add":
@@ -234,9 +235,9 @@ def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
         print(added.report.render())
         if added.stopped is not None:
             print(added.stopped.render())
-            raise intake.summary_error(added.report, f"pin add {args.version}: stopped in {added.stopped.repo}")
+            raise summary_error(added.report, f"pin add {args.version}: stopped in {added.stopped.repo}")
         if not added.written:
-            raise intake.summary_error(added.report, f"pin add {args.version}: nothing written")
+            raise summary_error(added.report, f"pin add {args.version}: nothing written")
         for path in added.written:
             print(f"wrote {path}")
         print(f"next: review the entry, `llama-wheels pin check {added.report.pin.name}`, then commit")
@@ -255,7 +256,7 @@ def cmd_pin(args: argparse.Namespace, cache: Cache) -> int:
     failed = [report for report in reports if report.problems]
     if failed:
         also = f" (pins failing: {', '.join(r.pin.name for r in failed)})" if len(failed) > 1 else ""
-        raise intake.summary_error(failed[0], f"pin check {failed[0].pin.name}{also}")
+        raise summary_error(failed[0], f"pin check {failed[0].pin.name}{also}")
     return 0
 
 

@@ -32,453 +32,52 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-from llama_wheels import oracle
 from llama_wheels.config import SWITCHES, Config, Pin, SwitchMapping, load
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, remove
 from llama_wheels.core.errors import ConfigError, LlamaWheelsError, PatchError, UserError
-from llama_wheels.plan import plan
-from llama_wheels.stages.fetch import fetch_sdist, find_sdist
-from llama_wheels.stages.patching import commit_matches, declared_cmake_options, unpack_sdist, vendored_commit
+from llama_wheels.pins.carry import (
+    NEW_RELEASE,
+    WORKTREES,
+    Stopped,
+    am_in_progress,
+    apply_refreshed,
+    carry_patches,
+    run_git,
+    stop_at_conflict,
+    stopped_patch,
+    stray_paths,
+    touched_paths,
+    unmerged_paths,
+    worktree_dir,
+)
+from llama_wheels.pins.checks import (
+    TreeFacts,
+    check_switches,
+    check_targets,
+    expectation_drift,
+    repack_lines,
+    variant_lines,
+)
+from llama_wheels.pins.report import PinReport
+from llama_wheels.pins.sources import Sources, open_sources
+from llama_wheels.stages.fetch import find_sdist
+from llama_wheels.stages.patching import commit_matches, vendored_commit
 
-GGML_CMAKE = "vendor/llama.cpp/ggml/src/CMakeLists.txt"
-# Where ggml chooses a weight's repacked layout (repack.cpp since mid 2025, ggml-cpu-aarch64.cpp before).
-GGML_REPACK = ("vendor/llama.cpp/ggml/src/ggml-cpu/repack.cpp",
-               "vendor/llama.cpp/ggml/src/ggml-cpu/ggml-cpu-aarch64.cpp")
-_REPACK_FUNCTION = re.compile(r"^static [^\n]*\bggml_\w*get_optimal_repack_type\([^\n]*\{\n(.*?)^\}", re.M | re.S)
-_REPACK_TYPE = re.compile(r"\bcur->type == GGML_TYPE_(\w+)")
-_DIFF_PATH = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
-_OFFSET = re.compile(r"^Hunk #(\d+) succeeded at (\d+) (?:\((offset -?\d+ lines?)\)|\(fuzz)", re.MULTILINE)
 _PIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 _CMAKE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# The parts of an sdist the checks read (besides the files the patch series touches): CMake declarations,
-# the vendored commit (submodule metadata, CHANGELOG), ggml's variant list.
-_SUBMODULE_META = (".git/modules/vendor/llama.cpp/HEAD", ".git/modules/vendor/llama.cpp/packed-refs",
-                   "vendor/llama.cpp/.git", "CHANGELOG.md")
-NEW_RELEASE = "new-release"  # the tag of the new release's files in a scratch repository
-_GIT = ("git", "-c", "user.name=llama-wheels", "-c", "user.email=llama-wheels@localhost", "-c",
-        "commit.gpgsign=false", "-c", "core.autocrlf=false", "-c", "am.keepcr=true")
 
 
-@dataclass(frozen=True, kw_only=True)
-class PatchResult:
-    name: str
-    source: str  # the file applied, relative to the checkout
-    status: str  # clean | offset | merged | conflict
-    detail: str = ""
-    rejected: tuple[str, ...] = ()  # the rejected hunks (.rej text) of a conflict
-    refreshed: str | None = None  # the format-patch text at the new release (None: conflict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "conflict"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SwitchResult:
-    switch: str
-    mapping: SwitchMapping
-    status: str  # declared | missing | flag | absent
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "missing"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TargetResult:
-    target: str
-    required: bool
-    problem: str | None  # None: plans and every CMake name it sets is declared
-
-
-@dataclass(frozen=True, kw_only=True)
-class PinReport:
-    pin: Pin
-    patch_base: Pin  # whose patch series, on whose source, was carried onto this pin's
-    base: Pin  # what switch names and variants are compared with
-    commit_source: str
-    patches: tuple[PatchResult, ...]
-    switches: tuple[SwitchResult, ...]
-    targets: tuple[TargetResult, ...]
-    variants: tuple[str, ...]  # lines describing ggml's declared CPU variants and how they changed
-    repack: tuple[str, ...] = ()  # lines naming the weight types ggml repacks and how that changed
-    # how the pin changes what the oracle expects of its wheels against the base (types, variants): the verdict
-    drift: tuple[str, ...] = ()
-    strays: tuple[str, ...] = ()  # "patch X touches Y": a path outside the source tree the patch is applied to
-
-    @property
-    def problems(self) -> list[str]:
-        found = [f"patch {p.name} does not apply ({p.detail})" for p in self.patches if not p.ok]
-        found += [f"switch {s.switch} = {s.mapping} {s.detail}" for s in self.switches if not s.ok]
-        found += [f"target {t.target}: {t.problem}" for t in self.targets if t.required and t.problem]
-        return found + list(self.strays)
-
-    def render(self) -> str:
-        pin, base = self.pin, self.base
-        lines = [f"pin {pin.name}: llama-cpp-python {pin.version}"
-                 + (f" (compared with pin {base.name}: {base.version})" if base.name != pin.name else ""),
-                 f"  sdist      {pin.sdist_filename} sha256 {pin.sdist_sha256} (verified, cached)",
-                 f"  llama.cpp  {pin.llama_cpp_commit} ({self.commit_source})",
-                 f"  patches    (patches/{self.patch_base.version}/ with git am --3way onto this release's tree, "
-                 "in a scratch git repository)"]
-        if not self.patches:
-            lines.append("    (none)")
-        for p in self.patches:
-            lines.append(f"    {p.status:<9} {p.name}" + (f"  ({p.detail})" if p.detail else "")
-                         + (f"  (as in {p.source})" if not p.source.startswith(f"patches/{self.patch_base.version}/")
-                            else ""))
-            for hunk in p.rejected:
-                lines.extend(f"      | {line}" for line in hunk.rstrip("\n").splitlines())
-        lines.append("  switches   (CMake names against the patched tree's option()/CACHE declarations)")
-        for s in self.switches:
-            lines.append(f"    {s.status:<9} {s.switch} = {json.dumps(s.mapping)}"
-                         + (f"  {s.detail}" if s.detail else ""))
-        required = ", ".join(t.target for t in self.targets if t.required)
-        lines.append(f"  targets    (every target planned and checked at this pin; required: {required})")
-        for t in self.targets:
-            status = "ok" if t.problem is None else ("FAILS" if t.required else "cannot")
-            lines.append(f"    {status:<9} {t.target}" + (f"  {t.problem}" if t.problem else ""))
-        lines.append(f"  variants   (ggml's declared CPU variants, {GGML_CMAKE})")
-        lines.extend(f"    {line}" for line in self.variants)
-        if self.repack:
-            lines.append("  repack     (the weight types ggml's get_optimal_repack_type handles, ggml-cpu/repack.cpp)")
-            lines.extend(f"    {line}" for line in self.repack)
-        problems = self.problems
-        verdict = f"{len(problems)} problem(s): " + "; ".join(problems) if problems else "ok"
-        drift = f"; expectations change: {'; '.join(self.drift)}" if self.drift else ""
-        lines.append(f"  result     {verdict}{drift}")
-        return "\n".join(lines)
-
-
-# --- the source trees ------------------------------------------------------------------------------------
-
-
-def _touched(patches: Sequence[Path]) -> set[str]:
-    paths: set[str] = set()
-    for patch in patches:
-        for a, b in _DIFF_PATH.findall(patch.read_text(encoding="utf-8", errors="replace")):
-            paths.update((a, b))
-    return paths
-
-
-def stray_paths(patches: Sequence[Path], tree: Path) -> list[str]:
-    """A patch touches only the source tree it patches: every path it names is a file of ``tree`` (the unpatched
-    sdist, all of whose directories are unpacked) or a new file in one of its directories. Anything else (a
-    stray ``out/0001-....patch`` that ``git format-patch`` left in the work tree) would be carried into every
-    prepared tree and every new pin's series."""
-    strays = []
-    for patch in patches:
-        for rel in sorted(_touched([patch])):
-            if not ((tree / rel).is_file() or (tree / rel).parent.is_dir()):
-                strays.append(f"patch {patch.name} touches {rel}, outside the source tree it patches (no "
-                              f"{PurePosixPath(rel).parent}/ in the sdist); remove that file from the patch")
-    return strays
-
-
-def _extract(sdist: Path, version: str, dest: Path, touched: set[str]) -> Path:
-    """The parts of the sdist the checks read, unpacked into ``dest``."""
-    def wanted(rel: str) -> bool:
-        return (rel in touched or rel in _SUBMODULE_META or rel in GGML_REPACK
-                or rel.endswith(("CMakeLists.txt", ".cmake"))
-                or rel.startswith(".git/modules/vendor/llama.cpp/refs/"))
-
-    dest.mkdir(parents=True)
-    unpack_sdist(sdist, version, dest, wanted)
-    return dest
-
-
-def _git(repo: Path, *args: str | Path, check: bool = True) -> runner.Outcome:
-    # Keep git from finding an enclosing repository (the checkout, or the sdist's own .git).
-    outcome = runner.probe([*_GIT, *args], cwd=repo, env={"GIT_CEILING_DIRECTORIES": str(repo.parent),
-                                                          "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"})
-    if check and outcome.returncode != 0:
-        raise LlamaWheelsError(f"git {args[0]} failed in the scratch repository {repo}: "
-                               f"{runner.telling_line(outcome.tail)}")
-    return outcome
-
-
-def _copy_files(tree: Path, repo: Path, paths: set[str]) -> None:
-    for rel in sorted(paths):
-        src = tree / rel
-        if src.is_file() and not src.is_symlink():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / rel)
-
-
-def _commit_all(repo: Path, message: str) -> None:
-    _git(repo, "add", "-A", ".")
-    _git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", message)
-
-
-def _rejected_hunks(repo: Path, patch: Path) -> tuple[str, ...]:
-    """What ``git apply --reject`` cannot place on the new tree, then the tree as it was."""
-    outcome = _git(repo, "apply", "--reject", "--verbose", "--whitespace=nowarn", patch, check=False)
-    hunks = [rej.read_text(encoding="utf-8", errors="replace") for rej in sorted(repo.rglob("*.rej"))
-             if ".git" not in rej.relative_to(repo).parts]
-    missing = [line.removeprefix("error: ") for line in outcome.tail
-               if "No such file or directory" in line or "does not exist in index" in line]
-    _git(repo, "reset", "-q", "--hard", "HEAD")
-    _git(repo, "clean", "-q", "-f", "-d", "-x")
-    return tuple(hunks + missing)
-
-
-def carry_patches(patches: Sequence[Path], root: Path, old_tree: Path, new_tree: Path,
-                  scratch: Path, *, patched_old: Path | None = None) -> tuple[list[PatchResult], Path]:
-    """Apply ``patches`` (in order) onto ``new_tree``'s files with a 3-way merge against ``old_tree``'s.
-
-    Returns a result per patch and the scratch work tree: ``new_tree``'s touched files with every patch
-    that applied. Never stops at a failing patch: the next one goes onto what applied before it. With
-    ``patched_old``, that tree gets the touched files as the series leaves ``old_tree``'s.
-    """
-    repo = _scratch_repository(patches, old_tree, new_tree, scratch / "repo", patched_old=patched_old)
-    results = []
-    for patch in patches:
-        source = str(patch.relative_to(root)) if patch.is_relative_to(root) else str(patch)
-        check = _git(repo, "apply", "--check", "--verbose", "--whitespace=nowarn", patch, check=False)
-        am = _git(repo, "am", "--3way", "--whitespace=nowarn", "--committer-date-is-author-date", patch,
-                  check=False)
-        if am.returncode != 0:
-            _git(repo, "am", "--abort", check=False)
-            _git(repo, "reset", "-q", "--hard", "HEAD")
-            rejected = _rejected_hunks(repo, patch)
-            conflicts = sorted({m for m in re.findall(r"(?:CONFLICT \(content\): Merge conflict in|"
-                                                      r"error: patch failed:) (\S+?)(?::\d+)?$", am.output,
-                                                      re.MULTILINE)})
-            if "Patch format detection failed" in am.output:
-                detail = "not a git format-patch file; write it with git format-patch"
-            else:
-                detail = (f"conflict in {', '.join(conflicts)}" if conflicts
-                          else runner.telling_line(am.tail) or "git am failed")
-            results.append(PatchResult(name=patch.name, source=source, status="conflict", detail=detail,
-                                       rejected=rejected))
-            continue
-        if check.returncode != 0:
-            status, detail = "merged", "context changed; a 3-way merge placed it"
-        else:
-            offsets = [f"hunk #{n} at line {line}" + (f", {off}" if off else ", fuzz")
-                       for n, line, off in _OFFSET.findall(check.output)]
-            status, detail = ("offset", "; ".join(offsets)) if offsets else ("clean", "")
-        refreshed = _git(repo, "format-patch", "-1", "--stdout", "--zero-commit", "--no-signature", "HEAD").output
-        results.append(PatchResult(name=patch.name, source=source, status=status, detail=detail,
-                                   refreshed=refreshed))
-    return results, repo
-
-
-def _scratch_repository(patches: Sequence[Path], old_tree: Path, new_tree: Path, repo: Path, *,
-                        patched_old: Path | None = None) -> Path:
-    """A git repository of the files ``patches`` touch: branch ``old`` with ``old_tree``'s and the series
-    applied (every blob a patch's index lines name exists, for the 3-way merges), and branch ``new`` at
-    ``new_tree``'s files, tagged ``new-release``, checked out."""
-    touched = _touched(patches)
-    repo.mkdir(parents=True)
-    _git(repo, "init", "-q", "-b", "old")
-    for key, value in (("user.name", "llama-wheels"), ("user.email", "llama-wheels@localhost"),
-                       ("commit.gpgsign", "false")):  # for the git commands an engineer runs in it too
-        _git(repo, "config", key, value)
-    _copy_files(old_tree, repo, touched)
-    _commit_all(repo, "base release")
-    for patch in patches:  # the series where it was written: every blob its index lines name exists
-        if _git(repo, "apply", "--index", "--whitespace=nowarn", patch, check=False).returncode == 0:
-            _git(repo, "commit", "-q", "--allow-empty", "--no-verify", "-m", patch.name)
-        else:
-            _git(repo, "reset", "-q", "--hard", "HEAD")
-    if patched_old is not None:
-        _patched_tree(patched_old, repo, touched)
-    _git(repo, "checkout", "-q", "--orphan", "new")
-    _git(repo, "rm", "-q", "-r", "-f", "--ignore-unmatch", ".")
-    _git(repo, "clean", "-q", "-f", "-d", "-x")
-    _copy_files(new_tree, repo, touched)
-    _commit_all(repo, "new release")
-    _git(repo, "tag", NEW_RELEASE)
-    return repo
-
-
-def _patched_tree(new_tree: Path, repo: Path, touched: set[str]) -> None:
-    """``new_tree`` with the touched files as the scratch repository has them after the series."""
-    for rel in touched:
-        target = new_tree / rel
-        if (repo / rel).is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo / rel, target)
-        elif target.is_file():
-            target.unlink()
-
-
-# --- the checks ------------------------------------------------------------------------------------------
-
-
-def check_switches(switches: Mapping[str, SwitchMapping], declared: frozenset[str],
-                   base_declared: frozenset[str], base_version: str) -> list[SwitchResult]:
-    results = []
-    for switch in sorted(switches, key=SWITCHES.index):
-        mapping = switches[switch]
-        if mapping is False:
-            results.append(SwitchResult(switch=switch, mapping=mapping, status="absent",
-                                        detail="(the revision has no such thing)"))
-        elif isinstance(mapping, str) and mapping.startswith("-"):
-            results.append(SwitchResult(switch=switch, mapping=mapping, status="flag",
-                                        detail="(a compiler flag: not a CMake name)"))
-        elif mapping in declared:
-            results.append(SwitchResult(switch=switch, mapping=mapping, status="declared"))
-        else:
-            close = difflib.get_close_matches(str(mapping), sorted(declared), n=3, cutoff=0.6)
-            was = f"declared at {base_version}, gone here" if mapping in base_declared else "never declared"
-            hint = f"; did you mean {' or '.join(close)}? (pin add --switch {switch}=NAME)" if close else \
-                "; map it to the new name with --switch, or to false"
-            results.append(SwitchResult(switch=switch, mapping=mapping, status="missing",
-                                        detail=f"is not declared ({was}){hint}"))
-    return results
-
-
-def check_targets(config: Config, pin: Pin, declared: frozenset[str]) -> list[TargetResult]:
-    """Every target planned at ``pin`` (which ``config`` holds) and checked against ``declared``."""
-    required = set(pin.targets or (config.default_target,))
-    results = []
-    for name in sorted(config.targets):
-        problem = None
-        try:
-            [job] = plan(config, [name], pin.name)
-            job.check_against(declared)
-        except ConfigError as exc:
-            problem = str(exc)
-        results.append(TargetResult(target=name, required=name in required, problem=problem))
-    return results
-
-
-def variant_lines(base_cmake: str | None, new_cmake: str | None, base_version: str,
-                  version: str, *, detail: bool = True) -> list[str]:
-    """ggml's declared CPU variants at both releases, and what changed (added, removed, other flags; with
-    ``detail``, how each changed variant differs)."""
-    try:
-        base = oracle.declared_cmake_variants(base_cmake or "")
-        new = oracle.declared_cmake_variants(new_cmake or "")
-        arm_base = sorted(oracle.declared_arm_variants(base_cmake or ""))
-        arm_new = sorted(oracle.declared_arm_variants(new_cmake or ""))
-    except oracle.OracleError as exc:
-        return [f"cannot read them: {exc}"]
-    lines = [f"Linux ARM at {version}: {', '.join(arm_new) or '(none: no ARM variant dispatch)'}"]
-    if base_version == version:
-        return [*lines, f"all: {len(new)} declared"]
-    if arm_base != arm_new:
-        lines.append(f"Linux ARM at {base_version}: {', '.join(arm_base) or '(none)'}")
-    added = sorted(set(new) - set(base))
-    removed = sorted(set(base) - set(new))
-    changed = sorted(n for n in set(new) & set(base) if new[n] != base[n])
-    lines.append(f"{base_version} -> {version}: {len(base)} -> {len(new)} declared; added: "
-                 f"{', '.join(added) or 'none'}; removed: {', '.join(removed) or 'none'}; "
-                 f"changed: {', '.join(changed) or 'none'}")
-    for name in changed if detail else ():
-        (old_tokens, old_where), (new_tokens, new_where) = base[name], new[name]
-        if old_tokens != new_tokens:
-            lines.append(f"  {name}: {' '.join(old_tokens)} -> {' '.join(new_tokens)}")
-        if old_where != new_where:
-            lines.append(f"  {name}: declared under {' / '.join(new_where)} (was {' / '.join(old_where)})")
-    return lines
-
-
-@dataclass
-class _Sources:
-    """Each sdist unpacked (only what the checks read) once per run, in one temp directory."""
-
-    cache: Cache
-    root: Path
-    trees: dict[tuple[str, str], Path] = field(default_factory=dict)
-
-    def tree(self, pin: Pin, touched: set[str]) -> Path:
-        key = (pin.sdist_sha256, ",".join(sorted(touched)))
-        if key not in self.trees:
-            self.trees[key] = _extract(fetch_sdist(pin, self.cache), pin.version,
-                                       self.root / f"tree-{len(self.trees)}", touched)
-        return self.trees[key]
-
-    def copy(self, tree: Path) -> Path:
-        dest = self.root / f"copy-{len(list(self.root.iterdir()))}"
-        shutil.copytree(tree, dest, symlinks=True)
-        return dest
-
-
-@contextmanager
-def _sources(cache: Cache) -> Iterator[_Sources]:
-    with tempfile.TemporaryDirectory(prefix="llama-wheels-pin-") as tmp:
-        yield _Sources(cache, Path(tmp))
-
-
-@dataclass(frozen=True, kw_only=True)
-class TreeFacts:
-    """What the checks read from a pin's source with its patch series applied."""
-
-    pin: Pin
-    declared: frozenset[str]  # option()/CACHE names
-    ggml: str | None  # ggml/src/CMakeLists.txt (None: the file is not there)
-    repack: tuple[str, ...] | None = None  # the types ggml repacks (None: no repack source found)
-
-    @classmethod
-    def read(cls, pin: Pin, tree: Path) -> TreeFacts:
-        ggml = tree / GGML_CMAKE
-        return cls(pin=pin, declared=declared_cmake_options(tree),
-                   ggml=ggml.read_text(encoding="utf-8", errors="replace") if ggml.is_file() else None,
-                   repack=repacked_types(tree))
-
-
-def repacked_types(tree: Path) -> tuple[str, ...] | None:
-    """The weight types ggml's ``*get_optimal_repack_type`` gives a repacked layout, in its order."""
-    for rel in GGML_REPACK:
-        if (tree / rel).is_file():
-            body = _REPACK_FUNCTION.search((tree / rel).read_text(encoding="utf-8", errors="replace"))
-            if body is not None:
-                return tuple(dict.fromkeys(_REPACK_TYPE.findall(body.group(1))))
-    return None
-
-
-def repack_lines(base: TreeFacts, new: TreeFacts) -> list[str]:
-    if new.repack is None:
-        return [f"no get_optimal_repack_type found at {new.pin.version}"]
-    lines = [f"at {new.pin.version}: {', '.join(new.repack) or 'none'}"]
-    if base.pin.version != new.pin.version and base.repack is not None and base.repack != new.repack:
-        gone = [t for t in base.repack if t not in new.repack]
-        added = [t for t in new.repack if t not in base.repack]
-        lines.append(f"{base.pin.version} -> {new.pin.version}: added {', '.join(added) or 'none'}; no longer "
-                     f"repacked {', '.join(gone) or 'none'} (the wheel suite judges this pin's wheels by "
-                     "oracle.py's REPACK_RULES: check they agree)")
-    return lines
-
-
-def expectation_drift(base: TreeFacts, new: TreeFacts) -> list[str]:
-    """How ``new``'s sources change what the oracle expects of its wheels against ``base``'s: weight types no
-    longer (or newly) repacked, with whether oracle.py already knows, and Linux ARM variants added or gone."""
-    if base.pin.version == new.pin.version:
-        return []
-    drift = []
-    if base.repack is not None and new.repack is not None:
-        for ggml_type in (t for t in base.repack if t not in new.repack):
-            expected = ggml_type in oracle.REPACK_RULES and oracle.type_rules(ggml_type, version=new.pin.version)
-            drift.append(f"{ggml_type} no longer repacked" + (
-                f" but oracle.py still expects it at {new.pin.version}: its wheel suite fails until REPACKED_SINCE "
-                "says so" if expected else " (oracle.py knows)"))
-        for ggml_type in (t for t in new.repack if t not in base.repack):
-            known = ggml_type in oracle.REPACK_RULES and oracle.type_rules(ggml_type, version=new.pin.version)
-            drift.append(f"{ggml_type} newly repacked" + ("" if known else
-                         " but oracle.py has no rule for it: add its branches to REPACK_RULES"))
-    try:
-        arm_base = oracle.declared_arm_variants(base.ggml or "")
-        arm_new = oracle.declared_arm_variants(new.ggml or "")
-    except oracle.OracleError:
-        return drift  # variant_lines says why
-    added, gone = sorted(set(arm_new) - set(arm_base)), sorted(set(arm_base) - set(arm_new))
-    if added or gone:
-        drift.append(f"Linux ARM variants added: {', '.join(added) or 'none'}, gone: {', '.join(gone) or 'none'}")
-    return drift
-
-
-def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], sources: _Sources,
+def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], sources: Sources,
             scratch: Path, *, compare: TreeFacts | None = None,
             variant_detail: bool = True) -> tuple[PinReport, TreeFacts, TreeFacts]:
     """Every check of ``pin`` (which ``config`` holds): its series ``patches`` carried from ``patch_base``'s
@@ -486,7 +85,7 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
 
     Returns the report, the facts of ``pin``'s patched tree and of ``patch_base``'s.
     """
-    touched = _touched(patches)
+    touched = touched_paths(patches)
     new_tree = sources.copy(sources.tree(pin, touched))
     base_tree = sources.copy(sources.tree(patch_base, touched))
     strays = stray_paths(patches, new_tree)
@@ -494,8 +93,8 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
     if not commit_matches(pin.llama_cpp_commit, vendored.commit):
         raise ConfigError(f"pins.{pin.name}.llama_cpp_commit is {pin.llama_cpp_commit}, but the sdist vendors "
                           f"llama.cpp@{vendored.commit} ({vendored.source}); correct build_config/pins.toml")
-    results, repo = carry_patches(patches, config.root, base_tree, new_tree, scratch, patched_old=base_tree)
-    _patched_tree(new_tree, repo, touched)
+    results, _ = carry_patches(patches, config.root, base_tree, new_tree, scratch, patched_old=base_tree)
+    apply_refreshed(results, new_tree, scratch / "refreshed")
     facts, base_facts = TreeFacts.read(pin, new_tree), TreeFacts.read(patch_base, base_tree)
     other = compare or base_facts
     report = PinReport(
@@ -511,15 +110,12 @@ def examine(config: Config, pin: Pin, patch_base: Pin, patches: Sequence[Path], 
     return report, facts, base_facts
 
 
-# --- pin check -------------------------------------------------------------------------------------------
-
-
 def check_pins(config: Config, names: Sequence[str], cache: Cache) -> list[PinReport]:
     """The committed pins' checks: each pin's own series on its own source; switch history and variants
     compared with the default pin (patched too). Offline once their sdists are cached."""
     reports: dict[str, PinReport] = {}
     default: TreeFacts | None = None
-    with _sources(cache) as sources:
+    with open_sources(cache) as sources:
         for name in [config.default_pin, *(n for n in names if n != config.default_pin)]:
             pin = config.pin(name)
             patches = [config.patches_dir / pin.version / p for p in pin.patches]
@@ -528,9 +124,6 @@ def check_pins(config: Config, names: Sequence[str], cache: Cache) -> list[PinRe
             default = default or facts
             reports[name] = report
     return [reports[name] for name in names]
-
-
-# --- pin add ---------------------------------------------------------------------------------------------
 
 
 def _toml_key(name: str) -> str:
@@ -619,14 +212,14 @@ def add_pin(config: Config, version: str, *, from_pin: str | None, name: str | N
     # A patch already in patches/<VERSION>/ (one refreshed by hand after a conflict) is applied as it is.
     patches = list(series) if series is not None else [
         new_dir / p if (new_dir / p).is_file() else config.patches_dir / base.version / p for p in base.patches]
-    with _sources(cache) as sources:
-        vendored = vendored_commit(sources.tree(provisional, _touched(patches)), version)
+    with open_sources(cache) as sources:
+        vendored = vendored_commit(sources.tree(provisional, touched_paths(patches)), version)
         pin = dataclasses.replace(provisional, llama_cpp_commit=vendored.commit)
         trial = dataclasses.replace(config, pins={**config.pins, name: pin})
         report, _, _ = examine(trial, pin, base, patches, sources, sources.root / "scratch")
         if series is None and any(not p.ok for p in report.patches):
-            touched = _touched(patches)
-            stopped = _stop_at_conflict(
+            touched = touched_paths(patches)
+            stopped = stop_at_conflict(
                 Stopped(worktree=worktree, version=version, name=name, from_pin=base.name, overrides=overrides,
                         series=tuple(str(p) for p in patches), names=tuple(base.patches), at=""),
                 old_tree=sources.copy(sources.tree(base, touched)), new_tree=sources.tree(pin, touched))
@@ -682,132 +275,32 @@ def _write(config: Config, pin: Pin, report: PinReport, text: str, original: byt
     return (*(p.relative_to(config.root) for p in written), pins_toml.relative_to(config.root))
 
 
-def summary_error(report: PinReport, what: str) -> PatchError | ConfigError:
-    """The one-line error a failed check ends with (exit code 2)."""
-    problems = report.problems
-    first = problems[0] + (f" (and {len(problems) - 1} more, above)" if len(problems) > 1 else "")
-    kind = PatchError if any(not p.ok for p in report.patches) else ConfigError
-    return kind(f"{what}: {first}")
-
-
-# --- a patch conflict is a step: the named worktree, --continue, --abort -------------------------------------
-
-WORKTREES = ".pin-add"  # <checkout>/.pin-add/<pin name>/ (git-ignored): repo/ and state.json
-
-
-def worktree_dir(config: Config, name: str) -> Path:
-    return config.root / WORKTREES / name
-
-
-@dataclass(frozen=True, kw_only=True)
-class Stopped:
-    """``pin add`` stopped at a conflicting patch: ``repo`` holds the new release's files with the series
-    applied up to it, ``git am`` stopped there with the conflict markers in the files."""
-
-    worktree: Path
-    version: str
-    name: str
-    from_pin: str
-    overrides: dict[str, SwitchMapping]
-    series: tuple[str, ...]  # the patch files carried, in order
-    names: tuple[str, ...]  # their names in the pin's series
-    at: str  # the patch git am stopped at
-    conflicts: tuple[str, ...] = ()  # the files with conflict markers
-
-    @property
-    def repo(self) -> Path:
-        return self.worktree / "repo"
-
-    def render(self) -> str:
-        files = ", ".join(self.conflicts) or "the files git status names"
-        return "\n".join([
-            f"stopped    at {self.at}: the series is carried up to it in {self.repo}",
-            f"           (git am stopped there; conflict markers in {files})",
-            f"next:      resolve the conflict in {self.repo}, `git add` the files, then "
-            f"`llama-wheels pin add {self.version} --continue`;",
-            f"           or `llama-wheels pin add {self.version} --abort` to remove {self.worktree}. Nothing has "
-            "been written to build_config/ or patches/."])
-
-    def save(self) -> None:
-        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "worktree"}
-        with atomic_path(self.worktree / "state.json") as tmp:
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
-
-    @classmethod
-    def load(cls, config: Config, name: str, version: str) -> Stopped:
-        worktree = worktree_dir(config, name)
-        state = worktree / "state.json"
-        if not state.is_file():
-            raise UserError(f"no pin add of {version} is stopped at a conflict here ({worktree} does not exist); "
-                            f"run `llama-wheels pin add {version}` first")
-        data = json.loads(state.read_text())
-        return cls(worktree=worktree, version=data["version"], name=data["name"], from_pin=data["from_pin"],
-                   overrides=dict(data["overrides"]), series=tuple(data["series"]), names=tuple(data["names"]),
-                   at=data["at"], conflicts=tuple(data["conflicts"]))
-
-
-def _am_in_progress(repo: Path) -> bool:
-    return (repo / ".git" / "rebase-apply").is_dir()
-
-
-def _unmerged(repo: Path) -> tuple[str, ...]:
-    return tuple(_git(repo, "diff", "--name-only", "--diff-filter=U").output.split())
-
-
-def _stop_at_conflict(stopped: Stopped, *, old_tree: Path, new_tree: Path) -> Stopped:
-    """Carry the series into ``stopped.worktree`` with one ``git am --3way`` run, which stops at the first
-    conflicting patch and leaves its conflict markers in the files."""
-    worktree = stopped.worktree
-    if worktree.exists():
-        raise UserError(f"{worktree} exists; `llama-wheels pin add {stopped.version} --abort` removes it")
-    patches = [Path(p) for p in stopped.series]
-    try:
-        repo = _scratch_repository(patches, old_tree, new_tree, worktree / "repo", patched_old=None)
-        am = _git(repo, "am", "--3way", "--whitespace=nowarn", "--committer-date-is-author-date", *patches,
-                  check=False)
-        if am.returncode == 0 or not _am_in_progress(repo):
-            raise LlamaWheelsError(f"pin add {stopped.version}: the series reported a conflict but applied in "
-                                   f"{repo} (a bug: please report it)")
-        stopped = dataclasses.replace(stopped, at=_stopped_patch(repo, stopped), conflicts=_unmerged(repo))
-        stopped.save()
-    except BaseException:
-        remove(worktree)
-        raise
-    return stopped
-
-
-def _stopped_patch(repo: Path, stopped: Stopped) -> str:
-    """The series name of the patch ``git am`` stopped at (its position in the am session)."""
-    position = int((repo / ".git" / "rebase-apply" / "next").read_text())
-    return stopped.names[position - 1]
-
-
 def continue_pin(config: Config, version: str, *, name: str | None, cache: Cache) -> Added:
     """``pin add --continue``: finish the resolved patch, carry the rest (stopping again at the next
     conflict), then run every check on the series as resolved and write the pin atomically."""
     stopped = Stopped.load(config, name or version, version)
     repo = stopped.repo
-    if _am_in_progress(repo):
-        unmerged = _unmerged(repo)
+    if am_in_progress(repo):
+        unmerged = unmerged_paths(repo)
         if unmerged:
             raise UserError(f"{', '.join(unmerged)} in {repo} still unmerged: resolve the conflict, `git add` "
                             f"the files, then `llama-wheels pin add {version} --continue`")
-        staged = _git(repo, "diff", "--cached", "--name-only").output.split()
+        staged = run_git(repo, "diff", "--cached", "--name-only").output.split()
         marked = [f for f in staged if (repo / f).is_file() and re.search(
             r"^(<{7}|>{7})( |$)", (repo / f).read_text(encoding="utf-8", errors="replace"), re.M)]
         if marked:
             raise UserError(f"{', '.join(marked)} in {repo} still hold conflict markers; resolve them, `git add`, "
                             "then --continue")
-        am = _git(repo, "am", "--continue", check=False)
-        if am.returncode != 0 and _am_in_progress(repo):
-            stopped = dataclasses.replace(stopped, at=_stopped_patch(repo, stopped), conflicts=_unmerged(repo))
+        am = run_git(repo, "am", "--continue", check=False)
+        if am.returncode != 0 and am_in_progress(repo):
+            stopped = dataclasses.replace(stopped, at=stopped_patch(repo, stopped), conflicts=unmerged_paths(repo))
             stopped.save()
             if stopped.conflicts:
                 raise PatchError(f"pin add {version}: {stopped.at} conflicts too, in {', '.join(stopped.conflicts)}; "
                                  f"resolve it in {repo}, `git add`, then --continue again")
             raise PatchError(f"pin add {version}: git am stopped at {stopped.at} in {repo}: "
                              f"{runner.telling_line(am.tail)}; fix it there, then --continue")
-    commits = _git(repo, "rev-list", "--reverse", f"{NEW_RELEASE}..HEAD").output.split()
+    commits = run_git(repo, "rev-list", "--reverse", f"{NEW_RELEASE}..HEAD").output.split()
     if len(commits) != len(stopped.names):
         raise UserError(f"{repo} holds {len(commits)} commits on the new release, the series has "
                         f"{len(stopped.names)} patches: every patch must stay one commit (no skip, no squash)")
@@ -816,7 +309,7 @@ def continue_pin(config: Config, version: str, *, name: str | None, cache: Cache
     resolved.mkdir()
     series = []
     for commit, patch_name in zip(commits, stopped.names, strict=True):
-        text = _git(repo, "format-patch", "-1", "--stdout", "--zero-commit", "--no-signature", commit).output
+        text = run_git(repo, "format-patch", "-1", "--stdout", "--zero-commit", "--no-signature", commit).output
         (resolved / patch_name).write_text(text)
         series.append(resolved / patch_name)
     added = add_pin(config, version, from_pin=stopped.from_pin, name=stopped.name, cache=cache,
