@@ -1,4 +1,5 @@
-"""Fixtures for the wheel suite: tiny models, one isolated probe run per model, the result file.
+"""Fixtures for the wheel suite: tiny models, their probe runs in a child process (a model that crashes it fails
+alone), the result file.
 
 This suite tests an *installed* llama-cpp-python (``import llama_cpp``); it never imports the
 ``llama_wheels`` package except its standalone modules ``models`` (the tiny models) and ``oracle`` (ggml's
@@ -20,13 +21,15 @@ Environment:
 - ``LLAMA_WHEELS_RESULT``: write the observed facts (system info, repacked tensors, tokens, first logits
   per model and per load mode) to this JSON file at the end of the session.
 - ``LLAMA_WHEELS_PROBE_PYTHON``: command (shell-split) that runs a Python with the wheel installed, for the
-  per-model child processes, or ``in-process``. Default: ``sys.executable``; a usage error if that cannot be
+  child that probes the models (all of them in one, in order; one that kills it is failed with the signal and
+  the rest go on in a new child), or ``in-process``. Default: ``sys.executable``; a usage error if that cannot be
   executed (an aarch64 Python run through ``qemu-aarch64-static`` without binfmt_misc): nothing falls back to
   another way of probing unasked. In-process, a crash ends the session instead of failing one model. Under
   qemu with binfmt_misc, a child would run on qemu's default CPU, not the ``-cpu`` of the parent: pass the full
   qemu command line here (the host binary can be executed from inside the emulated process; the emulated
   matrix does), set ``QEMU_CPU``, or use ``in-process``.
-- ``LLAMA_WHEELS_PROBE_TIMEOUT``: seconds per model probe (default 900; emulation is slow).
+- ``LLAMA_WHEELS_PROBE_TIMEOUT``: seconds per model probe (default 900; emulation is slow); a child probing n
+  models has n times that.
 - ``LLAMA_WHEELS_MODEL_CACHE``: directory where models made by the wheel's quantizer are kept, by content
   (the F32 source's sha256, the file type and the llama_cpp version); the emulated matrix shares one across
   its cells. Unset: a fresh directory per session.
@@ -43,7 +46,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -118,24 +121,34 @@ def _probe_command() -> list[str] | None:
     return cmd
 
 
-def _run_child(cmd: list[str], name: str, model: Path, out: Path, timeout: float) -> ProbeOutcome:
+def _run_batch(cmd: list[str], batch: Sequence[tuple[str, Path, Path]], timeout: float) -> dict[str, ProbeOutcome]:
+    """Probe ``batch`` (name, model, result file) in one child, in order: one interpreter start and one import
+    of llama_cpp for them all (under emulation each costs seconds). A model that kills the child (SIGILL) or
+    outlives its share of the time fails alone, as the first without a result; the ones after it get no
+    outcome here (the caller probes them in a new child)."""
+    limit = timeout * len(batch)
     try:
         proc = subprocess.run(
-            [*cmd, str(HERE / "wheel_probe.py"), str(model), str(out)],
+            [*cmd, str(HERE / "wheel_probe.py"), *(str(p) for _, model, out in batch for p in (model, out))],
             capture_output=True,
             text=True,
             errors="replace",
-            timeout=timeout,
+            timeout=limit,
         )
+        rc, log = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as exc:
-        log = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        return ProbeOutcome(name, None, f"timed out after {timeout:g} s", log)
-    rc = proc.returncode
-    if rc == 0 and out.is_file():
-        return ProbeOutcome(name, json.loads(out.read_text()), None, proc.stderr)
-    died_of = signal.Signals(-rc).name if rc < 0 else None
-    how = f"died with signal {died_of}" if died_of else f"exited with code {rc}"
-    return ProbeOutcome(name, None, how, proc.stderr, signal=died_of)
+        rc, log = None, exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+    outcomes: dict[str, ProbeOutcome] = {}
+    for name, _, out in batch:
+        if out.is_file():
+            outcomes[name] = ProbeOutcome(name, json.loads(out.read_text()), None, log)
+            continue
+        died_of = signal.Signals(-rc).name if rc is not None and rc < 0 else None
+        how = (f"timed out (the batch's {limit:g} s)" if rc is None
+               else f"died with signal {died_of}" if died_of else f"exited with code {rc}")
+        outcomes[name] = ProbeOutcome(name, None, how, log, signal=died_of)
+        break
+    return outcomes
 
 
 def _run_in_process(name: str, model: Path) -> ProbeOutcome:
@@ -231,13 +244,11 @@ def probe(
     timeout = float(os.environ.get("LLAMA_WHEELS_PROBE_TIMEOUT", "900"))
     out_dir = tmp_path_factory.mktemp("probes")
 
-    def run(name: str) -> ProbeOutcome:
-        if name in cache:
-            return cache[name]
-        model = model_files[name]
+    def cannot_hold(name: str) -> str | None:
+        """Why this wheel's ggml cannot load model ``name`` at all (a type it lacks), recorded; else None."""
         models_module = load_models_module()[0]
         unknown = wheel_probe.unknown_types([t.ggml_type for t in models_module.file_tensors(
-            models_module.SPECS[name], model)])
+            models_module.SPECS[name], model_files[name])])
         reason = facts["quantizer_lacks"].get(name) or (unknown and (
             f"llama_cpp {getattr(llama_cpp, '__version__', '?')} knows no ggml type {', '.join(unknown)}"))
         if reason:
@@ -245,19 +256,29 @@ def probe(
             cache[name] = ProbeOutcome(name, None, None, "", cannot_hold=reason,
                                        binding_required=wheel_probe.binding_required(version))
             facts["models"][name] = {"cannot_hold": reason}
-            return cache[name]
-        if cmd is None:
-            outcome = _run_in_process(name, model)
-        else:
-            outcome = _run_child(cmd, name, model, out_dir / f"{name}.json", timeout)
+        return reason or None
+
+    def record(name: str, outcome: ProbeOutcome) -> None:
         facts["models"][name] = {
-            "file_bytes": model.stat().st_size,
+            "file_bytes": model_files[name].stat().st_size,
             "failure": outcome.failure,
             "signal": outcome.signal,
             "probe": outcome.result,
             "log_tail": None if outcome.result else outcome.log[-4000:],
         }
         cache[name] = outcome
-        return outcome
+
+    def run(name: str) -> ProbeOutcome:
+        if name in cache or cannot_hold(name):
+            return cache[name]
+        if cmd is None:
+            record(name, _run_in_process(name, model_files[name]))
+            return cache[name]
+        # This model first, then every other one not probed yet: the session asks for them all sooner or later
+        rest = [n for n in model_files if n != name and n not in cache and not cannot_hold(n)]
+        batch = [(n, model_files[n], out_dir / f"{n}.json") for n in (name, *rest)]
+        for probed, outcome in _run_batch(cmd, batch, timeout).items():
+            record(probed, outcome)
+        return cache[name]
 
     return run

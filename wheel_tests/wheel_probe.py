@@ -479,18 +479,22 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) == 4 and args[0] == "--quantize":
         quantize(Path(args[1]), Path(args[2]), args[3])
         return 0
-    if len(args) != 2:
-        print("usage: python wheel_probe.py MODEL.gguf OUT.json | --quantize SOURCE.gguf OUT.gguf FTYPE",
-              file=sys.stderr)
+    if not args or len(args) % 2 or args[0].startswith("-"):
+        print("usage: python wheel_probe.py MODEL.gguf OUT.json [MODEL.gguf OUT.json ...] "
+              "| --quantize SOURCE.gguf OUT.gguf FTYPE", file=sys.stderr)
         return 2
-    model, out = Path(args[0]), Path(args[1])
-    if not model.is_file():
-        print(f"wheel_probe: model not found: {model}", file=sys.stderr)
-        return 2
-    result = probe(model)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    pairs = [(Path(args[i]), Path(args[i + 1])) for i in range(0, len(args), 2)]
+    for model, _ in pairs:
+        if not model.is_file():
+            print(f"wheel_probe: model not found: {model}", file=sys.stderr)
+            return 2
+    # In order, each result written as soon as it is known: when a model kills this process (SIGILL), the
+    # caller finds the results before it and knows which one did it (the first without a result).
+    for model, out in pairs:
+        result = probe(model)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, out)
     return 0
 
 

@@ -146,3 +146,33 @@ def test_the_suite_probes_with_an_explicit_interpreter_on_the_cells_cpu(tmp_path
     assert env["LLAMA_WHEELS_EXPECT_LAYOUT"] == "q4_0_4x4"
     assert shlex.split(env["LLAMA_WHEELS_PROBE_PYTHON"]) == [
         str(sysroot.qemu), "-cpu", cpu.qemu_cpu, "-L", str(sysroot.root), str(sysroot.python)]
+
+
+_CRASHING_PROBE = """
+import json, os, signal, sys
+from pathlib import Path
+pairs = sys.argv[2:]  # argv[1]: wheel_probe.py, which this stand-in interpreter does not run
+for model, out in zip(pairs[::2], pairs[1::2]):
+    if Path(model).stem == "crash":
+        os.kill(os.getpid(), signal.SIGILL)  # what code the CPU lacks does to the real probe
+    Path(out).write_text(json.dumps({"model": Path(model).stem}))
+"""
+
+
+def test_a_model_that_kills_the_probe_child_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The models share one child; the one that kills it is named with the signal, those before it keep their
+    results, those after it are left for a new child (they are not failed with it)."""
+    conftest = _load("conftest", monkeypatch)
+    interpreter = tmp_path / "probe.py"
+    interpreter.write_text(_CRASHING_PROBE)
+    batch = []
+    for name in ("a", "crash", "c"):
+        (tmp_path / f"{name}.gguf").write_bytes(b"")
+        batch.append((name, tmp_path / f"{name}.gguf", tmp_path / f"{name}.json"))
+    outcomes = conftest._run_batch([sys.executable, str(interpreter)], batch, 60)
+    assert list(outcomes) == ["a", "crash"]
+    assert outcomes["a"].result == {"model": "a"} and outcomes["a"].failure is None
+    assert outcomes["crash"].result is None and outcomes["crash"].signal == "SIGILL"
+    assert outcomes["crash"].failure == "died with signal SIGILL"
+    rest = conftest._run_batch([sys.executable, str(interpreter)], batch[2:], 60)
+    assert rest["c"].result == {"model": "c"}
