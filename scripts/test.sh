@@ -26,6 +26,8 @@ case "$tier" in
   extended) marks="extended" ;;
 esac
 pytest=(.venv/bin/python -m pytest -m "$marks" "$@")
+# The slowest tests of the tiers that build or emulate, in every log (the 60-minute budget of the full tier)
+[ "$tier" = fast ] || pytest+=(--durations=30)
 if [ "$tier" = fast ] && [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
   # Proof that the tier is offline: a network namespace with nothing but loopback.
   echo "test.sh: the fast tier runs without a network (unshare -n)" >&2
