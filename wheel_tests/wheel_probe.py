@@ -142,15 +142,10 @@ def derived_expectation() -> Any:
     rules = oracle()
     target = record["target"]
     declared = {name: frozenset(features) for name, features in target.get("cpu_variants", {}).items()}
-    if target["switches"].get("all_variants") is True:
-        if not declared:
-            raise CannotJudge(f"the provenance record of target {target['name']} lists no cpu_variants (a wheel "
-                              "from before llama-wheels recorded them): rebuild it")
-        build = rules.Build(variants=tuple(declared))
-    elif isinstance(target["switches"].get("arm_arch"), str):
-        build = rules.Build(fixed_isa=target["switches"]["arm_arch"])
-    else:
-        build = rules.Build()
+    build = rules.build_of(target["switches"], declared)  # the same rule as the package's binaries/record.py
+    if target["switches"].get("all_variants") is True and not declared:
+        raise CannotJudge(f"the provenance record of target {target['name']} lists no cpu_variants (a wheel "
+                          "from before llama-wheels recorded them): rebuild it")
     cpu = rules.Cpu(features=frozenset(host.features) & frozenset(rules.ARM_FEATURES), sve_bits=host.sve_bits)
     return rules.expect(build, cpu, declared)
 

@@ -547,6 +547,17 @@ class Build:
     fixed_isa: str | None = None  # e.g. "armv8.2-a+dotprod" (llama_cpp/lib/cpu-isa.txt)
 
 
+def build_of(switches: Mapping[str, object], cpu_variants: Iterable[str]) -> Build:
+    """What a wheel was built as, from its record's target (``target.switches`` and the names of
+    ``target.cpu_variants``): every declared CPU variant when the target builds them all (switch
+    ``all_variants``), else its one fixed ISA (switch ``arm_arch``), else neither. The one rule: the package
+    reads the record through binaries/record.py, the wheel suite (without the package) as JSON; both ask this."""
+    if switches.get("all_variants") is True:
+        return Build(variants=tuple(cpu_variants))
+    arm_arch = switches.get("arm_arch")
+    return Build(fixed_isa=arm_arch if isinstance(arm_arch, str) else None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Expectation:
     """What a wheel must show on a CPU. ``code`` None: the wheel says too little to predict repacking."""

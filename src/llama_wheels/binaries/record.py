@@ -187,15 +187,12 @@ class BuiltAs:
 def built_as(record: Record) -> BuiltAs:
     """What the wheel of ``record`` was built to be: target, pin, variants and their features, fixed ISA,
     libc, patches."""
-    switches = record.target.switches
-    arm_arch = switches.get("arm_arch")
-    dispatch = switches.get("all_variants") is True
+    build = oracle.build_of(record.target.switches, record.target.cpu_variants)
+    dispatch = record.target.switches.get("all_variants") is True
     return BuiltAs(target=record.target.name, platform=record.target.platform, pin=record.pin.name,
                    version=record.pin.llama_cpp_python, libc=record.target.platform_spec.libc, dispatch=dispatch,
-                   variants={name: frozenset(features) for name, features in record.target.cpu_variants.items()}
-                   if dispatch else {},
-                   fixed_isa=arm_arch if isinstance(arm_arch, str) else None,
-                   patches=tuple(p.name for p in record.patches))
+                   variants={name: frozenset(record.target.cpu_variants[name]) for name in build.variants},
+                   fixed_isa=build.fixed_isa, patches=tuple(p.name for p in record.patches))
 
 
 def read_record(wheel: Path) -> Record | None:
