@@ -58,7 +58,7 @@ if ((${#need_apt[@]})) || [ -n "${need_llvm:-}" ]; then
   if [ "$(upstream "$(llvm_installed)")" != "$llvm_release" ]; then
     echo "bootstrap: Debian serves $llvm_pkg $(llvm_installed), not LLVM $llvm_release (build_config/mca.toml" \
          "[llvm] release, which the cycle estimates were validated with); enable bookworm-security, or" \
-         "re-validate (tests/integration/emulated/test_mca_validation.py) and update [llvm]" >&2
+         "re-validate (tests/bench/test_mca_validation.py) and update [llvm]" >&2
     exit 1
   fi
 fi

@@ -5,9 +5,11 @@
 #                            targets from the pinned sdists, the emulated ARM runs
 #   scripts/test.sh --fast   the offline tier: no build, no qemu, no download (run without a network
 #                            where this machine can: `unshare -n`, as root), about a minute
-#   scripts/test.sh --bench  the benchmark-only x86_64 wheels, built and run natively (not published)
+#   scripts/test.sh --bench  the benchmarks: the x86_64 wheels built and run natively (not published), the
+#                            instruction-counting qemu (built from Debian's source) and the ARM counts
 #   scripts/test.sh --extended  `pin add` of the newest unpinned release, compiled from nothing, built,
-#                            audited and run on every emulated CPU class (about 6 min of compiling)
+#                            audited and run on every emulated CPU class; the emulated musl Python and
+#                            the musl wheel in it; the long fuzzing
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -1,8 +1,7 @@
-"""Faults on real builds of the default target: SIGKILL at each stage, full file systems, two builds at once.
+"""Faults on real builds: SIGKILL at each stage, full file systems, two builds at once.
 
-In the extended tier: about ten ccache-warm builds of the default target (26 min measured under load), too
-many for the full tier's budget; the unit tier keeps the cheap fault cases (tests/unit/test_cache_faults.py,
-tests/unit/test_runner_stops.py).
+About ten ccache-warm builds of the legacy pin's fixed-ISA target (the smallest the suite makes). The unit tier
+keeps the cheap fault cases (tests/unit/test_cache_faults.py, tests/unit/test_runner_stops.py).
 
 Each run uses a cache root of this module's own that shares only the downloads and the compiler cache with the
 real one (conftest's cache_root_sharing), so the builds are ccache-warm rebuilds: minutes, not a cold compile.
@@ -41,8 +40,13 @@ def private_root(tmp_path_factory: pytest.TempPathFactory, cache: Cache) -> Path
     return cache_root_sharing(tmp_path_factory.mktemp("faults") / "cache", cache, SHARED)
 
 
+# The smallest real build the suite makes anyway (the legacy pin's fixed-ISA wheel: 45 compile steps, the
+# default target has 393), so every fault's rebuild is a ccache-warm minute.
+TARGET = ("linux-aarch64-armv8.2-dotprod", "--pin", "legacy")
+
+
 def build_argv(log: Path, dist: Path) -> list[str | os.PathLike[str]]:
-    return [sys.executable, "-m", "llama_wheels", "--log", log, "build", "--no-verify", "--dist", dist]
+    return [sys.executable, "-m", "llama_wheels", "--log", log, "build", *TARGET, "--no-verify", "--dist", dist]
 
 
 def env_for(root: Path) -> dict[str, str]:
@@ -95,7 +99,8 @@ def test_a_build_killed_at_each_stage_builds_again_and_leaves_nothing_corrupt(pr
     assert any(".whl.tmp-" in name for name in os.listdir(dist)), "the half-published temp is the fault here"
     store_entries_are_sound(private_root)
 
-    final = cli("--log", str(tmp_path / "4-final.log"), "build", "--no-verify", "--dist", str(dist), env=env)
+    final = cli("--log", str(tmp_path / "4-final.log"), "build", *TARGET, "--no-verify", "--dist", str(dist),
+                env=env)
     assert final.returncode == 0, final.stderr[-3000:]
     [wheel] = dist_is_sound(dist)  # the killed run's temp is gone too
     [stored] = store_entries_are_sound(private_root)
@@ -110,14 +115,16 @@ def test_dist_on_a_full_file_system_is_one_line_and_nothing_half_written(private
                                                                           tmp_path: Path) -> None:
     env = env_for(private_root)
     with tmpfs(tmp_path / "dist", "1m") as dist:
-        full = cli("--log", str(tmp_path / "full.log"), "build", "--no-verify", "--dist", str(dist), env=env)
+        full = cli("--log", str(tmp_path / "full.log"), "build", *TARGET, "--no-verify", "--dist", str(dist),
+                   env=env)
         assert full.returncode == 1, full.stderr[-3000:]
         [line] = error_lines(full.stderr)
         assert full.stderr.strip().splitlines()[-1] == line
         assert str(dist) in line and "No space left on device (ENOSPC)" in line and "free space there" in line
         assert os.listdir(dist) == [], "a half-written file is left in dist/"
         resize(dist, "256m")
-        again = cli("--log", str(tmp_path / "again.log"), "build", "--no-verify", "--dist", str(dist), env=env)
+        again = cli("--log", str(tmp_path / "again.log"), "build", *TARGET, "--no-verify", "--dist", str(dist),
+                    env=env)
         assert again.returncode == 0, again.stderr[-3000:]
         assert len(dist_is_sound(dist)) == 1
 
@@ -130,7 +137,8 @@ def test_a_cache_on_a_full_file_system_is_one_line_and_nothing_half_written(cach
         for part in SHARED:
             (root / part).symlink_to(cache.dir(part))
         env = env_for(root)
-        full = cli("--log", str(tmp_path / "full.log"), "build", "--no-verify", "--dist", str(dist), env=env)
+        full = cli("--log", str(tmp_path / "full.log"), "build", *TARGET, "--no-verify", "--dist", str(dist),
+                   env=env)
         assert full.returncode == 1, full.stderr[-3000:]
         [line] = error_lines(full.stderr)
         assert full.stderr.strip().splitlines()[-1] == line
@@ -140,7 +148,8 @@ def test_a_cache_on_a_full_file_system_is_one_line_and_nothing_half_written(cach
         store_entries_are_sound(root)
         assert not dist.exists() or dist_is_sound(dist) == []
         resize(root, "3g")
-        again = cli("--log", str(tmp_path / "again.log"), "build", "--no-verify", "--dist", str(dist), env=env)
+        again = cli("--log", str(tmp_path / "again.log"), "build", *TARGET, "--no-verify", "--dist", str(dist),
+                    env=env)
         assert again.returncode == 0, again.stderr[-3000:]
         assert len(dist_is_sound(dist)) == 1
         store_entries_are_sound(root)

@@ -1,6 +1,6 @@
 """The instruction-counting qemu's pins (build_config/qemu.toml [build], benchmarks/counting/qemu_plugin.py) and
 its reader's gates (benchmarks/counting/insn_count.py), each fed a broken input; the counting itself, under the
-built qemu: tests/integration/emulated/test_insn_count.py."""
+built qemu: tests/bench/test_insn_count.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The emulated musl test bed (build_config/musl_bed.toml, emulation/musl_bed.py) and which bed runs a wheel.
 
-The ``emulated`` tests build the bed once (cached outside the clone: CPython cross built with zig from Debian's
-sources) and run its python under qemu; the sabotage tests break a pin or a manifest and watch the bed refuse.
+In the extended tier (test_musl_wheel.py says why). The tests build the bed once (cached outside the clone:
+CPython cross built with zig from Debian's sources) and run its python under qemu; the sabotage tests break a
+pin or a manifest and watch the bed refuse.
 """
 
 from __future__ import annotations
