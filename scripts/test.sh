@@ -8,8 +8,8 @@
 #   scripts/test.sh --bench  the benchmarks: the x86_64 wheels built and run natively (not published), the
 #                            instruction-counting qemu (built from Debian's source) and the ARM counts
 #   scripts/test.sh --extended  `pin add` of the newest unpinned release, compiled from nothing, built,
-#                            audited and run on every emulated CPU class; the emulated musl Python and
-#                            the musl wheel in it; the long fuzzing
+#                            audited and run on every emulated CPU class; the musl wheel, the emulated
+#                            musl Python and the musl wheel in it; the long fuzzing
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

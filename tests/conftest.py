@@ -75,9 +75,3 @@ def macos_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     can run it."""
     return build_target(tmp_path_factory, "macos-arm64", "--no-verify")
 
-
-@pytest.fixture(scope="session")
-def musl_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The linux-aarch64-musl wheel (musllinux_1_2_aarch64), built by `llama-wheels build` (no emulated musl
-    Python here yet: the static checks and the ISA audit judge it)."""
-    return build_target(tmp_path_factory, "linux-aarch64-musl")

@@ -46,29 +46,6 @@ def test_default_wheel_is_manylinux_2_17_aarch64(default_wheel: Path) -> None:
     check_wheel(default_wheel, platform("linux-aarch64"))
 
 
-def test_musl_wheel_is_musllinux_1_2_aarch64_with_the_default_wheels_variants(musl_wheel: Path,
-                                                                             default_wheel: Path) -> None:
-    """The musl target: auditwheel's musllinux_1_2_aarch64, libc by Alpine's name and nothing else from the
-    system, no versioned symbol, the default wheel's CPU variants; `inspect` and the record say musl; the ISA
-    audit passes (`build` ran it too)."""
-    assert musl_wheel.name == f"llama_cpp_python-{pinned().version}-py3-none-musllinux_1_2_aarch64.whl"
-    shown = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(musl_wheel)],
-                           capture_output=True, text=True, check=True).stdout
-    assert 'consistent with the following platform tag: "musllinux_1_2_aarch64"' in " ".join(shown.split())
-    facts = check_wheel(musl_wheel, platform("linux-aarch64-musl"))
-    assert facts.external == ("libc.musl-aarch64.so.1",)
-    assert all(lib.versions == () and lib.interpreter is None for lib in facts.libraries)
-    with zipfile.ZipFile(musl_wheel) as musl, zipfile.ZipFile(default_wheel) as glibc:
-        assert cpu_variants(musl.namelist()) == cpu_variants(glibc.namelist())
-    inspected = cli("inspect", str(musl_wheel))
-    assert inspected.returncode == 0, inspected.stderr
-    assert "requires  musl libc (musllinux: Alpine)" in inspected.stdout
-    assert "linux-aarch64-musl (linux-aarch64-musl, index cpu)" in inspected.stdout
-    assert "-target aarch64-linux-musl" in inspected.stdout
-    audited = cli("audit", str(musl_wheel))
-    assert audited.returncode == 0, audited.stdout + audited.stderr
-
-
 def test_default_wheel_layout(default_wheel: Path, cache: Cache) -> None:
     """Patch 0001: only llama_cpp/, each library once, every CPU variant beside libllama via $ORIGIN."""
     with zipfile.ZipFile(default_wheel) as archive:
