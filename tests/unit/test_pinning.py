@@ -428,3 +428,42 @@ def test_pin_check_fails_on_a_patch_that_touches_a_file_outside_the_source(world
     assert result.returncode == 2, result.stdout + result.stderr
     assert ("error: pin check base: patch 0002-line-twenty.patch touches out/0001-stray.patch, outside the "
             "source tree it patches (no out/ in the sdist)") in result.stderr
+
+
+_REFRESHED = """\
+From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: llama-wheels <llama-wheels@localhost>
+Subject: [PATCH] change a line
+
+---
+ a.txt | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/a.txt b/a.txt
+--- a/a.txt
++++ b/a.txt
+@@ -1 +1 @@
+-{old}
++changed
+"""
+
+
+def test_carried_patches_go_on_through_the_builds_engine_and_one_it_cannot_apply_is_named(tmp_path: Path) -> None:
+    """apply_refreshed: a refreshed patch goes onto the tree as `prepare` would apply it; one the build's `git
+    apply` refuses (the sabotage: its context is not in the tree) is a PatchError naming it, not a silent skip;
+    a conflict (no refreshed text) is left out."""
+    from llama_wheels.core.errors import PatchError
+    from llama_wheels.pins.carry import apply_refreshed
+    from llama_wheels.pins.report import PatchResult
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_text("original\n")
+    good = PatchResult(name="0001-good.patch", source="x", status="clean", refreshed=_REFRESHED.format(old="original"))
+    conflict = PatchResult(name="0002-conflict.patch", source="x", status="conflict")
+    apply_refreshed([good, conflict], tree, tmp_path / "refreshed")
+    assert (tree / "a.txt").read_text() == "changed\n"
+    bad = PatchResult(name="0003-stale.patch", source="x", status="clean", refreshed=_REFRESHED.format(old="gone"))
+    with pytest.raises(PatchError, match=r"patch 0003-stale\.patch does not apply to a\.txt"):
+        apply_refreshed([bad], tree, tmp_path / "refreshed")
+    assert (tree / "a.txt").read_text() == "changed\n"  # nothing half-applied
