@@ -428,7 +428,8 @@ def build_site(root: Path, out: Path) -> Path:
             runner.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", root / MKDOCS_CONFIG,
                         "--site-dir", tmp], cwd=root, env={"NO_MKDOCS_2_WARNING": "1"})
         except CommandFailed as exc:
-            warnings = [line.split("-", 1)[1].strip() for line in exc.tail if line.startswith(("WARNING", "ERROR"))]
+            warnings = [line.partition("-")[2].strip() or line for line in exc.tail
+                        if line.startswith(("WARNING", "ERROR"))]
             if not warnings:
                 raise
             more = f" (and {len(warnings) - 1} more: see the log)" if len(warnings) > 1 else ""
