@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +48,14 @@ from benchmarks.counting.insn_count import Counts
 from benchmarks.counting.qemu_plugin import CountingQemu, ensure_counting_qemu
 from llama_wheels.config import Config, load
 from llama_wheels.config.cpus import Cpu, load_cpus
-from llama_wheels.config.mca_spec import McaSpec, load_mca_spec
+from llama_wheels.config.mca_spec import McaSpec, load_mca_spec, own_classes
 from llama_wheels.core import runner
 from llama_wheels.core.cache import Cache, atomic_path, hash_key, locked, sha256_file
 from llama_wheels.core.errors import CommandFailed, UserError
 from llama_wheels.emulation.guest import reported
 from llama_wheels.emulation.qemu import Sysroot, install_wheel, run_python
 from llama_wheels.emulation.sysroot import ensure_sysroot
-from llama_wheels.judges.matrix import standalone_env
+from llama_wheels.judges.matrix import check_cpus, standalone_env
 from llama_wheels.standalone import models
 from llama_wheels.standalone.models import ModelSpec
 
@@ -130,11 +130,12 @@ class Bench:
     workdir: Path  # where the counts go
 
 
-def feature_groups(cpus: Sequence[Cpu]) -> dict[str, list[str]]:
-    """First class of each feature set -> every class with exactly those features, in cpus.toml order."""
+def feature_groups(cpus: Sequence[Cpu], alone: Collection[str] = ()) -> dict[str, list[str]]:
+    """First class of each feature set -> every class with exactly those features, in cpus.toml order; a
+    class in ``alone`` (counted for a pricing model: a different core) is a set of its own."""
     groups: dict[Any, list[str]] = {}
     for cpu in cpus:
-        groups.setdefault(cpu.features, []).append(cpu.name)
+        groups.setdefault((cpu.features, cpu.name if cpu.name in alone else None), []).append(cpu.name)
     return {names[0]: names for names in groups.values()}
 
 
@@ -391,19 +392,26 @@ def run(args: Any, settings: Settings) -> dict[str, Any]:
     log = runner.current_log()
     config = load(REPO)
     cache = Cache.from_env()
-    all_cpus = load_cpus(REPO)
+    matrix_cpus = load_cpus(REPO)
+    spec = load_mca_spec(REPO, tuple(matrix_cpus))
+    own = own_classes(spec, matrix_cpus)  # counted only for their pricing model (build_config/mca.toml)
+    all_cpus = {**matrix_cpus, **own}
     chosen = settings.cpus or tuple(all_cpus)
     unknown = [c for c in chosen if c not in all_cpus]
     if unknown:
-        raise UserError(f"unknown CPU class {unknown[0]!r}; build_config/cpus.toml has {', '.join(all_cpus)}")
+        raise UserError(f"unknown CPU class {unknown[0]!r}; build_config/cpus.toml has {', '.join(matrix_cpus)} "
+                        f"and build_config/mca.toml counts {', '.join(own)}")
     cpus = {name: all_cpus[name] for name in chosen}
-    groups = feature_groups(list(cpus.values()))
+    groups = feature_groups(list(cpus.values()), alone=tuple(own))
     exact_targets = fixed_isa_targets(config)
     head, dirty = machine.commit(REPO)
     started = time.monotonic()
     with log.stage("arm", "the counting qemu (built once per source and plugin)"):
         counting = ensure_counting_qemu(cache)
     sysroot = ensure_sysroot(cache)
+    counted_alone = [cpus[name] for name in own if name in cpus]
+    if counted_alone:  # a class of mca.toml's must give ggml the features it claims, like cpus.toml's
+        check_cpus(sysroot, counted_alone, source=str(spec.source.relative_to(REPO)))
     with tempfile.TemporaryDirectory(prefix="llama-wheels-arm-") as tmp:
         scratch = Path(tmp)
         targets = [DISPATCH_TARGET, *(sorted(set(exact_targets.values())) if settings.exact else []), OFFICIAL_TARGET]
@@ -445,7 +453,6 @@ def run(args: Any, settings: Settings) -> dict[str, Any]:
                 target = proc_key.removeprefix("exact:")
                 for r in runs:
                     r["fixed_isa_variant"] = config.target(target).variant
-        spec = load_mca_spec(REPO, tuple(all_cpus))
         pricing = settings.price_models or {m.name: m.cpu for m in spec.models}
         validation = _validate_pricing(spec, counting, sysroot, all_cpus[validate.CPU])
         price_runs(spec, pricing, settings, results)

@@ -37,7 +37,9 @@ LIMITS = ("caches and memory bandwidth (every load hits L1)", "branch prediction
           "dependencies between consecutive blocks (each block is priced alone, back to back)",
           "the front end beyond the model's dispatch width",
           "instructions the model has no scheduling data for (system instructions; skipped, llvm-mca "
-          "-skip-unsupported-instructions=lack-sched); calls priced at llvm-mca's assumed 100 cycles",
+          "-skip-unsupported-instructions=lack-sched)",
+          "the cost of a call beyond its branch (a call is priced at build_config/mca.toml's call_latency; "
+          "the callee's instructions are priced in their own blocks)",
           f"the {1 - COVERAGE:.0%} of instructions outside the priced blocks, at the priced blocks' average "
           "cycles per instruction")
 _ENCODING = re.compile(r"//\s*encoding:\s*\[([^\]]*)\]")
@@ -145,7 +147,8 @@ def price(spec: McaSpec, model: str, asm: Mapping[str, Sequence[str]]) -> dict[s
             source, out = Path(tmp) / "blocks.s", Path(tmp) / "mca.json"
             source.write_text("\n".join(text) + "\n")
             outcome = runner.probe([spec.llvm_mca, "-mtriple=aarch64", f"-mcpu={model}",
-                                    f"-iterations={spec.iterations}", "--json", "-instruction-info=0",
+                                    f"-iterations={spec.iterations}",
+                                    f"-call-latency={spec.call_latency}", "--json", "-instruction-info=0",
                                     "-skip-unsupported-instructions=lack-sched",
                                     "-resource-pressure=0", "-o", out, source], capture=True)
             if outcome.returncode == 0:

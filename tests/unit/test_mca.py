@@ -21,6 +21,8 @@ SDOT = 0x4E829420  # sdot v0.4s, v1.16b, v2.16b
 SMMLA_V16 = 0x4E82A430  # smmla v16.4s, v1.16b, v2.16b
 SUBS = 0xF1000400  # subs x0, x0, #1
 UNDECODABLE = 0xFFFFFFFF
+MOV_X1_X30 = 0xAA1E03E1  # mov x1, x30 (reads the link register)
+BL_FORWARD = 0x94000100  # bl .+1024
 
 
 def b_ne_back(n_insns: int) -> int:
@@ -80,6 +82,16 @@ def test_an_instruction_the_model_cpu_lacks_drops_only_its_block(spec: McaSpec, 
     assert set(priced) == {"good"}, priced
 
 
+def test_a_call_is_priced_at_the_pinned_call_latency(spec: McaSpec, tmp_path: Path) -> None:
+    """Each pass reads the link register the previous pass's call wrote: the call's latency is the block's
+    critical path, so the pinned call_latency (not llvm-mca's default of 100) is what the block costs."""
+    block = block_file(tmp_path, "calls", [MOV_X1_X30, SUBS, BL_FORWARD])
+    cheap = mca.Pricer(spec=spec, models=("neoverse-n2",)).prepare([{block: 10}])["neoverse-n2"][block]
+    dear = mca.Pricer(spec=dataclasses.replace(spec, call_latency=100),
+                      models=("neoverse-n2",)).prepare([{block: 10}])["neoverse-n2"][block]
+    assert spec.call_latency == 1 and cheap < 2 < dear, (cheap, dear)
+
+
 def test_the_wrong_llvm_is_refused(spec: McaSpec) -> None:
     with pytest.raises(ToolchainError, match=r"is not LLVM 99\.0\.0"):
         mca.check_llvm(dataclasses.replace(spec, release="99.0.0"))
@@ -95,4 +107,13 @@ def test_a_broken_mca_toml_is_named(config_root: Path) -> None:
         load_mca_spec(config_root, ("neoverse-n2", "neoverse-v1"))
     path.write_text(text.replace("iterations = 100", "iterations = 1"))
     with pytest.raises(ConfigError, match="iterations: 1 is outside"):
+        load_mca_spec(config_root)
+    path.write_text(text.replace("call_latency = 1", "call_latency = 0"))
+    with pytest.raises(ConfigError, match="call_latency: 0 is outside"):
+        load_mca_spec(config_root)
+    path.write_text(text.replace('features_of = "neoverse-n2"', 'features_of = "neoverse-n9"'))
+    with pytest.raises(ConfigError, match=r"models.neoverse-v2\].features_of: 'neoverse-n9' is no class"):
+        load_mca_spec(config_root, ("neoverse-n2", "neoverse-v1"))
+    path.write_text(text.replace('features_of = "neoverse-n2"', 'cpu = "neoverse-n2"'))
+    with pytest.raises(ConfigError, match=r"models.neoverse-v2\]: give either cpu .* or qemu_cpu and features_of"):
         load_mca_spec(config_root)

@@ -351,16 +351,17 @@ def wheel_labels(wheels: Sequence[Path]) -> dict[Path, str]:
     return {w: w.name if names.count(w.name) == 1 else f"{w.parent.name}/{w.name}" for w in wheels}
 
 
-def check_cpus(sysroot: Sysroot, cpus: Sequence[Cpu], *, jobs: int | None = None) -> None:
-    """Measure each CPU's features under the pinned qemu and refuse a matrix judged against stale
-    build_config/cpus.toml data (another qemu, as qemu.toml moves on, may give a model other features)."""
+def check_cpus(sysroot: Sysroot, cpus: Sequence[Cpu], *, jobs: int | None = None,
+               source: str = "build_config/cpus.toml") -> None:
+    """Measure each CPU's features under the pinned qemu and refuse a run judged against stale ``source``
+    data (another qemu, as qemu.toml moves on, may give a model other features)."""
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 2) as pool:
         measured = list(pool.map(lambda cpu: measure_features(sysroot, cpu), cpus))
-    stale = [f"{cpu.name}: cpus.toml says {cpu.features.summary()}, qemu gives {got.summary()}"
+    stale = [f"{cpu.name}: {source.rsplit('/', 1)[-1]} says {cpu.features.summary()}, qemu gives {got.summary()}"
              for cpu, got in zip(cpus, measured, strict=True) if got != cpu.features]
     if stale:
-        raise UserError(f"build_config/cpus.toml does not match the pinned qemu ({sysroot.qemu}): "
-                        + "; ".join(stale) + "; measure again and update cpus.toml (tests/unit/test_emulation.py)")
+        raise UserError(f"{source} does not match the pinned qemu ({sysroot.qemu}): "
+                        + "; ".join(stale) + f"; measure again and update {source} (tests/unit/test_emulation.py)")
 
 
 def run_matrix(wheels: Sequence[Path], cpus: Sequence[Cpu], *, root: Path, cache: Cache, jobs: int | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from llama_wheels.config.cpus import Cpu, load_cpus
+from llama_wheels.config.mca_spec import load_mca_spec, own_classes
 from llama_wheels.config.sysroot_spec import load_sysroot_spec
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import UserError
@@ -125,6 +126,17 @@ def test_cpus_toml_features_are_what_qemu_reports(root: sysroot.Sysroot) -> None
     stale = replace(n1, features=replace(n1.features, i8mm=True))  # as if measured with another qemu
     with pytest.raises(UserError, match=r"cpus.toml does not match .*neoverse-n1: cpus.toml says dotprod\+fp16\+i8mm"):
         check_cpus(root, [cpus[0], stale])
+
+
+def test_the_classes_counted_for_a_pricing_model_give_ggml_the_claimed_features(root: sysroot.Sysroot) -> None:
+    """build_config/mca.toml counts V2 on qemu's max at 128 bits: ggml must see neoverse-n2's features there
+    (benchmarks/arm.py checks it before counting); a wrong features_of is refused, naming mca.toml."""
+    own = own_classes(load_mca_spec(REPO, tuple(load_cpus(REPO))), load_cpus(REPO))
+    assert set(own) == {"neoverse-v2"} and own["neoverse-v2"].features.sve_bits == 128
+    check_cpus(root, list(own.values()), source="build_config/mca.toml")
+    wrong = replace(own["neoverse-v2"], features=load_cpus(REPO)["neoverse-v1"].features)
+    with pytest.raises(UserError, match=r"build_config/mca.toml does not match .*neoverse-v2: mca.toml says .*256"):
+        check_cpus(root, [wrong], source="build_config/mca.toml")
 
 
 def test_sigill_is_reported_as_such(root: sysroot.Sysroot, tmp_path: Path) -> None:
