@@ -11,6 +11,8 @@ The rules are ggml's, read from the pinned source (llama-cpp-python 0.3.36, vend
   features it is compiled with, per architecture and operating system (``if()`` blocks).
 - ``ggml-cpu/arch/arm/cpu-feats.cpp``: a variant's score on a CPU is 0 when the CPU lacks one of its
   features, else 1 + 2 dotprod + 4 fp16 + 8 sve + 16 i8mm + 32 sve2 + 64 sme; the loader takes the highest.
+  On a CPU whose SVE vectors are 128 bits, sve counts -2 and sve2 1 (our patch 0009): a variant with SVE
+  ranks below its NEON sibling (armv8.6_nosve, armv8.2_2) there, and SVE2 still above SVE alone.
 - ``ggml-cpu/repack.cpp`` ``ggml_repack_get_optimal_repack_type``: per weight type an ordered list of
   layouts, each needing compiled features (ARM's are compile-time: ``__ARM_FEATURE_*``), for SVE a vector
   length, and a row count ``ne1`` divisible by the rows it interleaves; the first that fits wins.
@@ -32,6 +34,9 @@ ARM_FEATURES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme")
 # cpu-feats.cpp: score = 1 + the weight of every feature the variant is built with (0 if the CPU lacks one).
 SCORE_BASE = 1
 SCORE_WEIGHTS: Mapping[str, int] = {"dotprod": 2, "fp16": 4, "sve": 8, "i8mm": 16, "sve2": 32, "sme": 64}
+# Patch 0009: at NEON's width (128-bit SVE vectors) SVE and SVE2 weigh this instead.
+SVE_NEON_WIDTH_BITS = 128
+SVE_AT_NEON_WIDTH: Mapping[str, int] = {"sve": -2, "sve2": 1}
 # ggml's CMake tokens (ggml_add_cpu_backend_variant arguments, GGML_INTERNAL_<token>) -> the features they
 # compile in. NOSVE (apple_m4) only takes SVE out of -march: it adds nothing and ggml does not score it.
 CMAKE_FEATURES: Mapping[str, frozenset[str]] = {
@@ -240,7 +245,8 @@ def score(features: frozenset[str], cpu: Cpu) -> int:
         raise OracleError(f"ggml scores no ARM feature {', '.join(unknown)}; known: {', '.join(SCORE_WEIGHTS)}")
     if not features <= cpu.features:
         return 0
-    return SCORE_BASE + sum(SCORE_WEIGHTS[name] for name in features)
+    weights = {**SCORE_WEIGHTS, **SVE_AT_NEON_WIDTH} if cpu.sve_bits == SVE_NEON_WIDTH_BITS else SCORE_WEIGHTS
+    return SCORE_BASE + sum(weights[name] for name in features)
 
 
 @dataclass(frozen=True, kw_only=True)

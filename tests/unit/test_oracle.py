@@ -98,6 +98,23 @@ def test_score_is_ggmls_weighted_sum() -> None:
         oracle.score(frozenset({"bf16"}), EVERYTHING)
 
 
+def test_on_128_bit_sve_an_sve_variant_scores_just_below_its_neon_sibling() -> None:
+    """Patch 0009: at NEON's width SVE counts -2 and SVE2 1: below the NEON sibling, SVE2 above SVE alone; every
+    SVE variant still loads (score > 0), wider SVE is scored as upstream, and SME keeps its weight."""
+    n2 = cpus()["neoverse-n2"]
+    scores = {v: oracle.score(LINUX_ARM[v], n2) for v in LINUX_ARM}
+    assert scores == {"armv8.0_1": 1, "armv8.2_1": 3, "armv8.2_2": 7, "armv8.2_3": 5, "armv8.6_nosve": 23,
+                      "armv8.6_1": 21, "armv8.6_2": 22, "armv9.2_1": 0, "armv9.2_2": 0}
+    assert oracle.choose_variant(list(LINUX_ARM), LINUX_ARM, n2).variant == "armv8.6_nosve"
+    # without the NEON sibling (upstream's list), the SVE variant is still chosen over armv8.2_2
+    upstream = {v: f for v, f in LINUX_ARM.items() if v != "armv8.6_nosve"}
+    assert oracle.choose_variant(list(upstream), upstream, n2).variant == "armv8.6_2"
+    wide = Cpu(features=n2.features, sve_bits=256, known=n2.known)
+    assert oracle.choose_variant(list(LINUX_ARM), LINUX_ARM, wide).variant == "armv8.6_2"
+    sme_128 = Cpu(features=frozenset(oracle.ARM_FEATURES), sve_bits=128)
+    assert oracle.choose_variant(list(LINUX_ARM), LINUX_ARM, sme_128).variant == "armv9.2_2"
+
+
 def test_non_nested_variants_are_chosen_by_score_not_by_feature_count() -> None:
     declared = {"wide": frozenset({"dotprod", "fp16", "sve"}),  # 3 features, score 15
                 "deep": frozenset({"dotprod", "i8mm"})}  # 2 features, score 19
@@ -120,8 +137,8 @@ def test_dispatch_expectations_on_every_emulated_cpu() -> None:
         "neoverse-n1": ("armv8.2_2", "q4_0_4x4"),
         "a64fx": ("armv8.0_1", "none"),  # SVE-512 but no dotprod: every other variant needs it
         "neoverse-v1": ("armv8.6_1", "q4_0_8x8"),  # Graviton3: SVE-256 + i8mm, no SVE2
-        "neoverse-n2": ("armv8.6_2", "q4_0_4x8"),  # SVE2, but 128-bit: the 8x8 SVE kernel needs 256
-        "cortex-a710": ("armv8.6_2", "q4_0_4x8"),
+        "neoverse-n2": ("armv8.6_nosve", "q4_0_4x8"),  # 128-bit SVE: the NEON sibling (patch 0009)
+        "cortex-a710": ("armv8.6_nosve", "q4_0_4x8"),
         "max-nosve": ("armv8.6_nosve", "q4_0_4x8"),  # i8mm without SVE: patch 0007's variant
         "max": ("armv9.2_2", "q4_0_4x8"),  # i8mm, but 512-bit SVE: the 8x8 SVE kernel needs 256
         "max-sve256": ("armv9.2_2", "q4_0_8x8"),

@@ -57,8 +57,8 @@ def test_default_wheel_passes_on_every_cpu(default_wheel: Path, tmp_path: Path) 
         "neoverse-n1": ("armv8.2_2", "q4_0_4x4"),
         "max-nosve": ("armv8.6_nosve", "q4_0_4x8"),  # patch 0007
         "neoverse-v1": ("armv8.6_1", "q4_0_8x8"),
-        "neoverse-n2": ("armv8.6_2", "q4_0_4x8"),
-        "cortex-a710": ("armv8.6_2", "q4_0_4x8"),
+        "neoverse-n2": ("armv8.6_nosve", "q4_0_4x8"),  # 128-bit SVE: the NEON sibling (patch 0009)
+        "cortex-a710": ("armv8.6_nosve", "q4_0_4x8"),
         "max": ("armv9.2_2", "q4_0_4x8"),
         "max-sve256": ("armv9.2_2", "q4_0_8x8"),
     }
@@ -69,9 +69,10 @@ def test_default_wheel_passes_on_every_cpu(default_wheel: Path, tmp_path: Path) 
     assert all(c["repacked"] > 0 for cpu, c in cells.items() if expected[cpu][1] != "none")
     # Every repackable type, each tensor checked by the wheel suite in the cell; here the i8mm layouts the
     # ninth variant (patch 0007) gives an i8mm CPU without SVE, and the K-quant layouts on SVE-512 (0006).
-    nosve = cells["max-nosve"]["layouts"]
-    assert (nosve["Q4_0"], nosve["Q4_K"], nosve["Q6_K"], nosve["Q8_0"]) == ("q4_0_4x8", "q4_K_8x8", "q6_K_8x8",
-                                                                          "q8_0_4x8"), table
+    for cpu in ("max-nosve", "neoverse-n2"):  # i8mm without SVE (0007), and on 128-bit SVE (0009)
+        nosve = cells[cpu]["layouts"]
+        assert (nosve["Q4_0"], nosve["Q4_K"], nosve["Q6_K"], nosve["Q8_0"]) == ("q4_0_4x8", "q4_K_8x8", "q6_K_8x8",
+                                                                              "q8_0_4x8"), table
     assert set(cells["max"]["layouts"]) >= {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "IQ4_NL", "MXFP4"}, table
 
 

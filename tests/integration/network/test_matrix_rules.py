@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,27 @@ def test_pinned_source_declares_the_arm_variants(variants: dict[str, frozenset[s
     assert variants == oracle.declared_arm_variants(PINNED_CMAKE)
 
 
+_FEATURE_MACRO = {"DOTPROD": "dotprod", "FP16_VECTOR_ARITHMETIC": "fp16", "SVE": "sve", "MATMUL_INT8": "i8mm",
+                  "SVE2": "sve2", "SME": "sme"}
+
+
+def test_the_oracles_scores_are_the_patched_sources(source_tree: Path) -> None:
+    """cpu-feats.cpp as the series leaves it: each feature's weight (``1<<k``), and at 128-bit SVE
+    (``af.sve_cnt == 16 ? A : 1<<k``, patch 0009) the weight the oracle gives SVE and SVE2 there."""
+    text = (source_tree / "vendor/llama.cpp/ggml/src/ggml-cpu/arch/arm/cpu-feats.cpp").read_text()
+    wide, narrow = {}, {}
+    for macro, expr in re.findall(r"#ifdef GGML_USE_(\w+)\n(?:.*\n)*?\s*score \+= ([^;]+);", text):
+        found = re.fullmatch(r"(?:af\.sve_cnt == (\d+) \? (-?\d+) : )?1<<(\d+)", expr.strip())
+        assert found, f"cpu-feats.cpp: score += {expr}: not a weight the oracle knows how to read"
+        bytes_, at_width, shift = found.groups()
+        wide[_FEATURE_MACRO[macro]] = 1 << int(shift)
+        if bytes_ is not None:
+            assert int(bytes_) * 8 == oracle.SVE_NEON_WIDTH_BITS
+            narrow[_FEATURE_MACRO[macro]] = int(at_width)
+    assert wide == dict(oracle.SCORE_WEIGHTS)
+    assert narrow == dict(oracle.SVE_AT_NEON_WIDTH) == {"sve": -2, "sve2": 1}
+
+
 def test_pinned_source_declares_the_apple_variants(source_tree: Path) -> None:
     """macOS (``elseif (APPLE)``): three variants, with the features and -march ggml-cpu/CMakeLists.txt gives."""
     cmake = ggml_cmake(source_tree)
@@ -67,6 +89,9 @@ def dispatch_wheel(variants: dict[str, frozenset[str]]) -> WheelBuild:
         ("a64fx", "armv8.0_1", "none"),  # SVE-512 but no dotprod: every other variant needs it
         ("cortex-a76", "armv8.2_2", "q4_0_4x4"),
         ("neoverse-n1", "armv8.2_2", "q4_0_4x4"),
+        ("neoverse-v1", "armv8.6_1", "q4_0_8x8"),  # 256-bit SVE: scored as upstream
+        ("neoverse-n2", "armv8.6_nosve", "q4_0_4x8"),  # 128-bit SVE: the NEON sibling (patch 0009)
+        ("cortex-a710", "armv8.6_nosve", "q4_0_4x8"),
         ("max", "armv9.2_2", "q4_0_4x8"),  # i8mm, but 512-bit SVE: the 8x8 SVE kernel needs 256
         ("max-sve256", "armv9.2_2", "q4_0_8x8"),
     ],
