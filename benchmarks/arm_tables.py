@@ -80,8 +80,9 @@ def markdown(data: dict[str, Any]) -> str:
                   f"{mca_info.get('llvm', 'LLVM')}: the blocks holding {mca_info.get('coverage', 0.95):.0%} of each "
                   "prompt's and generation's instructions, each priced by llvm-mca under the core's scheduling "
                   "model, times its exact execution count. Leaves out: " + "; ".join(mca_info.get("leaves_out", []))
-                  + ". Variants are forced one at a time on the class named; V2 has no qemu model and is priced on "
-                  "the neoverse-n2 class's blocks (the same ggml-visible features: SVE2 at 128 bits, i8mm).", ""]
+                  + ". Variants are forced one at a time on the class named. V2 has no qemu model: its blocks are "
+                  "counted on qemu's `max` at V2's vector length (SVE2 at 128 bits, i8mm, no SME: the features "
+                  "ggml sees on V2), build_config/mca.toml.", ""]
         validation = mca_info.get("validation")
         if validation:
             lines.append("Validation first (hand-written kernels, known cycles; benchmarks/counting/validate.py): "

@@ -5,6 +5,7 @@ its intro included into the site's front page."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import tomllib
@@ -61,17 +62,34 @@ def test_generated_pages_match_the_code() -> None:
 def test_an_edited_generated_page_is_drift(tmp_path: Path) -> None:
     root = tmp_path / "checkout"
     for rel in (*reference.PAGES, Path("pyproject.toml"), Path("scripts/test.sh"), Path("docs/arm.json"),
-                Path("tests/support/tiers.py"), *(Path("build_config") / name for name in reference.BED_FILES)):
+                Path("build_config/cpus.toml"), Path("tests/support/tiers.py"),
+                *(Path("build_config") / name for name in reference.BED_FILES)):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, root / rel)
     assert reference.drift(root, parser()) == []
     page = root / reference.CLI_PAGE
     page.write_text(page.read_text().replace("| `--debug` |", "| `--verbose` |"))
     readme = root / "README.md"
-    readme.write_text(readme.read_text().replace("| x5.03 |", "| x9.99 |"))
+    assert "| **x5.03** |" in readme.read_text()
+    readme.write_text(readme.read_text().replace("| **x5.03** |", "| **x9.99** |"))
     assert reference.drift(root, parser()) == [reference.CLI_PAGE, reference.README]
     assert reference.generate(root, parser()) == [reference.CLI_PAGE, reference.README]
     assert reference.drift(root, parser()) == []
+
+
+def test_the_readme_table_needs_the_official_builds_counts(tmp_path: Path) -> None:
+    """The README leads with ours against llama-cpp-python's own build: an arm.json without that build's
+    counts for a class is refused, naming the class and the run that makes them."""
+    root = tmp_path / "checkout"
+    for rel in (Path("docs/arm.json"), Path("build_config/cpus.toml")):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / rel, root / rel)
+    assert "neoverse-v2 is counted for its llvm-mca model only" in reference.arm_comparison(root)
+    data = json.loads((root / "docs/arm.json").read_text())
+    del data["classes"]["neoverse-v1"]["official"]
+    (root / "docs/arm.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"docs/arm.json: class neoverse-v1 has no official-build counts; rerun"):
+        reference.arm_comparison(root)
 
 
 def test_the_cli_page_documents_every_command_and_option() -> None:
