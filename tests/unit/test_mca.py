@@ -114,6 +114,9 @@ def test_a_broken_mca_toml_is_named(config_root: Path) -> None:
     path.write_text(text.replace('features_of = "neoverse-n2"', 'features_of = "neoverse-n9"'))
     with pytest.raises(ConfigError, match=r"models.neoverse-v2\].features_of: 'neoverse-n9' is no class"):
         load_mca_spec(config_root, ("neoverse-n2", "neoverse-v1"))
+    path.write_text(text.replace('qemu_cpu = "max,sve128=on,sme=off"', 'qemu_cpu = "max sve128"'))
+    with pytest.raises(ConfigError, match=r"models.neoverse-v2\].qemu_cpu.*a qemu -cpu value"):
+        load_mca_spec(config_root)
     path.write_text(text.replace('features_of = "neoverse-n2"', 'cpu = "neoverse-n2"'))
     with pytest.raises(ConfigError, match=r"models.neoverse-v2\]: give either cpu .* or qemu_cpu and features_of"):
         load_mca_spec(config_root)

@@ -13,7 +13,7 @@ from typing import Any
 from llama_wheels.config.toml import Table, read_toml
 from llama_wheels.core.errors import ConfigError
 
-_QEMU_CPU = re.compile(r"^[a-z0-9][a-z0-9-]*(,[a-z0-9-]+=[a-z0-9]+)*$")
+QEMU_CPU = re.compile(r"^[a-z0-9][a-z0-9-]*(,[a-z0-9-]+=[a-z0-9]+)*$")
 # The features each CPU declares (as standalone/hostcpu.py names them), and its SVE vector length.
 FEATURE_NAMES = ("dotprod", "fp16", "i8mm", "sve", "sve2", "sme", "bf16")
 _FEATURE_KEYS = (*FEATURE_NAMES, "sve_bits")
@@ -61,7 +61,7 @@ def _parse_cpu(name: str, data: Any, source: str) -> Cpu:
     t = Table(data, f"{source}: cpus.{name}")
     t.check_keys(("description", "qemu_cpu", *_FEATURE_KEYS))
     qemu_cpu = t.get("qemu_cpu", str, name)
-    if not _QEMU_CPU.match(qemu_cpu):
+    if not QEMU_CPU.match(qemu_cpu):
         raise ConfigError(f"{t.where}.qemu_cpu: {qemu_cpu!r} is not a qemu -cpu value like 'max,sve256=on'")
     flags = {key: t.get(key, bool) for key in _FEATURE_KEYS if key != "sve_bits"}
     sve_bits = t.data.get("sve_bits")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from llama_wheels.config.cpus import Cpu
+from llama_wheels.config.cpus import QEMU_CPU, Cpu
 from llama_wheels.config.qemu_spec import DEB_NAME, DEB_VERSION, WORD
 from llama_wheels.config.toml import Table, read_toml
 from llama_wheels.core.errors import ConfigError
@@ -72,7 +72,8 @@ def load_mca_spec(root: Path, known_cpus: tuple[str, ...] = ()) -> McaSpec:
         if ("cpu" in t.data) == ("qemu_cpu" in t.data) or ("qemu_cpu" in t.data) != ("features_of" in t.data):
             raise ConfigError(f"{t.where}: give either cpu (a counted class of build_config/cpus.toml) or "
                               "qemu_cpu and features_of (a class counted for this model alone)")
-        qemu_cpu = t.get("qemu_cpu", str) if "qemu_cpu" in t.data else None
+        qemu_cpu = t.match("qemu_cpu", QEMU_CPU, "a qemu -cpu value like 'max,sve128=on'") if "qemu_cpu" in t.data \
+            else None
         features_of = t.get("features_of", str) if "features_of" in t.data else None
         cpu = name if qemu_cpu else t.get("cpu", str)
         for key, value in (("cpu", None if qemu_cpu else cpu), ("features_of", features_of)):
