@@ -15,23 +15,10 @@ from llama_wheels.config import load
 from llama_wheels.core.cache import Cache
 from llama_wheels.core.errors import VerifyError
 from llama_wheels.judges.isa_audit import IsaAuditor, pinned_variants
-from llama_wheels.oracle import instruction_features
 from tests.support.checkout import REPO, cli
+from tests.support.rewrite import rewritten
 
 LIB = "llama_cpp/lib"
-
-
-def rewritten(wheel: Path, out: Path, replace: dict[str, str] | None = None,
-              rename: dict[str, str] | None = None) -> Path:
-    """A copy of ``wheel`` whose member ``replace`` keys hold the bytes of the values (names in ``LIB``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    copy = out / wheel.name
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(copy, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            name = info.filename.removeprefix(f"{LIB}/")
-            data = src.read(f"{LIB}/{(replace or {})[name]}" if name in (replace or {}) else info.filename)
-            dst.writestr((rename or {}).get(info.filename, info.filename), data)
-    return copy
 
 
 def test_the_default_wheel_is_clean(default_wheel: Path) -> None:
@@ -127,33 +114,4 @@ def test_a_fixed_isa_wheel_beyond_its_isa_fails(default_wheel: Path, tmp_path: P
     assert re.search(r"llama_cpp/lib/libggml-cpu\.so: 891 need dotprod, e\.g\. `[us]dot ", result.stderr), \
         result.stderr
 
-
-def test_the_macos_wheel_holds_each_apple_variant_to_its_features(macos_wheel: Path, tmp_path: Path) -> None:
-    """The real macos-arm64 wheel: apple_m1 has no i8mm or SME, apple_m2_m3 no SME, apple_m4 no SVE; every
-    other library stays within the M1 baseline. Its apple_m1 library swapped for apple_m2_m3's bytes fails."""
-    result = cli("audit", "--json", str(macos_wheel))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    [report] = json.loads(result.stdout)
-    libraries = {Path(lib["path"]).name: lib for lib in report["libraries"]}
-    used = {name: dict(lib["features"]) for name, lib in libraries.items()}
-    for variant, march in (("apple_m1", "armv8.2-a+dotprod"), ("apple_m2_m3", "armv8.6-a+dotprod+i8mm"),
-                           ("apple_m4", "armv9.2-a+dotprod+i8mm+nosve+sme")):
-        name = f"libggml-cpu-{variant}.so"
-        assert libraries[name]["rule"] == f"variant {variant}"
-        baseline = instruction_features("armv8.4-a+fp16")
-        assert set(libraries[name]["allowed"]) == baseline | instruction_features(march)
-        assert used[name]["dotprod"] > 0
-    m1, m2_m3, m4 = (used[f"libggml-cpu-{v}.so"] for v in ("apple_m1", "apple_m2_m3", "apple_m4"))
-    assert not {"i8mm", "sme", "sve", "sve2"} & set(m1)
-    assert m2_m3["i8mm"] > 0 and not {"sme", "sve"} & set(m2_m3)
-    assert m4["i8mm"] > 0 and not {"sve", "sve2"} & set(m4)
-    assert libraries["libggml-base.dylib"]["rule"] == "baseline armv8.4-a+fp16"
-    assert not any(lib["violations"] for lib in libraries.values())
-
-    bad = rewritten(macos_wheel, tmp_path, replace={"libggml-cpu-apple_m1.so": "libggml-cpu-apple_m2_m3.so"})
-    result = cli("audit", str(bad))
-    assert result.returncode == 1, result.stdout[-3000:]
-    assert "libggml-cpu-apple_m1.so [variant apple_m1]: FAIL" in result.stdout
-    assert re.search(r"libggml-cpu-apple_m1\.so: \d+ need i8mm, e\.g\. `(?:[su]+mmla|usdot|sudot) ", result.stderr), \
-        result.stderr
 
