@@ -25,6 +25,16 @@ def test_unpatched_pin_is_the_legacy_pin_minus_the_fixes() -> None:
         assert a.cmake_args() == b.cmake_args()
 
 
+def test_the_repack_reports_comparison_pin_is_the_current_series_minus_0007_only() -> None:
+    """`llama-wheels repack-report` shows what patch 0007 buys: its comparison wheel must have every other patch
+    of the current series (a patch added to `current` and not to it would be credited to 0007, or judged by
+    an oracle that expects it: 0009's scores)."""
+    config = load(REPO)
+    current, without = config.pin("current"), config.pin("current-without-0007")
+    assert (without.version, without.sdist_sha256) == (current.version, current.sdist_sha256)
+    assert without.patches == tuple(p for p in current.patches if not p.startswith("0007-"))
+
+
 def test_every_legacy_patch_is_listed_and_documented() -> None:
     config = load(REPO)
     listed = config.pin("legacy").patches
